@@ -1,0 +1,50 @@
+# npnorm - the two commands a user needs are `make book` and `make test`.
+# Both create .venv from requirements.txt on first use and refresh it when requirements change.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.npnorm-installed
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+export MPLBACKEND ?= Agg
+
+.PHONY: help test book book-learner lab venv lock clean clean-venv
+
+help:
+	@echo "make test          run the whole test suite (creates .venv if needed)"
+	@echo "make book          build the book to HTML and print where to open it"
+	@echo "make book-learner  build the learner edition (no solutions)"
+	@echo "make lab           open the book's notebooks in JupyterLab"
+	@echo "make clean         remove build outputs (keeps .venv)"
+
+venv: $(STAMP)
+
+# Rebuild the environment whenever requirements.txt or constraints.txt is newer than the stamp.
+$(STAMP): requirements.txt constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@# make the project importable from the venv (book notebooks run from book/)
+	$(PY) -c "import site, sys; open(site.getsitepackages()[0] + '/npnorm-project.pth', 'w').write(sys.argv[1] + '\\n')" "$(CURDIR)"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+book: $(STAMP)
+	$(PY) -m npnorm.tools.build_book
+
+book-learner: $(STAMP)
+	$(PY) -m npnorm.tools.build_book --learner
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab book/
+
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | sed '1i # Full pin set (pip freeze of a working .venv, Python 3.11). Used as a constraints file by requirements.txt.\n# Regenerate with: make lock' > constraints.txt
+
+clean:
+	rm -rf book/_build .pytest_cache .hypothesis .numba_cache
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,104 @@
+"""The layer contract shared by every npnorm layer.
+
+A layer is thin bookkeeping around a pair of pure functions (``*_forward`` returning ``(out, cache)``
+and ``*_backward`` taking ``(dout, cache)``). The class holds
+
+* ``params``: the learnable arrays, under PyTorch's names (``"weight"``, ``"bias"``, ...);
+* ``grads``: the gradients of the last ``backward`` call, under the same names;
+* buffers as plain attributes (``running_mean``, ``running_var``, ``num_batches_tracked``);
+* ``training``: switched by :meth:`Module.train` and :meth:`Module.eval`.
+
+``y = layer(x)`` runs the forward pass and keeps what the backward pass needs;
+``dx = layer.backward(dy)`` returns the input gradient (a tuple when the layer has several inputs)
+and fills ``layer.grads``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Module"]
+
+
+class Module:
+    """Base class of every npnorm layer.
+
+    Subclasses implement :meth:`forward` (store what backward needs in ``self._cache``) and
+    :meth:`backward`. Containers override :meth:`children`.
+    """
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.training: bool = True
+        self._cache: Any = None
+
+    # -- running ---------------------------------------------------------------------------
+    def __call__(self, *inputs: Any) -> Any:
+        return self.forward(*inputs)
+
+    def forward(self, *inputs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, dout: np.ndarray) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def _require_cache(self) -> Any:
+        """Return the cache of the last forward, or raise if there was none."""
+        if self._cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward(): run y = layer(x) first "
+                "(the backward pass needs the values the forward pass stored)"
+            )
+        return self._cache
+
+    # -- modes -----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        """Switch this layer (and its children) to training mode; returns ``self``."""
+        for m in self.modules():
+            m.training = bool(mode)
+        return self
+
+    def eval(self) -> Module:
+        """Switch this layer (and its children) to evaluation mode; returns ``self``."""
+        return self.train(False)
+
+    # -- traversal -------------------------------------------------------------------------
+    def children(self) -> list[Module]:
+        """Direct sub-layers (containers override this)."""
+        return []
+
+    def modules(self) -> Iterator[Module]:
+        """This layer and every layer below it, depth first."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """``(qualified_name, array)`` for every parameter, e.g. ``("0.weight", W)``."""
+        for key, value in self.params.items():
+            yield prefix + key, value
+        for i, child in enumerate(self.children()):
+            yield from child.named_parameters(f"{prefix}{i}.")
+
+    def zero_grad(self) -> None:
+        """Forget the gradients of the last backward pass (in this layer and its children)."""
+        for m in self.modules():
+            m.grads = {}
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        inner = self.extra_repr()
+        kids = self.children()
+        if not kids:
+            return f"{type(self).__name__}({inner})"
+        lines = [f"{type(self).__name__}({inner}"]
+        for i, child in enumerate(kids):
+            lines.append("  " + f"({i}): " + repr(child).replace("\n", "\n  "))
+        lines.append(")")
+        return "\n".join(lines)

@@ -1,0 +1,335 @@
+r"""Batch normalization (Ioffe & Szegedy, 2015): ``BatchNorm1d`` and ``BatchNorm2d``.
+
+For an input with channels on axis 1 - ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)`` - every channel
+:math:`c` is standardized over all the other axes (the set :math:`S`, with :math:`m = |S|`
+elements: :math:`m = N`, :math:`N L` or :math:`N H W`):
+
+.. math::
+   \mu_c = \frac{1}{m}\sum_{S} x                                   \tag{BN1}
+.. math::
+   \sigma_c^2 = \frac{1}{m}\sum_{S} (x - \mu_c)^2                  \tag{BN2}
+.. math::
+   \hat x = \frac{x - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}}          \tag{BN3}
+.. math::
+   y = \gamma_c \hat x + \beta_c                                   \tag{BN4}
+
+The variance used to normalize is the **biased** one (divide by :math:`m`). In training mode the
+running statistics are updated with
+
+.. math::
+   \hat\mu \leftarrow (1 - \alpha)\hat\mu + \alpha\mu_c, \qquad
+   \hat\sigma^2 \leftarrow (1 - \alpha)\hat\sigma^2 + \alpha\,\frac{m}{m-1}\sigma_c^2 ,
+
+where :math:`\alpha` is ``momentum`` (0.1) - note that the **unbiased** variance is stored, exactly as
+PyTorch does - or :math:`\alpha = 1/t` after the :math:`t`-th batch when ``momentum=None``
+(a cumulative average). In evaluation mode the running statistics replace :math:`\mu_c, \sigma_c^2`.
+
+The backward pass is written twice: :func:`batch_norm_backward_staged` walks back through the
+computational graph one node at a time; :func:`batch_norm_backward` is the simplified result
+
+.. math::
+   \frac{\partial L}{\partial x} = \frac{r}{m}\left(m\,g - \sum_S g - \hat x \sum_S g\,\hat x\right),
+   \qquad g = \gamma_c\,\frac{\partial L}{\partial y}, \quad r = (\sigma_c^2 + \epsilon)^{-1/2}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
+from .base import Module
+
+__all__ = [
+    "batch_norm_forward",
+    "batch_norm_backward",
+    "batch_norm_backward_staged",
+    "batch_norm_eval_forward",
+    "batch_norm_eval_backward",
+    "BatchNorm1d",
+    "BatchNorm2d",
+]
+
+
+def _channel_view(shape_ndim: int) -> tuple[int, ...]:
+    """Shape that broadcasts a (C,) vector against an (N, C, ...) array."""
+    return (1, -1) + (1,) * (shape_ndim - 2)
+
+
+def _reduce_axes(ndim: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, ndim))
+
+
+def batch_norm_forward(
+    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Training-mode batch norm over every axis but 1, equations (BN1)-(BN4).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, *)
+        Input; float32 or float64 (computed in float64, returned in ``x.dtype``).
+    weight, bias : ndarray, shape (C,), or None
+        :math:`\\gamma` and :math:`\\beta`; ``None`` means no affine transform.
+    eps : float
+        Added to the variance inside the square root.
+
+    Returns
+    -------
+    out : ndarray, same shape and dtype as ``x``
+    cache : dict
+        Everything both backward passes need, plus the batch ``mean`` and biased ``var`` (shape (C,))
+        that the layer uses to update its running statistics.
+    """
+    axes = _reduce_axes(x.ndim)
+    view = _channel_view(x.ndim)
+    x64 = np.asarray(x, dtype=np.float64)
+    m = x64.size // x64.shape[1]
+    mean = x64.mean(axis=axes, keepdims=True)            # (BN1)
+    xc = x64 - mean
+    var = np.mean(xc * xc, axis=axes, keepdims=True)     # (BN2), biased
+    std = np.sqrt(var + eps)
+    rstd = 1.0 / std
+    x_hat = xc * rstd                                    # (BN3)
+    out = x_hat if weight is None else x_hat * weight.reshape(view)
+    if bias is not None:
+        out = out + bias.reshape(view)                   # (BN4)
+    cache = {
+        "x_hat": x_hat, "xc": xc, "var": var, "std": std, "rstd": rstd, "m": m,
+        "weight": weight, "has_bias": bias is not None, "axes": axes, "view": view, "dtype": x.dtype,
+        "mean": mean.reshape(-1), "batch_var": var.reshape(-1),
+    }
+    return out.astype(x.dtype, copy=False), cache
+
+
+def _affine_grads(dy: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """Return ``(dweight, dbias, g)`` where ``g = dL/dx_hat``."""
+    axes, view, weight = cache["axes"], cache["view"], cache["weight"]
+    dbias = dy.sum(axis=axes) if cache["has_bias"] else None
+    dweight = (dy * cache["x_hat"]).sum(axis=axes) if weight is not None else None
+    g = dy if weight is None else dy * weight.reshape(view)
+    return dweight, dbias, g
+
+
+def batch_norm_backward_staged(dout: np.ndarray, cache: dict[str, Any]):
+    """Backward pass through the graph of :func:`batch_norm_forward`, one node at a time.
+
+    Forward graph (per channel, sums over the batch axes S, m elements)::
+
+        mu    = sum(x) / m             (1)
+        xc    = x - mu                 (2)
+        var   = sum(xc**2) / m         (3)
+        std   = sqrt(var + eps)        (4)
+        rstd  = 1 / std                (5)
+        x_hat = xc * rstd              (6)
+        y     = gamma * x_hat + beta   (7)
+
+    Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter).
+    """
+    dy = np.asarray(dout, dtype=np.float64)
+    axes, m = cache["axes"], cache["m"]
+    xc, std, rstd = cache["xc"], cache["std"], cache["rstd"]
+    dweight, dbias, dx_hat = _affine_grads(dy, cache)           # (7)
+    dxc = dx_hat * rstd                                         # (6) through x_hat = xc * rstd, xc path
+    drstd = np.sum(dx_hat * xc, axis=axes, keepdims=True)       # (6) rstd path
+    dstd = -drstd / std**2                                      # (5) d(1/s)/ds = -1/s^2
+    dvar = dstd * 0.5 / std                                     # (4) d sqrt(v+eps)/dv = 1/(2 std)
+    dxc = dxc + dvar * 2.0 * xc / m                             # (3) d var/d xc = 2 xc / m
+    dmu = -np.sum(dxc, axis=axes, keepdims=True)                # (2) xc = x - mu
+    dx = dxc + dmu / m                                          # (1) d mu/dx = 1/m
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
+
+
+def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
+    """Simplified (fused) backward pass of :func:`batch_norm_forward`.
+
+    .. math:: dx = \\frac{r}{m}\\left(m g - \\sum_S g - \\hat x \\sum_S g \\hat x\\right)
+
+    Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter).
+    """
+    dy = np.asarray(dout, dtype=np.float64)
+    axes, m, x_hat, rstd = cache["axes"], cache["m"], cache["x_hat"], cache["rstd"]
+    dweight, dbias, g = _affine_grads(dy, cache)
+    g_sum = g.sum(axis=axes, keepdims=True)
+    gx_sum = np.sum(g * x_hat, axis=axes, keepdims=True)
+    dx = (rstd / m) * (m * g - g_sum - x_hat * gx_sum)
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
+
+
+def batch_norm_eval_forward(
+    x: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Evaluation-mode batch norm: an affine map with frozen statistics,
+    :math:`y = \\gamma (x - \\hat\\mu) / \\sqrt{\\hat\\sigma^2 + \\epsilon} + \\beta`."""
+    axes = _reduce_axes(x.ndim)
+    view = _channel_view(x.ndim)
+    rstd = (1.0 / np.sqrt(np.asarray(running_var, dtype=np.float64) + eps)).reshape(view)
+    x_hat = (np.asarray(x, dtype=np.float64) - np.asarray(running_mean, dtype=np.float64).reshape(view)) * rstd
+    out = x_hat if weight is None else x_hat * weight.reshape(view)
+    if bias is not None:
+        out = out + bias.reshape(view)
+    cache = {"x_hat": x_hat, "rstd": rstd, "weight": weight, "has_bias": bias is not None,
+             "axes": axes, "view": view, "dtype": x.dtype}
+    return out.astype(x.dtype, copy=False), cache
+
+
+def batch_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any]):
+    """Backward of :func:`batch_norm_eval_forward`: the statistics are constants, so
+    :math:`dx = \\gamma\\, r\\, dy`. Returns ``(dx, dweight, dbias)``."""
+    dy = np.asarray(dout, dtype=np.float64)
+    dweight, dbias, g = _affine_grads(dy, cache)
+    dx = g * cache["rstd"]
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
+
+
+class _BatchNorm(Module):
+    """Shared bookkeeping of ``BatchNorm1d`` and ``BatchNorm2d``."""
+
+    _ndims: tuple[int, ...] = ()
+    _layout: str = ""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        dtype: Any = np.float64,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = check_positive_int(num_features, "num_features", name)
+        self.eps = check_eps(eps, where=name)
+        self.momentum = check_momentum(momentum, where=name)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.dtype = np.dtype(dtype)
+        if self.affine:
+            self.params["weight"] = np.ones(num_features, dtype=self.dtype)
+            self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
+        if self.track_running_stats:
+            self.running_mean: np.ndarray | None = np.zeros(num_features, dtype=self.dtype)
+            self.running_var: np.ndarray | None = np.ones(num_features, dtype=self.dtype)
+            self.num_batches_tracked: int | None = 0
+        else:
+            self.running_mean = self.running_var = None
+            self.num_batches_tracked = None
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, no batches tracked (PyTorch's initial state)."""
+        if self.track_running_stats:
+            self.running_mean = np.zeros(self.num_features, dtype=self.dtype)
+            self.running_var = np.ones(self.num_features, dtype=self.dtype)
+            self.num_batches_tracked = 0
+
+    def _validate(self, x: object) -> np.ndarray:
+        name = type(self).__name__
+        x = as_float_array(x, "x", name)
+        check_ndim(x, self._ndims, self._layout, "x", name)
+        check_channels(x, self.num_features, "num_features", 1, "x", name)
+        return x
+
+    @property
+    def uses_batch_stats(self) -> bool:
+        """True when the forward pass normalizes with the statistics of the current batch."""
+        return self.training or not self.track_running_stats
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = self._validate(x)
+        w, b = self.params.get("weight"), self.params.get("bias")
+        if not self.uses_batch_stats:
+            out, cache = batch_norm_eval_forward(x, self.running_mean, self.running_var, w, b, self.eps)
+            self._cache = ("eval", cache)
+            return out
+        m = x.size // self.num_features
+        if m <= 1:
+            raise ValueError(
+                f"{type(self).__name__}: expected more than 1 value per channel when using batch "
+                f"statistics, got input of shape {x.shape}; use a larger batch or call .eval()"
+            )
+        out, cache = batch_norm_forward(x, w, b, self.eps)
+        if self.training and self.track_running_stats:
+            self._update_running_stats(cache["mean"], cache["batch_var"], m)
+        self._cache = ("train", cache)
+        return out
+
+    def _update_running_stats(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
+        self.num_batches_tracked += 1
+        factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+        unbiased = var * (m / (m - 1))
+        self.running_mean = ((1 - factor) * self.running_mean + factor * mean).astype(self.dtype)
+        self.running_var = ((1 - factor) * self.running_var + factor * unbiased).astype(self.dtype)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        mode, cache = self._require_cache()
+        fn = batch_norm_eval_backward if mode == "eval" else batch_norm_backward
+        dx, dweight, dbias = fn(dout, cache)
+        if self.affine:
+            self.grads["weight"] = dweight.astype(self.dtype, copy=False)
+            self.grads["bias"] = dbias.astype(self.dtype, copy=False)
+        return dx
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization of ``(N, C)`` or ``(N, C, L)`` input, as ``torch.nn.BatchNorm1d``.
+
+    Statistics per channel over ``N`` (and ``L``); see the module docstring for the equations,
+    running statistics and conventions. Parameters ``weight`` (ones) and ``bias`` (zeros) of shape
+    ``(C,)``; buffers ``running_mean``, ``running_var``, ``num_batches_tracked``.
+
+    Deliberate difference from PyTorch: parameters and buffers are float64 unless ``dtype`` says
+    otherwise (PyTorch: float32); the output always has the input's dtype.
+    """
+
+    _ndims = (2, 3)
+    _layout = "(N, C) or (N, C, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization of ``(N, C, H, W)`` input, as ``torch.nn.BatchNorm2d``.
+
+    Statistics per channel over ``(N, H, W)``; see the module docstring. Same parameters, buffers
+    and deliberate difference as :class:`BatchNorm1d`.
+    """
+
+    _ndims = (4,)
+    _layout = "(N, C, H, W)"
+
+
+# -- registry ------------------------------------------------------------------------------------
+from .registry import Case, Spec, register  # noqa: E402
+
+_BN_DIFF = "Parameters and buffers are float64 by default (dtype argument); PyTorch uses float32."
+register(Spec(
+    name="BatchNorm1d", cls=BatchNorm1d, category="activation", pytorch="torch.nn.BatchNorm1d",
+    reduces_over="N (and L), per channel", differences=_BN_DIFF, reference="Ioffe & Szegedy, 2015",
+    cases=(
+        Case("NC", {"num_features": 3}, ((6, 3),)),
+        Case("NCL", {"num_features": 3}, ((4, 3, 5),)),
+        Case("no-affine", {"num_features": 3, "affine": False}, ((4, 3, 5),)),
+        Case("no-running-stats", {"num_features": 3, "track_running_stats": False}, ((5, 3),)),
+        Case("cumulative", {"num_features": 2, "momentum": None}, ((4, 2, 3),)),
+    ),
+))
+register(Spec(
+    name="BatchNorm2d", cls=BatchNorm2d, category="activation", pytorch="torch.nn.BatchNorm2d",
+    reduces_over="N, H, W per channel", differences=_BN_DIFF, reference="Ioffe & Szegedy, 2015",
+    cases=(
+        Case("NCHW", {"num_features": 3}, ((4, 3, 3, 2),)),
+        Case("batch-1", {"num_features": 2}, ((1, 2, 3, 3),)),
+        Case("no-affine", {"num_features": 2, "affine": False}, ((3, 2, 2, 3),)),
+        Case("no-running-stats", {"num_features": 2, "track_running_stats": False}, ((3, 2, 2, 2),)),
+    ),
+))

@@ -1,0 +1,117 @@
+r"""Group normalization (Wu & He, 2018).
+
+The ``C`` channels of an ``(N, C, *)`` input are split into ``G`` contiguous groups of ``C/G``
+channels. Each (sample, group) block - ``C/G`` channels times every spatial position, :math:`m`
+elements - is standardized on its own, then a per-channel affine map is applied:
+
+.. math::
+   \hat x_{n,g} = \frac{x_{n,g} - \mu_{n,g}}{\sqrt{\sigma^2_{n,g} + \epsilon}}, \qquad
+   y_{n,c} = \gamma_c\,\hat x_{n,c} + \beta_c .                                    \tag{GN}
+
+Implementation: reshape to ``(N, G, m)``, standardize over the last axis (the same operation as
+LayerNorm), reshape back. ``G = 1`` is LayerNorm over ``(C, H, W)`` with a per-channel affine;
+``G = C`` is InstanceNorm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._checks import as_float_array, check_channels, check_eps, check_ndim, check_positive_int
+from .base import Module
+from .standardize import standardize_backward, standardize_forward
+
+__all__ = ["group_norm_forward", "group_norm_backward", "GroupNorm"]
+
+
+def group_norm_forward(
+    x: np.ndarray, num_groups: int, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Group norm of ``x`` of shape ``(N, C, *)``, equation (GN). Returns ``(out, cache)``."""
+    n, c = x.shape[:2]
+    if c % num_groups:
+        raise ValueError(f"group_norm_forward: num_groups={num_groups} must divide the {c} channels")
+    view = (1, c) + (1,) * (x.ndim - 2)
+    grouped = np.asarray(x, dtype=np.float64).reshape(n, num_groups, -1)
+    x_hat_g, cache = standardize_forward(grouped, (2,), eps)
+    x_hat = x_hat_g.reshape(x.shape)
+    out = x_hat if weight is None else x_hat * weight.reshape(view)
+    if bias is not None:
+        out = out + bias.reshape(view)
+    cache.update(x_hat_full=x_hat, weight=weight, has_bias=bias is not None, view=view, dtype=x.dtype,
+                 shape=x.shape, param_axes=(0,) + tuple(range(2, x.ndim)), num_groups=num_groups)
+    return out.astype(x.dtype, copy=False), cache
+
+
+def group_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
+    """Backward pass of :func:`group_norm_forward`: returns ``(dx, dweight, dbias)``."""
+    dy = np.asarray(dout, dtype=np.float64)
+    axes, weight, shape = cache["param_axes"], cache["weight"], cache["shape"]
+    dbias = dy.sum(axis=axes) if cache["has_bias"] else None
+    dweight = (dy * cache["x_hat_full"]).sum(axis=axes) if weight is not None else None
+    g = dy if weight is None else dy * weight.reshape(cache["view"])
+    dx = standardize_backward(g.reshape(shape[0], cache["num_groups"], -1), cache).reshape(shape)
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
+
+
+class GroupNorm(Module):
+    """Group normalization, as ``torch.nn.GroupNorm(num_groups, num_channels, eps=1e-5, affine=True)``.
+
+    Input ``(N, C, *)`` with ``C == num_channels``; ``num_groups`` must divide ``num_channels``.
+    Parameters ``weight`` (ones) and ``bias`` (zeros) of shape ``(C,)``. Same in train and eval.
+    Deliberate difference: float64 parameters by default (``dtype``); output in the input's dtype.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 *, dtype: Any = np.float64) -> None:
+        super().__init__()
+        self.num_groups = check_positive_int(num_groups, "num_groups", "GroupNorm")
+        self.num_channels = check_positive_int(num_channels, "num_channels", "GroupNorm")
+        if self.num_channels % self.num_groups:
+            raise ValueError(
+                f"GroupNorm: num_groups={num_groups} must divide num_channels={num_channels} "
+                "(each group holds num_channels / num_groups channels)"
+            )
+        self.eps = check_eps(eps, where="GroupNorm")
+        self.affine = bool(affine)
+        self.dtype = np.dtype(dtype)
+        if self.affine:
+            self.params["weight"] = np.ones(num_channels, dtype=self.dtype)
+            self.params["bias"] = np.zeros(num_channels, dtype=self.dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array(x, "x", "GroupNorm")
+        check_ndim(x, range(2, 9), "(N, C, *)", "x", "GroupNorm")
+        check_channels(x, self.num_channels, "num_channels", 1, "x", "GroupNorm")
+        out, self._cache = group_norm_forward(x, self.num_groups, self.params.get("weight"),
+                                              self.params.get("bias"), self.eps)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, dweight, dbias = group_norm_backward(dout, self._require_cache())
+        if self.affine:
+            self.grads["weight"] = dweight.astype(self.dtype, copy=False)
+            self.grads["bias"] = dbias.astype(self.dtype, copy=False)
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+# -- registry ------------------------------------------------------------------------------------
+from .registry import Case, Spec, register  # noqa: E402
+
+register(Spec(
+    name="GroupNorm", cls=GroupNorm, category="activation", pytorch="torch.nn.GroupNorm",
+    reduces_over="C/G channels and H, W, per sample and group",
+    differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
+    reference="Wu & He, 2018",
+    cases=(
+        Case("NCHW", {"num_groups": 2, "num_channels": 4}, ((2, 4, 3, 2),), modes=("train",)),
+        Case("G=1", {"num_groups": 1, "num_channels": 3}, ((2, 3, 4),), modes=("train",)),
+        Case("G=C", {"num_groups": 3, "num_channels": 3}, ((2, 3, 2, 2),), modes=("train",)),
+        Case("no-affine", {"num_groups": 2, "num_channels": 4, "affine": False}, ((2, 4, 3),), modes=("train",)),
+    ),
+))

@@ -1,0 +1,183 @@
+r"""Instance normalization (Ulyanov, Vedaldi & Lempitsky, 2016): ``InstanceNorm1d``, ``InstanceNorm2d``.
+
+Every (sample, channel) pair of an ``(N, C, L)`` or ``(N, C, H, W)`` input is standardized over its
+spatial positions (:math:`m = L` or :math:`H W`), then an optional per-channel affine map follows:
+
+.. math::
+   \hat x_{n,c} = \frac{x_{n,c} - \mu_{n,c}}{\sqrt{\sigma^2_{n,c} + \epsilon}}, \qquad
+   y_{n,c} = \gamma_c\,\hat x_{n,c} + \beta_c .                                   \tag{IN}
+
+PyTorch's defaults are kept: ``affine=False`` and ``track_running_stats=False``, so the instance
+statistics are used in training **and** in evaluation. With ``track_running_stats=True`` training
+still normalizes with instance statistics and updates
+
+.. math::
+   \hat\mu_c \leftarrow (1-\alpha)\hat\mu_c + \alpha\,\tfrac{1}{N}\textstyle\sum_n \mu_{n,c}, \qquad
+   \hat\sigma^2_c \leftarrow (1-\alpha)\hat\sigma^2_c + \alpha\,\tfrac{1}{N}\sum_n \tfrac{m}{m-1}\sigma^2_{n,c},
+
+and evaluation then uses the running statistics (the same affine map as batch norm in eval mode).
+Unbatched input ``(C, L)`` / ``(C, H, W)`` is accepted, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
+from .base import Module
+from .batchnorm import batch_norm_eval_backward, batch_norm_eval_forward
+from .standardize import standardize_backward, standardize_forward
+
+__all__ = ["instance_norm_forward", "instance_norm_backward", "InstanceNorm1d", "InstanceNorm2d"]
+
+
+def instance_norm_forward(
+    x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Instance norm of ``x`` of shape ``(N, C, *spatial)``, equation (IN). Returns ``(out, cache)``.
+
+    The cache also holds the instance ``mean`` and biased ``var`` of shape ``(N, C)``.
+    """
+    axes = tuple(range(2, x.ndim))
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    x_hat, cache = standardize_forward(x, axes, eps)
+    out = x_hat if weight is None else x_hat * weight.reshape(view)
+    if bias is not None:
+        out = out + bias.reshape(view)
+    cache.update(weight=weight, has_bias=bias is not None, view=view, dtype=x.dtype,
+                 param_axes=(0,) + axes)
+    return out.astype(x.dtype, copy=False), cache
+
+
+def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
+    """Backward pass of :func:`instance_norm_forward`: returns ``(dx, dweight, dbias)``."""
+    dy = np.asarray(dout, dtype=np.float64)
+    axes, weight = cache["param_axes"], cache["weight"]
+    dbias = dy.sum(axis=axes) if cache["has_bias"] else None
+    dweight = (dy * cache["x_hat"]).sum(axis=axes) if weight is not None else None
+    g = dy if weight is None else dy * weight.reshape(cache["view"])
+    dx = standardize_backward(g, cache)
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
+
+
+class _InstanceNorm(Module):
+    _spatial_dims = 1
+    _layout = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, *, dtype: Any = np.float64) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = check_positive_int(num_features, "num_features", name)
+        self.eps = check_eps(eps, where=name)
+        self.momentum = check_momentum(momentum, where=name)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.dtype = np.dtype(dtype)
+        if self.affine:
+            self.params["weight"] = np.ones(num_features, dtype=self.dtype)
+            self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
+        if self.track_running_stats:
+            self.running_mean: np.ndarray | None = np.zeros(num_features, dtype=self.dtype)
+            self.running_var: np.ndarray | None = np.ones(num_features, dtype=self.dtype)
+            self.num_batches_tracked: int | None = 0
+        else:
+            self.running_mean = self.running_var = None
+            self.num_batches_tracked = None
+
+    @property
+    def uses_instance_stats(self) -> bool:
+        return self.training or not self.track_running_stats
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        name = type(self).__name__
+        x = as_float_array(x, "x", name)
+        batched = self._spatial_dims + 2
+        check_ndim(x, (batched - 1, batched), self._layout, "x", name)
+        unbatched = x.ndim == batched - 1
+        if unbatched:
+            x = x[None]
+        check_channels(x, self.num_features, "num_features", 1, "x", name)
+        w, b = self.params.get("weight"), self.params.get("bias")
+        if self.uses_instance_stats:
+            m = int(np.prod(x.shape[2:]))
+            if m <= 1:
+                raise ValueError(f"{name}: expected more than 1 spatial element per channel, got input of shape "
+                                 f"{x.shape[1:] if unbatched else x.shape}")
+            out, cache = instance_norm_forward(x, w, b, self.eps)
+            if self.training and self.track_running_stats:
+                self.num_batches_tracked += 1
+                f = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+                mean = cache["mean"].reshape(x.shape[:2]).mean(axis=0)
+                var = (cache["var"].reshape(x.shape[:2]) * (m / (m - 1))).mean(axis=0)
+                self.running_mean = ((1 - f) * self.running_mean + f * mean).astype(self.dtype)
+                self.running_var = ((1 - f) * self.running_var + f * var).astype(self.dtype)
+            self._cache = ("instance", cache, unbatched)
+        else:
+            out, cache = batch_norm_eval_forward(x, self.running_mean, self.running_var, w, b, self.eps)
+            self._cache = ("running", cache, unbatched)
+        return out[0] if unbatched else out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        mode, cache, unbatched = self._require_cache()
+        dout = np.asarray(dout)
+        if unbatched:
+            dout = dout[None]
+        fn = instance_norm_backward if mode == "instance" else batch_norm_eval_backward
+        dx, dweight, dbias = fn(dout, cache)
+        if self.affine:
+            self.grads["weight"] = dweight.astype(self.dtype, copy=False)
+            self.grads["bias"] = dbias.astype(self.dtype, copy=False)
+        return dx[0] if unbatched else dx
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalization of ``(N, C, L)`` (or unbatched ``(C, L)``) input, as ``torch.nn.InstanceNorm1d``.
+
+    Defaults as PyTorch: ``eps=1e-5, momentum=0.1, affine=False, track_running_stats=False``.
+    Deliberate differences: a channel count different from ``num_features`` is an error even when
+    ``affine=False`` (PyTorch only warns); parameters are float64 unless ``dtype`` says otherwise.
+    """
+
+    _spatial_dims = 1
+    _layout = "(N, C, L) or (C, L)"
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalization of ``(N, C, H, W)`` (or unbatched ``(C, H, W)``) input, as
+    ``torch.nn.InstanceNorm2d``. Same defaults and deliberate differences as :class:`InstanceNorm1d`."""
+
+    _spatial_dims = 2
+    _layout = "(N, C, H, W) or (C, H, W)"
+
+
+# -- registry ------------------------------------------------------------------------------------
+from .registry import Case, Spec, register  # noqa: E402
+
+_IN_DIFF = ("A channel count other than num_features is an error even with affine=False (PyTorch warns); "
+            "parameters and buffers are float64 by default.")
+register(Spec(
+    name="InstanceNorm1d", cls=InstanceNorm1d, category="activation", pytorch="torch.nn.InstanceNorm1d",
+    reduces_over="L, per sample and channel", differences=_IN_DIFF, reference="Ulyanov, Vedaldi & Lempitsky, 2016",
+    cases=(
+        Case("default", {"num_features": 3}, ((2, 3, 5),), modes=("train",)),
+        Case("affine", {"num_features": 3, "affine": True}, ((2, 3, 5),), modes=("train",)),
+        Case("unbatched", {"num_features": 2, "affine": True}, ((2, 6),), modes=("train",)),
+        Case("running-stats", {"num_features": 2, "affine": True, "track_running_stats": True}, ((3, 2, 4),)),
+    ),
+))
+register(Spec(
+    name="InstanceNorm2d", cls=InstanceNorm2d, category="activation", pytorch="torch.nn.InstanceNorm2d",
+    reduces_over="H, W, per sample and channel", differences=_IN_DIFF, reference="Ulyanov, Vedaldi & Lempitsky, 2016",
+    cases=(
+        Case("default", {"num_features": 3}, ((2, 3, 3, 2),), modes=("train",)),
+        Case("affine", {"num_features": 2, "affine": True}, ((2, 2, 3, 3),), modes=("train",)),
+        Case("running-stats", {"num_features": 2, "affine": True, "track_running_stats": True}, ((2, 2, 2, 3),)),
+    ),
+))

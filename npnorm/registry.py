@@ -1,0 +1,164 @@
+"""The one registry of layers: every check, benchmark and book table is driven from here.
+
+Each layer module registers a :class:`Spec` next to the layer it describes. A spec says how to build
+the layer with random, non-trivial parameters and buffers, and random valid inputs with an offset
+and a scale, for a few named :class:`Case` s (shapes and constructor arguments). The test suite
+gradient-checks every case of every spec in every mode it lists; a test fails if a layer exported by
+``npnorm`` has no spec.
+
+Adding a layer = writing its forward/backward, its class, and one ``register(Spec(...))`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Case", "Spec", "register", "REGISTRY", "specs", "spec_for", "randomize_layer"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration to test: constructor arguments and input shapes."""
+
+    name: str
+    kwargs: Mapping[str, Any]
+    input_shapes: tuple[tuple[int, ...], ...]
+    modes: tuple[str, ...] = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to build, check and describe one layer class.
+
+    Attributes
+    ----------
+    name : str
+        The public name (``"BatchNorm2d"``).
+    cls : type
+        The layer class.
+    cases : tuple of Case
+        Configurations to check; each lists the modes (``"train"``, ``"eval"``) to check it in.
+    category : str
+        ``"activation"`` (normalizes activations), ``"weight"`` (normalizes weights) or ``"nn"``
+        (network building blocks).
+    pytorch : str or None
+        The PyTorch equivalent, or None when PyTorch has none.
+    reduces_over : str
+        In words, the set the statistics are taken over (for the book's tables).
+    differences : str
+        Deliberate differences from PyTorch ("" when there are none).
+    input_names : tuple of str
+        Names under which input gradients are reported.
+    input_offset, input_scale : float
+        Inputs are ``offset + scale * N(0, 1)``: a non-zero mean and a non-unit spread catch bugs
+        that standard-normal inputs hide.
+    make_inputs : callable, optional
+        ``(case, rng, dtype) -> tuple of arrays``, overriding the default random inputs.
+    setup : callable, optional
+        ``(layer, rng) -> None`` run after :func:`randomize_layer`, for layer-specific state.
+    gradcheck : dict
+        Extra keyword arguments for :func:`npnorm.gradcheck.check_layer` (``h``, ``stencil``, ...).
+    backends : tuple of str
+        Backends the layer offers (the backend-agreement tests cover all of them).
+    reference : str
+        The paper (author, year) for the book's tables.
+    """
+
+    name: str
+    cls: type
+    cases: tuple[Case, ...]
+    category: str = "activation"
+    pytorch: str | None = None
+    reduces_over: str = ""
+    differences: str = ""
+    input_names: tuple[str, ...] = ("x",)
+    input_offset: float = 5.0
+    input_scale: float = 3.0
+    make_inputs: Callable[[Case, np.random.Generator, Any], tuple[np.ndarray, ...]] | None = None
+    setup: Callable[[Any, np.random.Generator], None] | None = None
+    gradcheck: Mapping[str, Any] = field(default_factory=dict)
+    backends: tuple[str, ...] = ("numpy",)
+    reference: str = ""
+
+    def case(self, name: str) -> Case:
+        for c in self.cases:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.name} has no case {name!r}; cases: {[c.name for c in self.cases]}")
+
+    def inputs(self, case: Case, rng: np.random.Generator, dtype: Any = np.float64) -> tuple[np.ndarray, ...]:
+        """Random valid inputs for ``case``."""
+        if self.make_inputs is not None:
+            return tuple(np.asarray(a, dtype=dtype) for a in self.make_inputs(case, rng, dtype))
+        return tuple((self.input_offset + self.input_scale * rng.standard_normal(s)).astype(dtype)
+                     for s in case.input_shapes)
+
+    def build(self, case: Case | str, seed: int | np.random.Generator = 0, dtype: Any = np.float64,
+              mode: str = "train", **overrides: Any) -> tuple[Any, tuple[np.ndarray, ...]]:
+        """Build ``(layer, inputs)`` for a case: random non-trivial parameters and buffers, random inputs.
+
+        ``overrides`` are extra constructor arguments (for example ``backend="numba"``). The same seed
+        gives the same layer and inputs, whatever the overrides.
+        """
+        if isinstance(case, str):
+            case = self.case(case)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        kwargs = dict(case.kwargs)
+        kwargs.update(overrides)
+        layer = self.cls(**kwargs)
+        randomize_layer(layer, rng)
+        if self.setup is not None:
+            self.setup(layer, rng)
+        inputs = self.inputs(case, rng, dtype)
+        if mode == "eval":
+            layer.eval()
+        elif mode != "train":
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        return layer, inputs
+
+
+def randomize_layer(layer: Any, rng: np.random.Generator) -> None:
+    """Give every parameter and running statistic of ``layer`` (and its children) random values.
+
+    Default values such as ``weight = 1`` and ``bias = 0`` hide bugs (a gradient that forgets to
+    multiply by the weight is still right when the weight is 1), so checks never use them. Parameters
+    get ``value + N(0, 0.5)``; running means ``N(0, 1)``; running variances ``U(0.5, 2)``.
+    """
+    for m in layer.modules() if hasattr(layer, "modules") else [layer]:
+        for key, value in m.params.items():
+            m.params[key] = (value + rng.normal(0.0, 0.5, np.shape(value))).astype(value.dtype)
+        if getattr(m, "running_mean", None) is not None:
+            m.running_mean = rng.normal(0.0, 1.0, m.running_mean.shape).astype(m.running_mean.dtype)
+        if getattr(m, "running_var", None) is not None:
+            m.running_var = rng.uniform(0.5, 2.0, m.running_var.shape).astype(m.running_var.dtype)
+
+
+#: name -> Spec, in registration order.
+REGISTRY: dict[str, Spec] = {}
+
+
+def register(spec: Spec) -> Spec:
+    """Add ``spec`` to the registry (names are unique)."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"a layer named {spec.name!r} is already registered")
+    if spec.category not in ("activation", "weight", "nn"):
+        raise ValueError(f"unknown category {spec.category!r} for {spec.name}")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def specs(category: str | None = None) -> list[Spec]:
+    """All registered specs (of one category, if given), in registration order."""
+    return [s for s in REGISTRY.values() if category is None or s.category == category]
+
+
+def spec_for(cls: type) -> Spec:
+    """The spec registered for a layer class."""
+    for s in REGISTRY.values():
+        if s.cls is cls:
+            return s
+    raise KeyError(f"{cls.__name__} is not registered")
