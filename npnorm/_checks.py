@@ -79,11 +79,10 @@ def check_ndim(x: np.ndarray, allowed: Sequence[int], layout: str, name: str = "
     ``layout`` describes the expected shapes in words, e.g. ``"(N, C, H, W)"``.
     """
     prefix = f"{where}: " if where else ""
+    allowed = tuple(allowed)
     if x.ndim not in allowed:
-        raise ValueError(
-            f"{prefix}expected {name} of shape {layout} ({' or '.join(map(str, allowed))}-D), "
-            f"got a {x.ndim}-D array of shape {x.shape}"
-        )
+        dims = " or ".join(map(str, allowed)) if len(allowed) <= 2 else f"{allowed[0]}-{allowed[-1]}"
+        raise ValueError(f"{prefix}expected {name} of shape {layout} ({dims}-D), got a {x.ndim}-D array of shape {x.shape}")
 
 
 def check_channels(x: np.ndarray, expected: int, arg: str, axis: int = 1, name: str = "x", where: str = "") -> None:
