@@ -141,8 +141,15 @@ class InstanceNorm1d(_InstanceNorm):
     """Instance normalization of ``(N, C, L)`` (or unbatched ``(C, L)``) input, as ``torch.nn.InstanceNorm1d``.
 
     Defaults as PyTorch: ``eps=1e-5, momentum=0.1, affine=False, track_running_stats=False``.
-    Deliberate differences: a channel count different from ``num_features`` is an error even when
-    ``affine=False`` (PyTorch only warns); parameters are float64 unless ``dtype`` says otherwise.
+
+    Deliberate differences from PyTorch (2.13):
+
+    * a channel count different from ``num_features`` is an error even when ``affine=False``
+      (PyTorch only warns);
+    * ``momentum=None`` is a cumulative average, as in batch norm (PyTorch passes momentum 0 to
+      ``F.instance_norm``, so its running statistics silently never change);
+    * ``num_batches_tracked`` counts training batches (PyTorch's buffer stays 0);
+    * parameters and buffers are float64 unless ``dtype`` says otherwise.
     """
 
     _spatial_dims = 1
@@ -160,8 +167,10 @@ class InstanceNorm2d(_InstanceNorm):
 # -- registry ------------------------------------------------------------------------------------
 from .registry import Case, Spec, register  # noqa: E402
 
-_IN_DIFF = ("A channel count other than num_features is an error even with affine=False (PyTorch warns); "
-            "parameters and buffers are float64 by default.")
+_IN_DIFF = ("A channel count other than num_features is an error even with affine=False (PyTorch warns). "
+            "momentum=None is a cumulative average and num_batches_tracked counts training batches "
+            "(PyTorch never updates the running statistics with momentum=None and leaves the counter at 0). "
+            "Parameters and buffers are float64 by default.")
 register(Spec(
     name="InstanceNorm1d", cls=InstanceNorm1d, category="activation", pytorch="torch.nn.InstanceNorm1d",
     reduces_over="L, per sample and channel", differences=_IN_DIFF, reference="Ulyanov, Vedaldi & Lempitsky, 2016",

@@ -202,3 +202,14 @@ def test_float32_with_large_offset_matches_float64(make, shape, rng):
     out64 = layer(x32.astype(np.float64))
     assert out32.dtype == np.float32
     assert np.max(np.abs(out32.astype(np.float64) - out64)) < 1e-3
+
+
+def test_instancenorm_momentum_none_is_cumulative_average(rng):
+    """A deliberate difference: PyTorch freezes the running statistics with momentum=None."""
+    layer = npnorm.InstanceNorm1d(2, momentum=None, track_running_stats=True)
+    batches = [rng.standard_normal((3, 2, 5)) + k for k in range(3)]
+    for x in batches:
+        layer(x)
+    assert layer.num_batches_tracked == 3
+    np.testing.assert_allclose(layer.running_mean, np.mean([x.mean(axis=2).mean(0) for x in batches], axis=0),
+                               rtol=1e-13)
