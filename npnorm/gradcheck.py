@@ -340,11 +340,12 @@ def check_gradients(
     of each array's elements.
     """
     rng = np.random.default_rng(seed)
-    values = {k: np.array(v, dtype=np.float64) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
-    names = [k for k, v in values.items() if isinstance(v, np.ndarray)]
+    names = [k for k, v in inputs.items() if isinstance(v, np.ndarray)]
     wrt = list(wrt) if wrt is not None else names
     for k in wrt:
-        _require_float64(k, values[k])
+        _require_float64(k, np.asarray(inputs[k]))
+    # private copies: the caller's arrays are never perturbed
+    values = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
     out, cache = forward(**values)
     upstream, desc = make_upstream(np.shape(out), dout, rng)
     grads = backward(upstream.copy(), cache)

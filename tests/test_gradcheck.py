@@ -187,3 +187,13 @@ def test_compare_gradients_reports_worst_index():
     assert comp.worst_index == (1, 2)
     assert comp.analytic_at_worst == 2.0 and comp.numeric_at_worst == 1.0
     assert not comp.passed
+
+
+def test_check_gradients_refuses_float32_and_leaves_inputs_alone(rng):
+    inputs = _bn_inputs(rng)
+    copies = {k: v.copy() for k, v in inputs.items()}
+    check_gradients(_bn_forward, batch_norm_backward, inputs)
+    assert all(np.array_equal(inputs[k], copies[k]) for k in inputs)
+    inputs["x"] = inputs["x"].astype(np.float32)
+    with pytest.raises(TypeError, match="float64"):
+        check_gradients(_bn_forward, batch_norm_backward, inputs)
