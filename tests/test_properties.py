@@ -122,7 +122,8 @@ def test_rmsnorm_invariant_to_positive_scale_and_unit_rms(seed, n, d, scale):
     x, rng = _data(seed, (n, d))
     layer = npnorm.RMSNorm(d, eps=EPS, elementwise_affine=False)
     a = scale * rng.uniform(0.5, 2.0, size=(n, 1))
-    assume(np.min(np.mean((a * x) ** 2, axis=1)) >= 1e-6)  # mean square >> eps, as above
+    # mean square >> eps (as above); the unit-RMS check is relative, so ask for a wider margin
+    assume(min(np.min(np.mean((a * x) ** 2, axis=1)), np.min(np.mean(x**2, axis=1))) >= 1e-4)
     out = layer(x)
     np.testing.assert_allclose(layer(a * x), out, atol=1e-7)
     np.testing.assert_allclose(np.sqrt(np.mean(out**2, axis=1)), 1.0, rtol=1e-7)
