@@ -1,0 +1,72 @@
+"""npnorm against numbers recorded from PyTorch 2.13 (tools/pytorch_reference.py), in float64:
+outputs, input and parameter gradients, and running statistics after every training step, then
+evaluation steps. PyTorch is not needed to run this test - only to regenerate the data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npnorm
+
+DATA = Path(__file__).parent / "data" / "pytorch_reference.npz"
+
+# the same constructors as in tools/pytorch_reference.py, with npnorm's classes
+LAYERS = {
+    "BatchNorm1d-NC": lambda: npnorm.BatchNorm1d(4),
+    "BatchNorm1d-NCL": lambda: npnorm.BatchNorm1d(3),
+    "BatchNorm1d-momentum-None": lambda: npnorm.BatchNorm1d(3, momentum=None),
+    "BatchNorm1d-no-affine": lambda: npnorm.BatchNorm1d(3, affine=False),
+    "BatchNorm2d": lambda: npnorm.BatchNorm2d(3),
+    "BatchNorm2d-no-running-stats": lambda: npnorm.BatchNorm2d(3, track_running_stats=False),
+    "BatchNorm2d-momentum-0.3": lambda: npnorm.BatchNorm2d(2, momentum=0.3, eps=1e-3),
+    "LayerNorm-tokens": lambda: npnorm.LayerNorm(8),
+    "LayerNorm-CHW": lambda: npnorm.LayerNorm((3, 4, 4)),
+    "LayerNorm-no-bias": lambda: npnorm.LayerNorm(6, bias=False),
+    "RMSNorm": lambda: npnorm.RMSNorm(8),
+    "RMSNorm-eps": lambda: npnorm.RMSNorm((2, 8), eps=1e-3),
+    "GroupNorm": lambda: npnorm.GroupNorm(2, 6),
+    "GroupNorm-1d": lambda: npnorm.GroupNorm(3, 6, eps=1e-4),
+    "InstanceNorm1d": lambda: npnorm.InstanceNorm1d(3),
+    "InstanceNorm2d-affine": lambda: npnorm.InstanceNorm2d(3, affine=True),
+    "InstanceNorm2d-running-stats": lambda: npnorm.InstanceNorm2d(3, affine=True, track_running_stats=True),
+}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with np.load(DATA) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_reference_covers_every_case(reference):
+    recorded = {k.split("/")[0] for k in reference if "/" in k}
+    assert recorded == set(LAYERS)
+
+
+def _close(actual, expected, what):
+    np.testing.assert_allclose(actual, expected, rtol=1e-11, atol=1e-12, err_msg=what)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_matches_pytorch(name, reference):
+    layer = LAYERS[name]()
+    for key in list(layer.params):
+        layer.params[key] = reference[f"{name}/param/{key}"].copy()
+    steps = sorted({k.split("/")[1] for k in reference if k.startswith(name + "/step")}, key=lambda s: int(s[4:]))
+    assert steps, name
+    for step in steps:
+        (mode,) = {k.split("/")[2] for k in reference if k.startswith(f"{name}/{step}/")}
+        prefix = f"{name}/{step}/{mode}"
+        layer.train(mode == "train")
+        y = layer(reference[f"{prefix}/x"])
+        dx = layer.backward(reference[f"{prefix}/dy"])
+        _close(y, reference[f"{prefix}/y"], f"{prefix}: output")
+        _close(dx, reference[f"{prefix}/dx"], f"{prefix}: input gradient")
+        for key in layer.params:
+            _close(layer.grads[key], reference[f"{prefix}/d{key}"], f"{prefix}: gradient of {key}")
+        if f"{prefix}/running_mean" in reference:
+            _close(layer.running_mean, reference[f"{prefix}/running_mean"], f"{prefix}: running_mean")
+            _close(layer.running_var, reference[f"{prefix}/running_var"], f"{prefix}: running_var")
+        else:
+            assert getattr(layer, "running_mean", None) is None
