@@ -212,6 +212,11 @@ class SpectralNorm(Module):
     vectors); elsewhere it ignores how the power-iteration step depends on :math:`W` - exactly
     as PyTorch does.
 
+    Creation runs 15 power iterations, as PyTorch's parametrization does in its constructor. Note
+    that ``torch.nn.utils.parametrizations.spectral_norm(module)`` on a module in *training* mode
+    ends with 16: registering the parametrization evaluates it once, which runs one more step. To
+    reproduce a PyTorch run, copy its ``_u`` and ``_v`` into :attr:`u` and :attr:`v`.
+
     Deliberate differences from PyTorch: computations run in float64 (``u`` and ``v`` are float64
     whatever the weight's dtype; PyTorch keeps them in the weight's dtype); 1-D weights are
     rejected (PyTorch silently normalizes them by their exact norm); a zero sigma raises instead of
