@@ -11,9 +11,9 @@ Adding a layer = writing its forward/backward, its class, and one ``register(Spe
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-import inspect
 from typing import Any
 
 import numpy as np
@@ -91,7 +91,7 @@ class Spec:
     input_scale: float = 3.0
     make_inputs: Callable[[Case, np.random.Generator, Any], tuple[np.ndarray, ...]] | None = None
     make_layer: Callable[[Case, np.random.Generator, Any, dict[str, Any]], Any] | None = None
-    setup: Callable[[Any, np.random.Generator], None] | None = None
+    setup: Callable[..., None] | None = None
     gradcheck: Mapping[str, Any] = field(default_factory=dict)
     backends: tuple[str, ...] = ("numpy",)
     reference: str = ""
