@@ -13,6 +13,10 @@ from .layernorm import LayerNorm, RMSNorm
 from .groupnorm import GroupNorm
 from .instancenorm import InstanceNorm1d, InstanceNorm2d
 from .adain import AdaIN
+from .weightnorm import WeightNorm
+from .spectralnorm import SpectralNorm
+from .weightstd import WeightStandardization
+from . import parametrize
 from .gradcheck import check_gradients, check_layer
 
 __version__ = "0.1.0"
@@ -27,6 +31,10 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "AdaIN",
+    "WeightNorm",
+    "SpectralNorm",
+    "WeightStandardization",
+    "parametrize",
     "check_layer",
     "check_gradients",
     "gradcheck",

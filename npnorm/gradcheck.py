@@ -182,15 +182,16 @@ class GradcheckReport:
 
     def __str__(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
+        width = max([14] + [len(c.name) + 2 for c in self.comparisons])  # long names stay aligned
         lines = [
             f"Gradient check {verdict} for {self.label} "
             f"(float64, {self.upstream} upstream gradient, tolerance {self.tolerance:.0e})",
-            f"  {'gradient':<14}{'shape':<16}{'max rel. error':<17}{'worst index':<16}{'analytic':>13}{'numerical':>13}",
+            f"  {'gradient':<{width}}{'shape':<16}{'max rel. error':<17}{'worst index':<16}{'analytic':>13}{'numerical':>13}",
         ]
         for c in self.comparisons:
             flag = "ok" if c.passed else "FAIL"
             lines.append(
-                f"  {c.name:<14}{str(c.shape):<16}{c.max_rel_error:<9.2e}{flag:<8}{str(c.worst_index):<16}"
+                f"  {c.name:<{width}}{str(c.shape):<16}{c.max_rel_error:<9.2e}{flag:<8}{str(c.worst_index):<16}"
                 f"{c.analytic_at_worst:>13.5e}{c.numeric_at_worst:>13.5e}"
             )
         for p in self.problems:

@@ -11,6 +11,7 @@ Adding a layer = writing its forward/backward, its class, and one ``register(Spe
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ class Case:
     kwargs: Mapping[str, Any]
     input_shapes: tuple[tuple[int, ...], ...]
     modes: tuple[str, ...] = ("train", "eval")
+    #: Settings for the spec's ``make_layer`` / ``setup`` that are not constructor arguments (for
+    #: example the weight shape of a weight normalizer, or the state its buffers start in).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,15 @@ class Spec:
         that standard-normal inputs hide.
     make_inputs : callable, optional
         ``(case, rng, dtype) -> tuple of arrays``, overriding the default random inputs.
+    make_layer : callable, optional
+        ``(case, rng, dtype, kwargs) -> layer``, replacing ``cls(**kwargs)`` for layers whose
+        constructor needs arrays (the weight normalizers are built from the weight they normalize,
+        and have no inputs: ``input_names=()`` and cases with ``input_shapes=()``). ``kwargs`` is the
+        case's constructor arguments with the overrides applied; ``dtype`` is the dtype the build
+        asks for (for a layer without inputs, the dtype of the weight and so of the output).
     setup : callable, optional
-        ``(layer, rng) -> None`` run after :func:`randomize_layer`, for layer-specific state.
+        ``(layer, rng) -> None`` or ``(layer, rng, case) -> None`` (when it takes three arguments),
+        run after :func:`randomize_layer`, for layer-specific state.
     gradcheck : dict
         Extra keyword arguments for :func:`npnorm.gradcheck.check_layer` (``h``, ``stencil``, ...).
     backends : tuple of str
@@ -79,7 +90,8 @@ class Spec:
     input_offset: float = 5.0
     input_scale: float = 3.0
     make_inputs: Callable[[Case, np.random.Generator, Any], tuple[np.ndarray, ...]] | None = None
-    setup: Callable[[Any, np.random.Generator], None] | None = None
+    make_layer: Callable[[Case, np.random.Generator, Any, dict[str, Any]], Any] | None = None
+    setup: Callable[..., None] | None = None
     gradcheck: Mapping[str, Any] = field(default_factory=dict)
     backends: tuple[str, ...] = ("numpy",)
     reference: str = ""
@@ -109,10 +121,16 @@ class Spec:
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         kwargs = dict(case.kwargs)
         kwargs.update(overrides)
-        layer = self.cls(**kwargs)
+        if self.make_layer is not None:
+            layer = self.make_layer(case, rng, dtype, kwargs)
+        else:
+            layer = self.cls(**kwargs)
         randomize_layer(layer, rng)
         if self.setup is not None:
-            self.setup(layer, rng)
+            if len(inspect.signature(self.setup).parameters) >= 3:
+                self.setup(layer, rng, case)
+            else:
+                self.setup(layer, rng)
         inputs = self.inputs(case, rng, dtype)
         if mode == "eval":
             layer.eval()
@@ -130,7 +148,8 @@ def randomize_layer(layer: Any, rng: np.random.Generator) -> None:
     """
     for m in layer.modules() if hasattr(layer, "modules") else [layer]:
         for key, value in m.params.items():
-            m.params[key] = (value + rng.normal(0.0, 0.5, np.shape(value))).astype(value.dtype)
+            # np.asarray keeps 0-d parameters arrays (a 0-d array plus a scalar is a NumPy scalar)
+            m.params[key] = np.asarray(value + rng.normal(0.0, 0.5, np.shape(value)), dtype=value.dtype)
         if getattr(m, "running_mean", None) is not None:
             m.running_mean = rng.normal(0.0, 1.0, m.running_mean.shape).astype(m.running_mean.dtype)
         if getattr(m, "running_var", None) is not None:
