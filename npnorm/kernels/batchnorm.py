@@ -35,16 +35,16 @@ def _bn_fwd_channels(x, w, b, eps, out, mean, var, c0, c1):
     """Training-mode forward of channels ``c0 <= c < c1`` of ``x`` (N, C, S); saves mean and biased var."""
     n_batch, s_len = x.shape[0], x.shape[2]
     for c in range(c0, c1):
-        cnt = 0.0
-        mu = 0.0
-        m2 = 0.0
+        cnt = np.float64(0.0)
+        mu = np.float64(0.0)
+        m2 = np.float64(0.0)
         for n in range(n_batch):                 # statistics: two passes per block, Chan merge
             xr = x[n, c]
-            s = 0.0
+            s = np.float64(0.0)
             for j in range(s_len):
                 s += xr[j]
             mu_b = s / s_len
-            ss = 0.0
+            ss = np.float64(0.0)
             for j in range(s_len):
                 d = xr[j] - mu_b
                 ss += d * d
@@ -78,8 +78,8 @@ def _bn_bwd_channels(dy, x, w, mean, rstd, dx, dw, db, c0, c1):
     m = n_batch * s_len
     for c in range(c0, c1):
         mu, rs = mean[c], rstd[c]
-        sdy = 0.0
-        sdyx = 0.0
+        sdy = np.float64(0.0)
+        sdyx = np.float64(0.0)
         for n in range(n_batch):
             xr, dr = x[n, c], dy[n, c]
             for j in range(s_len):

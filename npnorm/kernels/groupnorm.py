@@ -37,14 +37,14 @@ __all__ = ["group_norm_forward", "group_norm_backward", "group_stats", "grouped_
 def _block_stats(x, n, c0, k):
     """Mean and biased variance of channels ``c0 .. c0+k-1`` of sample ``n`` (two passes, float64)."""
     s_len = x.shape[2]
-    s = 0.0
+    s = np.float64(0.0)
     for c in range(c0, c0 + k):
         xr = x[n, c]
         for j in range(s_len):
             s += xr[j]
     m = k * s_len
     mu = s / m
-    ss = 0.0
+    ss = np.float64(0.0)
     for c in range(c0, c0 + k):
         xr = x[n, c]
         for j in range(s_len):
@@ -110,12 +110,12 @@ def _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, r0, r1):
         n = r // groups
         c0 = (r % groups) * k
         mu, rs = mean[r], rstd[r]
-        sg = 0.0
-        sgx = 0.0
+        sg = np.float64(0.0)
+        sgx = np.float64(0.0)
         for c in range(c0, c0 + k):             # pass 1: per-channel sums of dy and dy (x - mu)
             xr, dr = x[n, c], dy[n, c]
-            a = 0.0
-            bx = 0.0
+            a = np.float64(0.0)
+            bx = np.float64(0.0)
             for j in range(s_len):
                 a += dr[j]
                 bx += dr[j] * (xr[j] - mu)

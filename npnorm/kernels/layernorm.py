@@ -40,11 +40,11 @@ def _ln_fwd_rows(x, w, b, eps, out, mean, rstd, r0, r1):
     m = x.shape[1]
     for i in range(r0, r1):
         row = x[i]
-        s = 0.0
-        for j in range(m):                      # pass 1: mean (float64 accumulator)
+        s = np.float64(0.0)
+        for j in range(m):                      # pass 1: mean
             s += row[j]
         mu = s / m
-        ss = 0.0
+        ss = np.float64(0.0)
         for j in range(m):                      # pass 2: biased variance, from deviations
             d = row[j] - mu
             ss += d * d
@@ -70,8 +70,8 @@ def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
     for i in range(r0, r1):
         row, drow = x[i], dy[i]
         mu, r = mean[i], rstd[i]
-        sg = 0.0
-        sgx = 0.0
+        sg = np.float64(0.0)
+        sgx = np.float64(0.0)
         for j in range(m):                      # pass 1: row sums and parameter-gradient shares
             xh = (row[j] - mu) * r
             g = drow[j] * w[j]
@@ -102,7 +102,7 @@ def _rms_fwd_rows(x, w, eps, out, rstd, r0, r1):
     m = x.shape[1]
     for i in range(r0, r1):
         row = x[i]
-        ss = 0.0
+        ss = np.float64(0.0)
         for j in range(m):                      # pass 1: mean square (no centring in RMSNorm)
             v = np.float64(row[j])
             ss += v * v
@@ -127,7 +127,7 @@ def _rms_bwd_rows(dy, x, w, rstd, dx, dw, r0, r1):
     for i in range(r0, r1):
         row, drow = x[i], dy[i]
         r = rstd[i]
-        sgx = 0.0
+        sgx = np.float64(0.0)
         for j in range(m):
             xh = row[j] * r
             sgx += drow[j] * w[j] * xh
