@@ -16,7 +16,7 @@ import numpy as np
 from . import _common as C
 from ._common import jit, pjit
 
-__all__ = ["channel_affine"]
+__all__ = ["channel_affine", "parallel_copy"]
 
 
 @jit
@@ -40,7 +40,14 @@ def _affine_parallel(x, center, scale, shift, out, nchunks):
         _affine_rows(x, center, scale, shift, out, t * nr // nchunks, (t + 1) * nr // nchunks)
 
 
-DISPATCHERS = (_affine_rows, _affine_parallel)
+@pjit
+def parallel_copy(src, dst):
+    """``dst[:] = src`` on all threads: the benchmark's memory-bandwidth yardstick."""
+    for i in numba.prange(src.shape[0]):
+        dst[i] = src[i]
+
+
+DISPATCHERS = (_affine_rows, _affine_parallel, parallel_copy)
 
 
 def channel_affine(x3: np.ndarray, center: np.ndarray, scale: np.ndarray, shift: np.ndarray,
