@@ -7,7 +7,7 @@ One module per family, each exposing functions with the same signatures as the N
 * :mod:`.layernorm` - LayerNorm and RMSNorm (rows of the trailing dims);
 * :mod:`.groupnorm` - GroupNorm (rows = (sample, group) blocks);
 * :mod:`.instancenorm` - InstanceNorm and AdaIN on the GroupNorm kernels with ``G = C``;
-* :mod:`.batchnorm` - training-mode BatchNorm (per-channel Chan merge) and evaluation mode;
+* :mod:`.batchnorm` - training-mode BatchNorm (block statistics merged per channel) and evaluation mode;
 * :mod:`.affine` - the per-(sample, channel) affine map used by evaluation modes and AdaIN.
 
 Nothing is compiled at import: each kernel is compiled (or loaded from ``NUMBA_CACHE_DIR``) the first
@@ -23,4 +23,4 @@ __all__ = ["affine", "batchnorm", "groupnorm", "instancenorm", "layernorm", "all
 
 def all_dispatchers() -> tuple:
     """Every Numba dispatcher in the package (for tests: none is compiled after ``import npnorm``)."""
-    return tuple(d for mod in (affine, batchnorm, groupnorm, layernorm) for d in mod.DISPATCHERS)
+    return tuple(d for mod in (affine, groupnorm, layernorm) for d in mod.DISPATCHERS)

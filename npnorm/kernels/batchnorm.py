@@ -1,17 +1,26 @@
-r"""Fused Numba kernels for BatchNorm: training mode (batch statistics) and evaluation mode.
+r"""Fused BatchNorm: training mode (batch statistics) and evaluation mode, on the shared kernels.
 
-The input is viewed as ``(N, C, S)`` (``S`` = 1 for ``(N, C)``, ``L`` or ``H W`` otherwise). The
-statistics of channel ``c`` run over ``N`` blocks of ``S`` contiguous elements. Each block's mean and
-sum of squared deviations are taken in two passes over the (cache-resident) block, and the blocks
-are merged with Chan et al.'s pairwise update
+The input is viewed as ``(N, C, S)`` (``S`` = 1 for ``(N, C)``, ``L`` or ``H W`` otherwise). Walking
+one channel at a time through an NCHW array would jump between ``N`` blocks ``C S`` elements apart, a
+pattern the hardware prefetcher handles badly; every pass here walks the array **in memory order**,
+one (n, c) block of ``S`` contiguous elements after the other, on all threads:
 
-.. math::
-   \delta = \mu_b - \mu, \quad
-   \mu \leftarrow \mu + \delta\,\frac{n_b}{n + n_b}, \quad
-   M_2 \leftarrow M_2 + M_{2,b} + \delta^2\,\frac{n\,n_b}{n + n_b}, \quad n \leftarrow n + n_b ,
+1. statistics of every block (the GroupNorm statistics kernel with one channel per group: two passes
+   over the cache-resident block, float64);
+2. a merge over the ``N`` blocks of each channel, on small ``(N, C)`` arrays. The blocks all hold
+   ``S`` elements, so Chan et al.'s pairwise merge reduces to the law of total variance
 
-which is exact and numerically sound (no :math:`E[x^2]-E[x]^2`), so ``x`` is read from memory once
-for the statistics. Channels are independent: the parallel driver splits them across threads.
+   .. math::
+      \mu_c = \frac{1}{N}\sum_n \mu_{n,c}, \qquad
+      \sigma^2_c = \frac{1}{N}\sum_n \sigma^2_{n,c} + \frac{1}{N}\sum_n (\mu_{n,c} - \mu_c)^2
+      \tag{BN-merge}
+
+   - a sum of non-negative terms, with no cancellation (never :math:`E[x^2]-E[x]^2`);
+3. the per-channel affine map (:func:`~npnorm.kernels.affine.channel_affine`).
+
+The backward pass has the same shape: per-block sums of ``dy`` and ``dy (x - mu)``, a reduction over
+``n``, and one elementwise pass (:func:`~npnorm.kernels.affine.channel_affine2`). Traffic: the
+forward reads ``x`` twice and writes ``y``; the backward reads ``x`` and ``dy`` twice and writes ``dx``.
 
 Evaluation mode is an affine map with frozen statistics: the :mod:`~npnorm.kernels.affine` kernel.
 """
@@ -20,124 +29,57 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
 from . import _common as C
-from ._common import jit, pjit
-from .affine import channel_affine
+from .affine import channel_affine, channel_affine2, channel_sums
+from .groupnorm import group_stats
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward", "batch_norm_eval_backward"]
-
-
-@jit
-def _bn_fwd_channels(x, w, b, eps, out, mean, var, c0, c1):
-    """Training-mode forward of channels ``c0 <= c < c1`` of ``x`` (N, C, S); saves mean and biased var."""
-    n_batch, s_len = x.shape[0], x.shape[2]
-    for c in range(c0, c1):
-        cnt = np.float64(0.0)
-        mu = np.float64(0.0)
-        m2 = np.float64(0.0)
-        for n in range(n_batch):                 # statistics: two passes per block, Chan merge
-            xr = x[n, c]
-            s = np.float64(0.0)
-            for j in range(s_len):
-                s += xr[j]
-            mu_b = s / s_len
-            ss = np.float64(0.0)
-            for j in range(s_len):
-                d = xr[j] - mu_b
-                ss += d * d
-            tot = cnt + s_len
-            delta = mu_b - mu
-            mu += delta * (s_len / tot)
-            m2 += ss + delta * delta * (cnt * s_len / tot)
-            cnt = tot
-        v = m2 / cnt
-        a = w[c] / np.sqrt(v + eps)
-        bc = b[c]
-        for n in range(n_batch):                 # normalize + affine
-            xr, orow = x[n, c], out[n, c]
-            for j in range(s_len):
-                orow[j] = (xr[j] - mu) * a + bc
-        mean[c] = mu
-        var[c] = v
-
-
-@pjit
-def _bn_fwd_parallel(x, w, b, eps, out, mean, var, nchunks):
-    nc = x.shape[1]
-    for t in numba.prange(nchunks):
-        _bn_fwd_channels(x, w, b, eps, out, mean, var, t * nc // nchunks, (t + 1) * nc // nchunks)
-
-
-@jit
-def _bn_bwd_channels(dy, x, w, mean, rstd, dx, dw, db, c0, c1):
-    """Training-mode backward of channels ``c0 <= c < c1``: ``dx = r (g - mean(g) - x_hat mean(g x_hat))``."""
-    n_batch, s_len = x.shape[0], x.shape[2]
-    m = n_batch * s_len
-    for c in range(c0, c1):
-        mu, rs = mean[c], rstd[c]
-        sdy = np.float64(0.0)
-        sdyx = np.float64(0.0)
-        for n in range(n_batch):
-            xr, dr = x[n, c], dy[n, c]
-            for j in range(s_len):
-                sdy += dr[j]
-                sdyx += dr[j] * (xr[j] - mu)
-        db[c] = sdy
-        dw[c] = sdyx * rs                        # sum dy * x_hat
-        wc = w[c]
-        g_mean = wc * sdy / m
-        gx_mean = wc * sdyx * rs / m
-        for n in range(n_batch):
-            xr, dr, dxr = x[n, c], dy[n, c], dx[n, c]
-            for j in range(s_len):
-                dxr[j] = rs * (wc * dr[j] - g_mean - (xr[j] - mu) * rs * gx_mean)
-
-
-@pjit
-def _bn_bwd_parallel(dy, x, w, mean, rstd, dx, dw, db, nchunks):
-    nc = x.shape[1]
-    for t in numba.prange(nchunks):
-        _bn_bwd_channels(dy, x, w, mean, rstd, dx, dw, db, t * nc // nchunks, (t + 1) * nc // nchunks)
-
-
-DISPATCHERS = (_bn_fwd_channels, _bn_fwd_parallel, _bn_bwd_channels, _bn_bwd_parallel)
 
 
 def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
                        *, out: np.ndarray | None = None):
     """Fused training-mode BatchNorm of ``x`` (N, C, *). The cache holds the batch ``mean`` and biased
-    ``batch_var`` (C,), as the reference's does (for the running statistics)."""
+    ``batch_var`` (C,), as the reference's does (for the running statistics).
+
+    Pass 1 (one read of ``x``, in memory order): mean and variance of every (n, c) block, two passes
+    over the cache-resident block. Merge over ``n`` (equation (BN-merge), on (N, C) arrays). Pass 2
+    (read ``x``, write ``y``): the per-channel affine map ``(x - mu) r gamma + beta``.
+    """
     n, c = x.shape[:2]
     x3 = C.as_input(x, (n, c, -1))
     w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
-    y = C.check_out(out, x3.shape, x3.dtype)
-    mean, var = np.empty(c), np.empty(c)
-    if C.use_parallel(x3.size):
-        _bn_fwd_parallel(x3, w, b, float(eps), y, mean, var, C.num_chunks(c))
-    else:
-        _bn_fwd_channels(x3, w, b, float(eps), y, mean, var, 0, c)
-    cache = {"backend": "numba", "x": x3, "w": w, "mean": mean, "batch_var": var,
-             "rstd": 1.0 / np.sqrt(var + eps), "shape": x.shape,
-             "has_weight": weight is not None, "has_bias": bias is not None}
+    block_mean, block_var = group_stats(x3, c)                  # (N, C): statistics of each block
+    mean = block_mean.mean(axis=0)
+    var = block_var.mean(axis=0) + ((block_mean - mean) ** 2).mean(axis=0)   # (BN-merge): no cancellation
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = channel_affine(x3, mean, w * rstd, b, out=out)
+    cache = {"backend": "numba", "x": x3, "w": w, "mean": mean, "batch_var": var, "rstd": rstd,
+             "shape": x.shape, "has_weight": weight is not None, "has_bias": bias is not None}
     return y.reshape(x.shape), cache
 
 
 def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
-    """Fused training-mode BatchNorm backward: returns ``(dx, dweight, dbias)``."""
-    x3, w = cache["x"], cache["w"]
-    c = x3.shape[1]
+    r"""Fused training-mode BatchNorm backward: returns ``(dx, dweight, dbias)``.
+
+    Pass 1 (read ``x`` and ``dy``): per-(n, c) sums of ``dy`` and ``dy (x - mu)``, summed over ``n``
+    to :math:`\sum dy = d\beta` and :math:`r\sum dy (x-\mu) = d\gamma`. Pass 2 (read ``x``, ``dy``,
+    write ``dx``): :math:`dx = r(\gamma\,dy - \overline{g} - \hat x\,\overline{g\hat x})`, an affine
+    function of ``dy`` and ``x - mu`` per channel.
+    """
+    x3, w, mean, rstd = cache["x"], cache["w"], cache["mean"], cache["rstd"]
+    n, c, s_len = x3.shape
+    m = n * s_len
     dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
-    dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
-    dw, db = np.empty(c), np.empty(c)
-    if C.use_parallel(x3.size):
-        _bn_bwd_parallel(dy3, x3, w, cache["mean"], cache["rstd"], dx, dw, db, C.num_chunks(c))
-    else:
-        _bn_bwd_channels(dy3, x3, w, cache["mean"], cache["rstd"], dx, dw, db, 0, c)
-    return (dx.reshape(cache["shape"]), dw if cache["has_weight"] else None,
-            db if cache["has_bias"] else None)
+    sdy, sdyx = channel_sums(dy3, x3, mean)
+    dbias, sum_dy_xc = sdy.sum(axis=0), sdyx.sum(axis=0)
+    dweight = sum_dy_xc * rstd                                   # sum dy * x_hat
+    g_mean = w * dbias / m                                       # mean of g = gamma dy
+    gx_mean = w * dweight / m                                    # mean of g x_hat
+    dx = channel_affine2(dy3, x3, mean, rstd * w, -rstd * rstd * gx_mean, -rstd * g_mean, out=dx_out)
+    return (dx.reshape(cache["shape"]), dweight if cache["has_weight"] else None,
+            dbias if cache["has_bias"] else None)
 
 
 def batch_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
