@@ -121,7 +121,8 @@ register(Spec(
     name="AdaIN", cls=AdaIN, category="activation", pytorch=None,
     reduces_over="H, W, per sample and channel (content and style separately)",
     differences="Not in PyTorch. Biased variance with eps inside the square root (pytorch-AdaIN uses the unbiased one).",
-    input_names=("content", "style"), reference="Huang & Belongie, 2017", backends=("numpy", "numba"),
+    input_names=("content", "style"), reference="Huang & Belongie, 2017",
+    backends=("numpy", "numba"),
     cases=(
         Case("same-size", {}, ((2, 3, 3, 3), (2, 3, 3, 3)), modes=("train",)),
         Case("style-other-size", {}, ((2, 2, 3, 2), (2, 2, 4, 4)), modes=("train",)),

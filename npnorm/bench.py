@@ -357,7 +357,8 @@ def format_table(data: dict[str, Any]) -> str:
         line = [case, "x".join(map(str, shape)), dtype, "fwd" if pss == "forward" else "fwd+bwd", f"{any_r['MiB']:.1f}"]
         line += [f"{by[i]['median'] * 1e3:.2f}" if i in by else "-" for i in impls]
         if nb:
-            line += [f"{nb['min'] * 1e3:.2f}-{nb['max'] * 1e3:.2f}", f"{nb['GBps']:.1f}", f"{100 * nb['roofline']:.0f}%"]
+            line += [f"{nb['min'] * 1e3:.2f}-{nb['max'] * 1e3:.2f}", f"{nb['GBps']:.1f}",
+                     f"{100 * nb['roofline']:.0f}%"]
             line += [f"{by[i]['median'] / nb['median']:.2f}" if i in by else "-" for i in impls if i != "numba"]
         else:
             line += ["-"] * (3 + len(impls) - 1)
@@ -371,7 +372,8 @@ def format_table(data: dict[str, Any]) -> str:
         f"copy bandwidth (roofline): {meta['copy_bandwidth_GBps']:.1f} GB/s on {meta['copy_bytes'] >> 20} MiB; "
         f"traffic model: {meta['traffic_model']}",
         f"outputs: {meta['outputs']}",
-        f"times: median of {meta['repeats']} runs after a warm-up; 'x impl' = impl time / numba time (>1: numba faster)",
+        f"times: median of {meta['repeats']} runs after a warm-up; "
+        "'x impl' = impl time / numba time (>1: numba faster)",
         "",
         fmt.format(*head),
         fmt.format(*["-" * w for w in widths]),

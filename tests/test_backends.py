@@ -127,12 +127,14 @@ LARGE = [  # (name, constructor, input shapes)
     ("LayerNorm-CHW", lambda b: npnorm.LayerNorm((8, 7, 7), backend=b), [_big((1100, 8, 7, 7), (5, 8, 7, 7))]),
     ("RMSNorm", lambda b: npnorm.RMSNorm(1024, backend=b), [_big((400, 1024), (3, 1024))]),
     ("GroupNorm", lambda b: npnorm.GroupNorm(8, 32, backend=b), [_big((8, 32, 40, 40), (3, 32, 4, 4))]),
-    ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(16, affine=True, backend=b), [_big((8, 16, 56, 56), (3, 16, 5, 5))]),
+    ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(16, affine=True, backend=b),
+     [_big((8, 16, 56, 56), (3, 16, 5, 5))]),
     ("InstanceNorm1d", lambda b: npnorm.InstanceNorm1d(24, affine=True, track_running_stats=True, backend=b),
      [_big((16, 24, 1100), (3, 24, 20))]),
     ("BatchNorm2d", lambda b: npnorm.BatchNorm2d(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
     ("BatchNorm1d", lambda b: npnorm.BatchNorm1d(100, backend=b), [_big((4100, 100), (50, 100))]),
-    ("AdaIN", lambda b: npnorm.AdaIN(backend=b), [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
+    ("AdaIN", lambda b: npnorm.AdaIN(backend=b),
+     [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
 ]
 
 
@@ -185,7 +187,8 @@ def test_float32_large_offset_matches_float64(name, make, shapes, parallel):
 CONSTANT = [  # constructor, input shape, how to make the input constant over each normalized set
     ("LayerNorm", lambda b: npnorm.LayerNorm(16, backend=b), (6, 16), lambda x: x[..., :1]),
     ("GroupNorm", lambda b: npnorm.GroupNorm(2, 4, backend=b), (3, 4, 5), lambda x: x[:, ::2, :1].repeat(2, axis=1)),
-    ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(3, affine=True, backend=b), (2, 3, 4, 4), lambda x: x[..., :1, :1]),
+    ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(3, affine=True, backend=b), (2, 3, 4, 4),
+     lambda x: x[..., :1, :1]),
     ("BatchNorm1d", lambda b: npnorm.BatchNorm1d(3, backend=b), (5, 3, 4), lambda x: x[:1, :, :1]),
     ("BatchNorm2d", lambda b: npnorm.BatchNorm2d(3, backend=b), (4, 3, 2, 2), lambda x: x[:1, :, :1, :1]),
 ]
@@ -261,6 +264,19 @@ def test_running_statistics_agree(cls, momentum):
     assert rel_error(fast(batches[0]), ref(batches[0])) <= 1e-12
 
 
+@pytest.mark.parametrize("name, make, shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])
+def test_float16_and_strided_inputs(name, make, shape):
+    """Inputs that are not float32/float64 or not contiguous: same dtype, shape and values as the reference."""
+    rng = np.random.default_rng(12)
+    x16 = rng.standard_normal(shape).astype(np.float16)
+    strided = rng.standard_normal(shape[::-1]).T                        # Fortran order: not C-contiguous
+    for x in (x16, strided):
+        y_ref, y_fast = make("numpy")(x), make("numba")(x)
+        assert y_fast.dtype == y_ref.dtype == x.dtype and y_fast.shape == y_ref.shape
+        tol = 1e-3 if x.dtype == np.float16 else 1e-12
+        assert rel_error(y_fast, y_ref) <= tol
+
+
 # -- kernel-level API -------------------------------------------------------------------------------
 def test_preallocated_outputs_are_written():
     from npnorm.kernels import layernorm as k
@@ -276,8 +292,21 @@ def test_preallocated_outputs_are_written():
 
 
 # -- the backend switch -----------------------------------------------------------------------------
+def test_default_backend_is_numba():
+    """The default for layers is the fast backend (unless NPNORM_BACKEND overrides it)."""
+    assert get_backend() == os.environ.get("NPNORM_BACKEND", "numba")
+
+
 def test_backend_switch():
-    assert get_backend() == "numba"
+    start = get_backend()
+    set_backend("numba")
+    try:
+        _check_switch()
+    finally:
+        set_backend(start)
+
+
+def _check_switch():
     x = np.random.default_rng(0).standard_normal((3, 4))
     layer = npnorm.LayerNorm(4)                             # backend=None: follows the global default
     layer(x)

@@ -95,3 +95,9 @@ def check_out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype, n
                          f"{int(np.prod(shape))} elements, got {getattr(out, 'dtype', type(out))} "
                          f"of shape {getattr(out, 'shape', None)}")
     return out.reshape(shape)
+
+
+def restore(y: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A kernel result in the caller's shape and dtype (the kernels compute float16 input as float32,
+    and return it as float16, as the reference does)."""
+    return y.reshape(shape).astype(dtype, copy=False)

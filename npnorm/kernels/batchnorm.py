@@ -56,8 +56,9 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     rstd = 1.0 / np.sqrt(var + eps)
     y = channel_affine(x3, mean, w * rstd, b, out=out)
     cache = {"backend": "numba", "x": x3, "w": w, "mean": mean, "batch_var": var, "rstd": rstd,
-             "shape": x.shape, "has_weight": weight is not None, "has_bias": bias is not None}
-    return y.reshape(x.shape), cache
+             "shape": x.shape, "dtype": x.dtype,
+             "has_weight": weight is not None, "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
 
 
 def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
@@ -78,7 +79,7 @@ def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
     g_mean = w * dbias / m                                       # mean of g = gamma dy
     gx_mean = w * dweight / m                                    # mean of g x_hat
     dx = channel_affine2(dy3, x3, mean, rstd * w, -rstd * rstd * gx_mean, -rstd * g_mean, out=dx_out)
-    return (dx.reshape(cache["shape"]), dweight if cache["has_weight"] else None,
+    return (C.restore(dx, cache["shape"], cache["dtype"]), dweight if cache["has_weight"] else None,
             dbias if cache["has_bias"] else None)
 
 
@@ -93,8 +94,9 @@ def batch_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_var
     rm = np.asarray(running_mean, dtype=np.float64)
     y = channel_affine(x3, rm, w * rstd, b, out=out)
     cache = {"backend": "numba", "x": x3, "w": w, "rm": rm, "rstd": rstd, "shape": x.shape,
+             "dtype": x.dtype,
              "has_weight": weight is not None, "has_bias": bias is not None}
-    return y.reshape(x.shape), cache
+    return C.restore(y, x.shape, x.dtype), cache
 
 
 def batch_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any]):
@@ -113,4 +115,4 @@ def batch_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any]):
     if cache["has_weight"]:
         x_hat = (x3 - cache["rm"].reshape(1, c, 1)) * rstd.reshape(1, c, 1)
         dweight = np.einsum("ncs,ncs->c", dy3.astype(np.float64), x_hat)
-    return dx.reshape(cache["shape"]), dweight, dbias
+    return C.restore(dx, cache["shape"], cache["dtype"]), dweight, dbias

@@ -201,8 +201,9 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None
     scale, shift = C.as_f64(weight, (1, c), 1.0), C.as_f64(bias, (1, c), 0.0)
     mean, var, rstd = grouped_forward(x3, num_groups, scale, shift, eps, y)
     cache = {"backend": "numba", "x": x3, "groups": num_groups, "scale": scale, "mean": mean, "var": var,
-             "rstd": rstd, "shape": x.shape, "has_weight": weight is not None, "has_bias": bias is not None}
-    return y.reshape(x.shape), cache
+             "rstd": rstd, "shape": x.shape, "dtype": x.dtype,
+             "has_weight": weight is not None, "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
 
 
 def group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
@@ -212,5 +213,5 @@ def group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
     dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
     sdy, sdyx = grouped_backward(dy3, x3, groups, cache["scale"], cache["mean"], cache["rstd"], dx)
     dweight, dbias = affine_grads(sdy, sdyx, cache["rstd"], groups)
-    return (dx.reshape(cache["shape"]), dweight if cache["has_weight"] else None,
+    return (C.restore(dx, cache["shape"], cache["dtype"]), dweight if cache["has_weight"] else None,
             dbias if cache["has_bias"] else None)

@@ -31,8 +31,9 @@ def instance_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.nda
     scale, shift = C.as_f64(weight, (1, c), 1.0), C.as_f64(bias, (1, c), 0.0)
     mean, var, rstd = grouped_forward(x3, c, scale, shift, eps, y)
     cache = {"backend": "numba", "x": x3, "scale": scale, "mean": mean, "var": var, "rstd": rstd,
-             "shape": x.shape, "has_weight": weight is not None, "has_bias": bias is not None}
-    return y.reshape(x.shape), cache
+             "shape": x.shape, "dtype": x.dtype,
+             "has_weight": weight is not None, "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
 
 
 def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
@@ -43,7 +44,7 @@ def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: n
     dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
     sdy, sdyx = grouped_backward(dy3, x3, c, cache["scale"], cache["mean"], cache["rstd"], dx)
     dweight, dbias = affine_grads(sdy, sdyx, cache["rstd"], c)
-    return (dx.reshape(cache["shape"]), dweight if cache["has_weight"] else None,
+    return (C.restore(dx, cache["shape"], cache["dtype"]), dweight if cache["has_weight"] else None,
             dbias if cache["has_bias"] else None)
 
 
@@ -57,8 +58,9 @@ def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5, *, 
     y = C.check_out(out, x3.shape, x3.dtype)
     mean, _, rstd = grouped_forward(x3, c, s_std, s_mean, eps, y)
     cache = {"backend": "numba", "x": x3, "style": s3, "s_mean": s_mean, "s_std": s_std, "mean": mean,
-             "rstd": rstd, "shape": content.shape, "style_shape": style.shape}
-    return y.reshape(content.shape), cache
+             "rstd": rstd, "shape": content.shape, "style_shape": style.shape,
+             "dtype": content.dtype, "style_dtype": style.dtype}
+    return C.restore(y, content.shape, content.dtype), cache
 
 
 def adain_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -78,4 +80,5 @@ def adain_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray,
         dmean, dstd = dmean.sum(axis=0, keepdims=True), dstd.sum(axis=0, keepdims=True)
     m = s3.shape[2]
     dstyle = channel_affine(s3, cache["s_mean"], dstd / (m * cache["s_std"]), dmean / m)
-    return dx.reshape(cache["shape"]), dstyle.reshape(cache["style_shape"])
+    return (C.restore(dx, cache["shape"], cache["dtype"]),
+            C.restore(dstyle, cache["style_shape"], cache["style_dtype"]))

@@ -173,8 +173,10 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
     else:
         _ln_fwd_rows(x2, w, b, float(eps), y, mean, rstd, 0, n)
     cache = {"backend": "numba", "x": x2, "w": w, "mean": mean, "rstd": rstd, "shape": x.shape,
-             "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None, "has_bias": bias is not None}
-    return y.reshape(x.shape), cache
+             "dtype": x.dtype,
+             "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None,
+             "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
 
 
 def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
@@ -192,7 +194,7 @@ def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
         dw, db = np.zeros(m), np.zeros(m)
         _ln_bwd_rows(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db, 0, n)
     nshape = cache["normalized_shape"]
-    return (dx.reshape(cache["shape"]),
+    return (C.restore(dx, cache["shape"], cache["dtype"]),
             dw.reshape(nshape) if cache["has_weight"] else None,
             db.reshape(nshape) if cache["has_bias"] else None)
 
@@ -211,9 +213,9 @@ def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: n
         _rms_fwd_parallel(x2, w, float(eps), y, rstd, C.num_chunks(n))
     else:
         _rms_fwd_rows(x2, w, float(eps), y, rstd, 0, n)
-    cache = {"backend": "numba", "x": x2, "w": w, "rstd": rstd, "shape": x.shape,
+    cache = {"backend": "numba", "x": x2, "w": w, "rstd": rstd, "shape": x.shape, "dtype": x.dtype,
              "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None}
-    return y.reshape(x.shape), cache
+    return C.restore(y, x.shape, x.dtype), cache
 
 
 def rms_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
@@ -230,4 +232,4 @@ def rms_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.nda
         dw = np.zeros(m)
         _rms_bwd_rows(dy, x2, w, cache["rstd"], dx, dw, 0, n)
     dweight = dw.reshape(cache["normalized_shape"]) if cache["has_weight"] else None
-    return dx.reshape(cache["shape"]), dweight
+    return C.restore(dx, cache["shape"], cache["dtype"]), dweight
