@@ -2,7 +2,8 @@ r"""Benchmark of the normalizers: textbook NumPy, our NumPy reference, our Numba
 
 Run ``python -m npnorm.bench`` (``--help`` for the options). For each case it times, after a warm-up
 call, ``--repeats`` runs of the forward pass and of forward + backward, and reports the median with
-the min and max. Columns:
+the min and max. The implementations are timed in turns (one run of each per round), so that other
+programs slowing the machine down for a while affect all of them alike and the ratios stay fair. Columns:
 
 ``textbook``
     The way most tutorials write it: statistics with ``E[x^2] - E[x]^2`` in the input's dtype, one
@@ -256,6 +257,20 @@ def _time(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
     return times
 
 
+def _time_round_robin(fns: list[Callable], repeats: int) -> list[list[float]]:
+    """Time several functions in turns (one warm-up call each, then ``repeats`` rounds of one call
+    each), so that a change in the machine's load during the measurement hits them all alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
 def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 10) -> float:
     """Memory bandwidth in GB/s of copying ``nbytes`` into a preallocated buffer (counting the read and
     the write): the fastest of ``repeats`` runs of NumPy's ``copyto`` and of a parallel Numba copy loop.
@@ -324,20 +339,19 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
             x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(dtype)
             dy = rng.standard_normal(shape).astype(dtype)
             impls = _implementations(case, x, dy, torch_mod)
+            names = [n for n in implementations if n in impls]
             for pss in passes:
-                for name in implementations:
-                    if name not in impls:
-                        continue
-                    if progress:
-                        progress(f"{case.name} {shape} {dtype} {pss} {name}")
-                    times = _time(impls[name][pss], repeats)
+                if progress:
+                    progress(f"{case.name} {shape} {dtype} {pss}: {', '.join(names)}")
+                timings = _time_round_robin([impls[n][pss] for n in names], repeats)
+                for name, times in zip(names, timings):
                     med = float(np.median(times))
-                    gbps = TRAFFIC[pss] * x.nbytes / med / 1e9
-                    results.append({  # GBps / roofline filled in below
+                    results.append({  # roofline fractions are filled in below
                         "case": case.name, "family": case.family, "shape": list(shape), "dtype": dtype,
                         "pass": pss, "impl": name, "bytes": TRAFFIC[pss] * x.nbytes, "MiB": x.nbytes / 2**20,
                         "times": times, "median": med, "min": float(min(times)), "max": float(max(times)),
-                        "GBps": gbps, "best_GBps": TRAFFIC[pss] * x.nbytes / min(times) / 1e9,
+                        "GBps": TRAFFIC[pss] * x.nbytes / med / 1e9,
+                        "best_GBps": TRAFFIC[pss] * x.nbytes / min(times) / 1e9,
                     })
             del impls, x, dy
     bw_end = copy_bandwidth(copy_bytes)
