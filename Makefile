@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.npnorm-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export MPLBACKEND ?= Agg
 
-.PHONY: help test book book-learner lab venv lock clean clean-venv
+.PHONY: help test bench book book-learner lab venv lock clean clean-venv
 
 help:
 	@echo "make test          run the whole test suite (creates .venv if needed)"
+	@echo "make bench         benchmark the kernels (table, bench-results/bench.json and .png)"
 	@echo "make book          build the book to HTML and print where to open it"
 	@echo "make book-learner  build the learner edition (no solutions)"
 	@echo "make lab           open the book's notebooks in JupyterLab"
@@ -30,6 +31,10 @@ $(STAMP): requirements.txt constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	@mkdir -p bench-results
+	$(PY) -m npnorm.bench --json bench-results/bench.json --plot bench-results/bench.png
 
 book: $(STAMP)
 	$(PY) -m npnorm.tools.build_book

@@ -7,6 +7,7 @@ and ``*_backward`` taking ``(dout, cache)``), named and defaulted like PyTorch, 
 
 from . import gradcheck, registry
 # Import order is registration order, which is the order of the book's tables.
+from .backend import get_backend, set_backend, use_backend
 from .base import Module
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .layernorm import LayerNorm, RMSNorm
@@ -23,6 +24,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Module",
+    "get_backend",
+    "set_backend",
+    "use_backend",
     "BatchNorm1d",
     "BatchNorm2d",
     "LayerNorm",

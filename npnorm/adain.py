@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_float_array, check_eps
+from .backend import check_backend, pick, pick_for_cache
 from .base import Module
+from .kernels import instancenorm as _kernels
 from .standardize import standardize_backward, standardize_forward
 
 __all__ = ["adain_forward", "adain_backward", "AdaIN"]
@@ -73,10 +75,14 @@ class AdaIN(Module):
     ``content`` has shape ``(N, C, *spatial)`` (e.g. ``(N, C, H, W)``), ``style`` has shape
     ``(N, C, *spatial')`` or ``(1, C, *spatial')`` - the spatial sizes may differ. ``backward(dy)``
     returns ``(dcontent, dstyle)``. No parameters; same in train and eval. Not in PyTorch.
+
+    ``backend`` (keyword-only): ``"numba"`` (the instance-statistics kernels, see
+    :mod:`npnorm.kernels.instancenorm`), ``"numpy"`` (the reference) or ``None`` (the global default).
     """
 
-    def __init__(self, eps: float = 1e-5) -> None:
+    def __init__(self, eps: float = 1e-5, *, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "AdaIN", allow_none=True)
         self.eps = check_eps(eps, where="AdaIN")
 
     def forward(self, content: np.ndarray, style: np.ndarray) -> np.ndarray:
@@ -97,14 +103,15 @@ class AdaIN(Module):
         if style.shape[0] not in (1, content.shape[0]):
             raise ValueError(f"AdaIN: style batch size must be 1 or equal the content's ({content.shape[0]}), "
                              f"got shapes {content.shape} and {style.shape}")
-        out, self._cache = adain_forward(content, style, self.eps)
+        out, self._cache = pick(self.backend, adain_forward, _kernels.adain_forward)(content, style, self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return adain_backward(dout, self._require_cache())
+        cache = self._require_cache()
+        return pick_for_cache(cache, adain_backward, _kernels.adain_backward)(dout, cache)
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps}"
+        return f"eps={self.eps}" + (f", backend={self.backend!r}" if self.backend else "")
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -115,6 +122,7 @@ register(Spec(
     reduces_over="H, W, per sample and channel (content and style separately)",
     differences="Not in PyTorch. Biased variance with eps inside the square root (pytorch-AdaIN uses the unbiased one).",
     input_names=("content", "style"), reference="Huang & Belongie, 2017",
+    backends=("numpy", "numba"),
     cases=(
         Case("same-size", {}, ((2, 3, 3, 3), (2, 3, 3, 3)), modes=("train",)),
         Case("style-other-size", {}, ((2, 2, 3, 2), (2, 2, 4, 4)), modes=("train",)),

@@ -39,7 +39,9 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
+from .backend import check_backend, pick, pick_for_cache
 from .base import Module
+from .kernels import batchnorm as _kernels
 
 __all__ = [
     "batch_norm_forward",
@@ -203,9 +205,11 @@ class _BatchNorm(Module):
         track_running_stats: bool = True,
         *,
         dtype: Any = np.float64,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        self.backend = check_backend(backend, name, allow_none=True)
         self.num_features = check_positive_int(num_features, "num_features", name)
         self.eps = check_eps(eps, where=name)
         self.momentum = check_momentum(momentum, where=name)
@@ -246,7 +250,8 @@ class _BatchNorm(Module):
         x = self._validate(x)
         w, b = self.params.get("weight"), self.params.get("bias")
         if not self.uses_batch_stats:
-            out, cache = batch_norm_eval_forward(x, self.running_mean, self.running_var, w, b, self.eps)
+            forward = pick(self.backend, batch_norm_eval_forward, _kernels.batch_norm_eval_forward)
+            out, cache = forward(x, self.running_mean, self.running_var, w, b, self.eps)
             self._cache = ("eval", cache)
             return out
         m = x.size // self.num_features
@@ -255,7 +260,7 @@ class _BatchNorm(Module):
                 f"{type(self).__name__}: expected more than 1 value per channel when using batch "
                 f"statistics, got input of shape {x.shape}; use a larger batch or call .eval()"
             )
-        out, cache = batch_norm_forward(x, w, b, self.eps)
+        out, cache = pick(self.backend, batch_norm_forward, _kernels.batch_norm_forward)(x, w, b, self.eps)
         if self.training and self.track_running_stats:
             self._update_running_stats(cache["mean"], cache["batch_var"], m)
         self._cache = ("train", cache)
@@ -270,7 +275,10 @@ class _BatchNorm(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         mode, cache = self._require_cache()
-        fn = batch_norm_eval_backward if mode == "eval" else batch_norm_backward
+        if mode == "eval":
+            fn = pick_for_cache(cache, batch_norm_eval_backward, _kernels.batch_norm_eval_backward)
+        else:
+            fn = pick_for_cache(cache, batch_norm_backward, _kernels.batch_norm_backward)
         dx, dweight, dbias = fn(dout, cache)
         if self.affine:
             self.grads["weight"] = dweight.astype(self.dtype, copy=False)
@@ -279,7 +287,8 @@ class _BatchNorm(Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"track_running_stats={self.track_running_stats}"
+                + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 class BatchNorm1d(_BatchNorm):
@@ -291,6 +300,10 @@ class BatchNorm1d(_BatchNorm):
 
     Deliberate difference from PyTorch: parameters and buffers are float64 unless ``dtype`` says
     otherwise (PyTorch: float32); the output always has the input's dtype.
+
+    ``backend`` (keyword-only): ``"numba"`` (fused kernels, :mod:`npnorm.kernels.batchnorm`; evaluation
+    mode uses the affine-map kernel), ``"numpy"`` (the reference functions of this module) or ``None``
+    (the global default, :func:`npnorm.get_backend`).
     """
 
     _ndims = (2, 3)
@@ -300,8 +313,8 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch normalization of ``(N, C, H, W)`` input, as ``torch.nn.BatchNorm2d``.
 
-    Statistics per channel over ``(N, H, W)``; see the module docstring. Same parameters, buffers
-    and deliberate difference as :class:`BatchNorm1d`.
+    Statistics per channel over ``(N, H, W)``; see the module docstring. Same parameters, buffers,
+    ``backend`` argument and deliberate difference as :class:`BatchNorm1d`.
     """
 
     _ndims = (4,)
@@ -315,6 +328,7 @@ _BN_DIFF = "Parameters and buffers are float64 by default (dtype argument); PyTo
 register(Spec(
     name="BatchNorm1d", cls=BatchNorm1d, category="activation", pytorch="torch.nn.BatchNorm1d",
     reduces_over="N (and L), per channel", differences=_BN_DIFF, reference="Ioffe & Szegedy, 2015",
+    backends=("numpy", "numba"),
     cases=(
         Case("NC", {"num_features": 3}, ((6, 3),)),
         Case("NCL", {"num_features": 3}, ((4, 3, 5),)),
@@ -326,6 +340,7 @@ register(Spec(
 register(Spec(
     name="BatchNorm2d", cls=BatchNorm2d, category="activation", pytorch="torch.nn.BatchNorm2d",
     reduces_over="N, H, W per channel", differences=_BN_DIFF, reference="Ioffe & Szegedy, 2015",
+    backends=("numpy", "numba"),
     cases=(
         Case("NCHW", {"num_features": 3}, ((4, 3, 3, 2),)),
         Case("batch-1", {"num_features": 2}, ((1, 2, 3, 3),)),

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_float_array, check_channels, check_eps, check_ndim, check_positive_int
+from .backend import check_backend, pick, pick_for_cache
 from .base import Module
+from .kernels import groupnorm as _kernels
 from .standardize import standardize_backward, standardize_forward
 
 __all__ = ["group_norm_forward", "group_norm_backward", "GroupNorm"]
@@ -62,11 +64,14 @@ class GroupNorm(Module):
     Input ``(N, C, *)`` with ``C == num_channels``; ``num_groups`` must divide ``num_channels``.
     Parameters ``weight`` (ones) and ``bias`` (zeros) of shape ``(C,)``. Same in train and eval.
     Deliberate difference: float64 parameters by default (``dtype``); output in the input's dtype.
+    ``backend`` (keyword-only): ``"numba"`` (fused kernel, :mod:`npnorm.kernels.groupnorm`),
+    ``"numpy"`` (the reference :func:`group_norm_forward`) or ``None`` (the global default).
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
-                 *, dtype: Any = np.float64) -> None:
+                 *, dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "GroupNorm", allow_none=True)
         self.num_groups = check_positive_int(num_groups, "num_groups", "GroupNorm")
         self.num_channels = check_positive_int(num_channels, "num_channels", "GroupNorm")
         if self.num_channels % self.num_groups:
@@ -85,19 +90,22 @@ class GroupNorm(Module):
         x = as_float_array(x, "x", "GroupNorm")
         check_ndim(x, range(2, 9), "(N, C, *)", "x", "GroupNorm")
         check_channels(x, self.num_channels, "num_channels", 1, "x", "GroupNorm")
-        out, self._cache = group_norm_forward(x, self.num_groups, self.params.get("weight"),
+        forward = pick(self.backend, group_norm_forward, _kernels.group_norm_forward)
+        out, self._cache = forward(x, self.num_groups, self.params.get("weight"),
                                               self.params.get("bias"), self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dweight, dbias = group_norm_backward(dout, self._require_cache())
+        cache = self._require_cache()
+        dx, dweight, dbias = pick_for_cache(cache, group_norm_backward, _kernels.group_norm_backward)(dout, cache)
         if self.affine:
             self.grads["weight"] = dweight.astype(self.dtype, copy=False)
             self.grads["bias"] = dbias.astype(self.dtype, copy=False)
         return dx
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+                + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -107,7 +115,7 @@ register(Spec(
     name="GroupNorm", cls=GroupNorm, category="activation", pytorch="torch.nn.GroupNorm",
     reduces_over="C/G channels and H, W, per sample and group",
     differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
-    reference="Wu & He, 2018",
+    reference="Wu & He, 2018", backends=("numpy", "numba"),
     cases=(
         Case("NCHW", {"num_groups": 2, "num_channels": 4}, ((2, 4, 3, 2),), modes=("train",)),
         Case("G=1", {"num_groups": 1, "num_channels": 3}, ((2, 3, 4),), modes=("train",)),

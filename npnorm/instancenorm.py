@@ -26,7 +26,10 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
+from .backend import check_backend, pick, pick_for_cache
 from .base import Module
+from .kernels import batchnorm as _bn_kernels
+from .kernels import instancenorm as _kernels
 from .batchnorm import batch_norm_eval_backward, batch_norm_eval_forward
 from .standardize import standardize_backward, standardize_forward
 
@@ -67,9 +70,11 @@ class _InstanceNorm(Module):
     _layout = ""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, *, dtype: Any = np.float64) -> None:
+                 affine: bool = False, track_running_stats: bool = False, *, dtype: Any = np.float64,
+                 backend: str | None = None) -> None:
         super().__init__()
         name = type(self).__name__
+        self.backend = check_backend(backend, name, allow_none=True)
         self.num_features = check_positive_int(num_features, "num_features", name)
         self.eps = check_eps(eps, where=name)
         self.momentum = check_momentum(momentum, where=name)
@@ -106,7 +111,7 @@ class _InstanceNorm(Module):
             if m <= 1:
                 raise ValueError(f"{name}: expected more than 1 spatial element per channel, got input of shape "
                                  f"{x.shape[1:] if unbatched else x.shape}")
-            out, cache = instance_norm_forward(x, w, b, self.eps)
+            out, cache = pick(self.backend, instance_norm_forward, _kernels.instance_norm_forward)(x, w, b, self.eps)
             if self.training and self.track_running_stats:
                 self.num_batches_tracked += 1
                 f = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
@@ -116,7 +121,8 @@ class _InstanceNorm(Module):
                 self.running_var = ((1 - f) * self.running_var + f * var).astype(self.dtype)
             self._cache = ("instance", cache, unbatched)
         else:
-            out, cache = batch_norm_eval_forward(x, self.running_mean, self.running_var, w, b, self.eps)
+            forward = pick(self.backend, batch_norm_eval_forward, _bn_kernels.batch_norm_eval_forward)
+            out, cache = forward(x, self.running_mean, self.running_var, w, b, self.eps)
             self._cache = ("running", cache, unbatched)
         return out[0] if unbatched else out
 
@@ -125,7 +131,10 @@ class _InstanceNorm(Module):
         dout = np.asarray(dout)
         if unbatched:
             dout = dout[None]
-        fn = instance_norm_backward if mode == "instance" else batch_norm_eval_backward
+        if mode == "instance":
+            fn = pick_for_cache(cache, instance_norm_backward, _kernels.instance_norm_backward)
+        else:
+            fn = pick_for_cache(cache, batch_norm_eval_backward, _bn_kernels.batch_norm_eval_backward)
         dx, dweight, dbias = fn(dout, cache)
         if self.affine:
             self.grads["weight"] = dweight.astype(self.dtype, copy=False)
@@ -134,7 +143,8 @@ class _InstanceNorm(Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"track_running_stats={self.track_running_stats}"
+                + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 class InstanceNorm1d(_InstanceNorm):
@@ -150,6 +160,9 @@ class InstanceNorm1d(_InstanceNorm):
       ``F.instance_norm``, so its running statistics silently never change);
     * ``num_batches_tracked`` counts training batches (PyTorch's buffer stays 0);
     * parameters and buffers are float64 unless ``dtype`` says otherwise.
+
+    ``backend`` (keyword-only): ``"numba"`` (the GroupNorm kernels with one channel per group, see
+    :mod:`npnorm.kernels.instancenorm`), ``"numpy"`` (the reference) or ``None`` (the global default).
     """
 
     _spatial_dims = 1
@@ -174,6 +187,7 @@ _IN_DIFF = ("A channel count other than num_features is an error even with affin
 register(Spec(
     name="InstanceNorm1d", cls=InstanceNorm1d, category="activation", pytorch="torch.nn.InstanceNorm1d",
     reduces_over="L, per sample and channel", differences=_IN_DIFF, reference="Ulyanov, Vedaldi & Lempitsky, 2016",
+    backends=("numpy", "numba"),
     cases=(
         Case("default", {"num_features": 3}, ((2, 3, 5),), modes=("train",)),
         Case("affine", {"num_features": 3, "affine": True}, ((2, 3, 5),), modes=("train",)),
@@ -184,6 +198,7 @@ register(Spec(
 register(Spec(
     name="InstanceNorm2d", cls=InstanceNorm2d, category="activation", pytorch="torch.nn.InstanceNorm2d",
     reduces_over="H, W, per sample and channel", differences=_IN_DIFF, reference="Ulyanov, Vedaldi & Lempitsky, 2016",
+    backends=("numpy", "numba"),
     cases=(
         Case("default", {"num_features": 3}, ((2, 3, 3, 2),), modes=("train",)),
         Case("affine", {"num_features": 2, "affine": True}, ((2, 2, 3, 3),), modes=("train",)),

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_float_array, check_eps, normalize_shape
+from .backend import check_backend, pick, pick_for_cache
 from .base import Module
+from .kernels import layernorm as _kernels
 from .standardize import standardize_backward, standardize_forward
 
 __all__ = [
@@ -130,13 +132,18 @@ class LayerNorm(Module):
     dtype : default float64
         Dtype of the parameters. Deliberate difference: PyTorch defaults to float32. The output
         always has the input's dtype.
+    backend : {"numba", "numpy"} or None, default None
+        ``"numba"``: the fused kernel (:mod:`npnorm.kernels.layernorm`); ``"numpy"``: the reference
+        :func:`layer_norm_forward`; ``None``: the global default (:func:`npnorm.get_backend`).
 
     Same computation in train and eval mode; no running statistics.
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
-                 elementwise_affine: bool = True, bias: bool = True, *, dtype: Any = np.float64) -> None:
+                 elementwise_affine: bool = True, bias: bool = True, *, dtype: Any = np.float64,
+                 backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "LayerNorm", allow_none=True)
         self.normalized_shape = normalize_shape(normalized_shape, where="LayerNorm")
         self.eps = check_eps(eps, where="LayerNorm")
         self.elementwise_affine = bool(elementwise_affine)
@@ -149,12 +156,14 @@ class LayerNorm(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array(x, "x", "LayerNorm")
         _trailing_axes(x, self.normalized_shape, "LayerNorm")
-        out, self._cache = layer_norm_forward(x, self.normalized_shape, self.params.get("weight"),
+        forward = pick(self.backend, layer_norm_forward, _kernels.layer_norm_forward)
+        out, self._cache = forward(x, self.normalized_shape, self.params.get("weight"),
                                               self.params.get("bias"), self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dweight, dbias = layer_norm_backward(dout, self._require_cache())
+        cache = self._require_cache()
+        dx, dweight, dbias = pick_for_cache(cache, layer_norm_backward, _kernels.layer_norm_backward)(dout, cache)
         if dweight is not None:
             self.grads["weight"] = dweight.astype(self.dtype, copy=False)
         if dbias is not None:
@@ -162,7 +171,8 @@ class LayerNorm(Module):
         return dx
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+                + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 class RMSNorm(Module):
@@ -177,11 +187,14 @@ class RMSNorm(Module):
         Learnable ``weight`` (ones); there is no bias, as in PyTorch.
     dtype : default float64
         Parameter dtype (PyTorch: float32); the output has the input's dtype.
+    backend : {"numba", "numpy"} or None, default None
+        Fused kernel, NumPy reference, or the global default (see :mod:`npnorm.backend`).
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float | None = None,
-                 elementwise_affine: bool = True, *, dtype: Any = np.float64) -> None:
+                 elementwise_affine: bool = True, *, dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "RMSNorm", allow_none=True)
         self.normalized_shape = normalize_shape(normalized_shape, where="RMSNorm")
         self.eps = None if eps is None else check_eps(eps, where="RMSNorm")
         self.elementwise_affine = bool(elementwise_affine)
@@ -192,17 +205,20 @@ class RMSNorm(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array(x, "x", "RMSNorm")
         _trailing_axes(x, self.normalized_shape, "RMSNorm")
-        out, self._cache = rms_norm_forward(x, self.normalized_shape, self.params.get("weight"), self.eps)
+        forward = pick(self.backend, rms_norm_forward, _kernels.rms_norm_forward)
+        out, self._cache = forward(x, self.normalized_shape, self.params.get("weight"), self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dweight = rms_norm_backward(dout, self._require_cache())
+        cache = self._require_cache()
+        dx, dweight = pick_for_cache(cache, rms_norm_backward, _kernels.rms_norm_backward)(dout, cache)
         if dweight is not None:
             self.grads["weight"] = dweight.astype(self.dtype, copy=False)
         return dx
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+                + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -212,7 +228,7 @@ register(Spec(
     name="LayerNorm", cls=LayerNorm, category="activation", pytorch="torch.nn.LayerNorm",
     reduces_over="the trailing normalized_shape dims, per sample",
     differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
-    reference="Ba, Kiros & Hinton, 2016",
+    reference="Ba, Kiros & Hinton, 2016", backends=("numpy", "numba"),
     cases=(
         Case("tokens", {"normalized_shape": 6}, ((2, 3, 6),), modes=("train",)),
         Case("CHW", {"normalized_shape": (2, 3, 3)}, ((3, 2, 3, 3),), modes=("train",)),
@@ -224,7 +240,7 @@ register(Spec(
     name="RMSNorm", cls=RMSNorm, category="activation", pytorch="torch.nn.RMSNorm",
     reduces_over="the trailing normalized_shape dims, per sample (no centring)",
     differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
-    reference="Zhang & Sennrich, 2019",
+    reference="Zhang & Sennrich, 2019", backends=("numpy", "numba"),
     cases=(
         Case("tokens", {"normalized_shape": 6}, ((2, 3, 6),), modes=("train",)),
         Case("eps", {"normalized_shape": (2, 4), "eps": 1e-3}, ((3, 2, 4),), modes=("train",)),

@@ -1,11 +1,15 @@
 """Shared fixtures. Gradient checks are float64 and seeded, so every failure is reproducible."""
 
 import os
+from pathlib import Path
 
-import numpy as np
-import pytest
-
+# Before numba is imported (by npnorm): compiled kernels go to a project-local cache folder
+# (the Makefile sets the same), so a second test run loads them instead of compiling again.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture

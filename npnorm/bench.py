@@ -1,0 +1,495 @@
+r"""Benchmark of the normalizers: textbook NumPy, our NumPy reference, our Numba kernels (and PyTorch).
+
+Run ``python -m npnorm.bench`` (``--help`` for the options). For each case it times, after a warm-up
+call, ``--repeats`` runs of the forward pass and of forward + backward, and reports the median with
+the min and max. The implementations are timed in turns (one run of each per round), so that other
+programs slowing the machine down for a while affect all of them alike and the ratios stay fair. Columns:
+
+``textbook``
+    The way most tutorials write it: statistics with ``E[x^2] - E[x]^2`` in the input's dtype, one
+    NumPy temporary per operation, a backward pass written node by node.
+``reference``
+    npnorm's NumPy reference (float64 internally, two-pass statistics): what the book teaches.
+``numba``
+    npnorm's fused kernels (:mod:`npnorm.kernels`), writing into **preallocated** outputs
+    (``out=``, ``dx_out=``).
+``torch``
+    ``torch.nn.functional`` on the CPU with autograd, only if ``import torch`` works in this
+    interpreter (never a dependency of npnorm).
+
+Memory roofline: a normalizer must at least read its input and write its output, so the forward
+pass moves ``2 * x.nbytes`` and forward + backward ``5 * x.nbytes`` (forward; then read ``x`` and
+``dy``, write ``dx``). *Effective bandwidth* is that byte count divided by the time; the roofline is
+the bandwidth of a plain copy measured in the same run on a buffer far larger than the caches. The
+fraction of the roofline says how close a kernel comes to the machine's limit.
+
+Allocations: fresh large arrays can cost more than the arithmetic on these machines (page faults on
+new memory). The Numba column writes into preallocated arrays; for the columns that must allocate
+(NumPy, PyTorch), the benchmark asks glibc (``mallopt``) to keep freed memory on the heap instead of
+returning it to the system, so repeated runs reuse pages. The output states both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "run", "copy_bandwidth", "format_table", "plot", "main"]
+
+IMPLEMENTATIONS = ("textbook", "reference", "numba", "torch")
+PASSES = ("forward", "forward+backward")
+#: Minimum memory traffic of each pass, in units of ``x.nbytes``.
+TRAFFIC = {"forward": 2, "forward+backward": 5}
+
+
+# -- the textbook versions (deliberately naive: what tutorials write) --------------------------------
+def textbook_norm_forward(x, axes, gamma, beta, eps):
+    """Standardize over ``axes`` the tutorial way: ``var = E[x^2] - E[x]^2`` in the input's dtype."""
+    mu = x.mean(axis=axes, keepdims=True)
+    var = (x ** 2).mean(axis=axes, keepdims=True) - mu ** 2
+    xhat = (x - mu) / np.sqrt(var + eps)
+    out = gamma * xhat + beta
+    return out, (x, xhat, mu, var, gamma, eps, axes)
+
+
+def textbook_norm_backward(dout, cache, param_axes):
+    """Node-by-node backward of :func:`textbook_norm_forward`."""
+    x, xhat, mu, var, gamma, eps, axes = cache
+    m = x.size // mu.size
+    dbeta = dgamma = None
+    if param_axes is not None:
+        dbeta = dout.sum(axis=param_axes)
+        dgamma = (dout * xhat).sum(axis=param_axes)
+    dxhat = dout * gamma
+    dvar = np.sum(dxhat * (x - mu) * -0.5 * (var + eps) ** -1.5, axis=axes, keepdims=True)
+    dmu = np.sum(-dxhat / np.sqrt(var + eps), axis=axes, keepdims=True) \
+        + dvar * np.mean(-2.0 * (x - mu), axis=axes, keepdims=True)
+    dx = dxhat / np.sqrt(var + eps) + dvar * 2.0 * (x - mu) / m + dmu / m
+    return dx, dgamma, dbeta
+
+
+def textbook_rms_forward(x, gamma, eps):
+    rms = np.sqrt((x ** 2).mean(axis=-1, keepdims=True) + eps)
+    xhat = x / rms
+    return gamma * xhat, (x, xhat, rms, gamma)
+
+
+def textbook_rms_backward(dout, cache):
+    x, xhat, rms, gamma = cache
+    dgamma = (dout * xhat).reshape(-1, x.shape[-1]).sum(axis=0)
+    dxhat = dout * gamma
+    drms = -np.sum(dxhat * x, axis=-1, keepdims=True) / rms ** 2
+    dx = dxhat / rms + drms * x / (x.shape[-1] * rms)
+    return dx, dgamma
+
+
+# -- cases ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchCase:
+    """One benchmark case: a layer family and the full-size input shape."""
+
+    name: str
+    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm"
+    shape: tuple[int, ...]
+    groups: int = 0
+
+    def sized(self, size: str) -> tuple[int, ...]:
+        """The shape for ``size``: ``full`` (the issue's sizes), ``quick`` (batch / 4),
+        ``small`` (batch / 16) or ``tiny`` (a few KiB, for tests)."""
+        if size == "full":
+            return self.shape
+        if size == "tiny":
+            if len(self.shape) == 2:
+                return (4, min(self.shape[1], 64))
+            return (2, self.shape[1]) + (2,) * (len(self.shape) - 2)
+        div = {"quick": 4, "small": 16}[size]
+        return (max(2, self.shape[0] // div),) + self.shape[1:]
+
+
+CASES = (
+    BenchCase("LayerNorm", "layernorm", (4096, 1024)),
+    BenchCase("LayerNorm", "layernorm", (12544, 768)),
+    BenchCase("RMSNorm", "rmsnorm", (4096, 4096)),
+    BenchCase("GroupNorm G=32", "groupnorm", (32, 256, 32, 32), groups=32),
+    BenchCase("InstanceNorm2d", "instancenorm", (32, 64, 64, 64)),
+    BenchCase("BatchNorm2d train", "batchnorm", (64, 128, 28, 28)),
+)
+
+
+def _import_torch():
+    try:
+        import torch  # noqa: F401  (optional: timed only when it happens to be installed)
+    except Exception:
+        return None
+    return torch
+
+
+def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) -> dict[str, dict[str, Callable]]:
+    """``{impl: {pass: callable}}`` for one case and input."""
+    from . import batchnorm as bn, groupnorm as gn, instancenorm as inorm, layernorm as ln
+    from .kernels import batchnorm as kbn, groupnorm as kgn, instancenorm as kin, layernorm as kln
+
+    eps = 1e-5
+    fam, dt = case.family, x.dtype
+    c = x.shape[1] if fam != "layernorm" and fam != "rmsnorm" else x.shape[-1]
+    rng = np.random.default_rng(0)
+    w64, b64 = 1.0 + 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c)
+    w, b = w64.astype(dt), b64.astype(dt)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    ns = (x.shape[-1],)
+    chan = (1, -1) + (1,) * (x.ndim - 2)
+    impls: dict[str, tuple[Callable, Callable, Callable, Callable]] = {}
+
+    if fam == "layernorm":
+        impls["textbook"] = (lambda: textbook_norm_forward(x, (-1,), w, b, eps),
+                             lambda c_: textbook_norm_backward(dy, c_[1], (0,)))
+        impls["reference"] = (lambda: ln.layer_norm_forward(x, ns, w64, b64, eps),
+                              lambda c_: ln.layer_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kln.layer_norm_forward(x, ns, w64, b64, eps, out=y),
+                          lambda c_: kln.layer_norm_backward(dy, c_[1], dx_out=dx))
+    elif fam == "rmsnorm":
+        impls["textbook"] = (lambda: textbook_rms_forward(x, w, eps), lambda c_: textbook_rms_backward(dy, c_[1]))
+        impls["reference"] = (lambda: ln.rms_norm_forward(x, ns, w64, eps),
+                              lambda c_: ln.rms_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kln.rms_norm_forward(x, ns, w64, eps, out=y),
+                          lambda c_: kln.rms_norm_backward(dy, c_[1], dx_out=dx))
+    elif fam == "groupnorm":
+        g = case.groups
+        xg_shape = (x.shape[0], g, -1)
+
+        def tb_fwd():
+            out, cache = textbook_norm_forward(x.reshape(xg_shape), (2,), 1.0, 0.0, eps)
+            return out.reshape(x.shape) * w.reshape(chan) + b.reshape(chan), cache
+
+        def tb_bwd(c_):
+            xhat = c_[1][1].reshape(x.shape)
+            dw_, db_ = (dy * xhat).sum(axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
+            dxg = textbook_norm_backward((dy * w.reshape(chan)).reshape(xg_shape), c_[1], None)[0]
+            return dxg.reshape(x.shape), dw_, db_
+
+        impls["textbook"] = (tb_fwd, tb_bwd)
+        impls["reference"] = (lambda: gn.group_norm_forward(x, g, w64, b64, eps),
+                              lambda c_: gn.group_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kgn.group_norm_forward(x, g, w64, b64, eps, out=y),
+                          lambda c_: kgn.group_norm_backward(dy, c_[1], dx_out=dx))
+    elif fam == "instancenorm":
+        impls["textbook"] = (lambda: textbook_norm_forward(x, (2, 3), w.reshape(chan), b.reshape(chan), eps),
+                             lambda c_: textbook_norm_backward(dy, c_[1], (0, 2, 3)))
+        impls["reference"] = (lambda: inorm.instance_norm_forward(x, w64, b64, eps),
+                              lambda c_: inorm.instance_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kin.instance_norm_forward(x, w64, b64, eps, out=y),
+                          lambda c_: kin.instance_norm_backward(dy, c_[1], dx_out=dx))
+    elif fam == "batchnorm":
+        impls["textbook"] = (lambda: textbook_norm_forward(x, (0, 2, 3), w.reshape(chan), b.reshape(chan), eps),
+                             lambda c_: textbook_norm_backward(dy, c_[1], (0, 2, 3)))
+        impls["reference"] = (lambda: bn.batch_norm_forward(x, w64, b64, eps),
+                              lambda c_: bn.batch_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kbn.batch_norm_forward(x, w64, b64, eps, out=y),
+                          lambda c_: kbn.batch_norm_backward(dy, c_[1], dx_out=dx))
+    else:  # pragma: no cover
+        raise ValueError(f"unknown family {fam!r}")
+
+    if torch_mod is not None:
+        impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps)
+
+    result = {}
+    for name, (fwd, bwd) in impls.items():
+        def fwd_bwd(fwd=fwd, bwd=bwd):
+            return bwd(fwd())
+        result[name] = {"forward": fwd, "forward+backward": fwd_bwd}
+    return result
+
+
+def _torch_impl(torch, case, x, dy, w, b, eps):
+    F = torch.nn.functional
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    wt, bt = torch.from_numpy(w).clone(), torch.from_numpy(b).clone()
+    fam = case.family
+    ns = (x.shape[-1],)
+
+    def call(xi, wi, bi):
+        if fam == "layernorm":
+            return F.layer_norm(xi, ns, wi, bi, eps)
+        if fam == "rmsnorm":
+            return F.rms_norm(xi, ns, wi, eps)
+        if fam == "groupnorm":
+            return F.group_norm(xi, case.groups, wi, bi, eps)
+        if fam == "instancenorm":
+            return F.instance_norm(xi, weight=wi, bias=bi, eps=eps)
+        return F.batch_norm(xi, None, None, wi, bi, training=True, eps=eps)
+
+    def fwd():
+        with torch.no_grad():
+            return None, call(xt, wt, bt)
+
+    xg, wg, bg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True), bt.clone().requires_grad_(True)
+
+    def fwd_for_bwd():
+        return None, call(xg, wg, bg)
+
+    def bwd(c_):
+        xg.grad = wg.grad = bg.grad = None
+        c_[1].backward(dyt)
+
+    return fwd, lambda c_: bwd(fwd_for_bwd())
+
+
+# -- measuring -----------------------------------------------------------------------------------
+def _time(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _time_round_robin(fns: list[Callable], repeats: int) -> list[list[float]]:
+    """Time several functions in turns (one warm-up call each, then ``repeats`` rounds of one call
+    each), so that a change in the machine's load during the measurement hits them all alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 10) -> float:
+    """Memory bandwidth in GB/s of copying ``nbytes`` into a preallocated buffer (counting the read and
+    the write): the fastest of ``repeats`` runs of NumPy's ``copyto`` and of a parallel Numba copy loop.
+
+    The fastest run, not the median: the roofline is what the machine *can* do, and on a machine shared
+    with other programs the median would move the line down whenever they are busy."""
+    from .kernels.affine import parallel_copy
+
+    src = np.ones(nbytes // 8)
+    dst = np.zeros_like(src)
+    best = 0.0
+    for fn in (lambda: np.copyto(dst, src), lambda: parallel_copy(src, dst)):
+        t = float(np.min(_time(fn, repeats)))
+        best = max(best, 2 * nbytes / t / 1e9)
+    return best
+
+
+def _threading_layer() -> str | None:
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:          # no parallel kernel has run yet
+        return None
+
+
+def _tune_malloc() -> str:
+    """Keep freed memory on the heap (glibc), so NumPy/PyTorch temporaries reuse pages across runs."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 40)
+        return "glibc mallopt(M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 TiB)" if ok else "default malloc (mallopt refused)"
+    except (OSError, AttributeError):
+        return "default malloc (no glibc)"
+
+
+def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "full", repeats: int = 5,
+        threads: int | None = None, implementations=IMPLEMENTATIONS, copy_bytes: int = 256 << 20,
+        tune_malloc: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark and return a JSON-ready dict ``{"meta": ..., "results": [...]}``."""
+    import numba
+
+    if threads is not None:
+        numba.set_num_threads(threads)
+    threads = numba.get_num_threads()
+    torch_mod = _import_torch() if "torch" in implementations else None
+    if torch_mod is not None:
+        torch_mod.set_num_threads(threads)
+    malloc = _tune_malloc() if tune_malloc else "default malloc"
+    bw_start = copy_bandwidth(copy_bytes)
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": threads,
+        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+        "torch": None if torch_mod is None else torch_mod.__version__, "size": size, "repeats": repeats,
+        "copy_bandwidth_GBps": None, "copy_bytes": copy_bytes,
+        "outputs": "numba: preallocated (out=, dx_out=); textbook/reference/torch: allocated per call, " + malloc,
+        "traffic_model": "forward 2*x.nbytes, forward+backward 5*x.nbytes",
+        "threading_layer": _threading_layer(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    }
+    results = []
+    rng = np.random.default_rng(0)
+    for case in cases:
+        shape = case.sized(size)
+        for dtype in dtypes:
+            x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(dtype)
+            dy = rng.standard_normal(shape).astype(dtype)
+            impls = _implementations(case, x, dy, torch_mod)
+            names = [n for n in implementations if n in impls]
+            for pss in passes:
+                if progress:
+                    progress(f"{case.name} {shape} {dtype} {pss}: {', '.join(names)}")
+                timings = _time_round_robin([impls[n][pss] for n in names], repeats)
+                for name, times in zip(names, timings):
+                    med = float(np.median(times))
+                    results.append({  # roofline fractions are filled in below
+                        "case": case.name, "family": case.family, "shape": list(shape), "dtype": dtype,
+                        "pass": pss, "impl": name, "bytes": TRAFFIC[pss] * x.nbytes, "MiB": x.nbytes / 2**20,
+                        "times": times, "median": med, "min": float(min(times)), "max": float(max(times)),
+                        "GBps": TRAFFIC[pss] * x.nbytes / med / 1e9,
+                        "best_GBps": TRAFFIC[pss] * x.nbytes / min(times) / 1e9,
+                    })
+            del impls, x, dy
+    bw_end = copy_bandwidth(copy_bytes)
+    bw = max(bw_start, bw_end)
+    meta.update(copy_bandwidth_GBps=bw, copy_bandwidth_start_end_GBps=[bw_start, bw_end])
+    for r in results:
+        r["roofline"], r["best_roofline"] = r["GBps"] / bw, r["best_GBps"] / bw
+    return {"meta": meta, "results": results}
+
+
+# -- reporting -----------------------------------------------------------------------------------
+def format_table(data: dict[str, Any]) -> str:
+    """A plain-text table: one row per case, dtype and pass; times in ms (median, [min-max] for numba)."""
+    meta, res = data["meta"], data["results"]
+    bw_start, bw_end = meta["copy_bandwidth_start_end_GBps"]
+    impls = [i for i in IMPLEMENTATIONS if any(r["impl"] == i for r in res)]
+    rows: dict[tuple, dict[str, dict]] = {}
+    for r in res:
+        rows.setdefault((r["case"], tuple(r["shape"]), r["dtype"], r["pass"]), {})[r["impl"]] = r
+    head = ["case", "shape", "dtype", "pass", "MiB"] + [f"{i} ms" for i in impls] + \
+           ["numba min-max", "numba GB/s", "% copy", "best %"] + [f"x {i}" for i in impls if i != "numba"]
+    lines = []
+    for (case, shape, dtype, pss), by in rows.items():
+        nb = by.get("numba")
+        any_r = next(iter(by.values()))
+        line = [case, "x".join(map(str, shape)), dtype, "fwd" if pss == "forward" else "fwd+bwd", f"{any_r['MiB']:.1f}"]
+        line += [f"{by[i]['median'] * 1e3:.2f}" if i in by else "-" for i in impls]
+        if nb:
+            line += [f"{nb['min'] * 1e3:.2f}-{nb['max'] * 1e3:.2f}", f"{nb['GBps']:.1f}",
+                     f"{100 * nb['roofline']:.0f}%", f"{100 * nb['best_roofline']:.0f}%"]
+            line += [f"{by[i]['median'] / nb['median']:.2f}" if i in by else "-" for i in impls if i != "numba"]
+        else:
+            line += ["-"] * (4 + len(impls) - 1)
+        lines.append(line)
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" if k < 4 else f"{{:>{w}}}" for k, w in enumerate(widths))
+    out = [
+        f"npnorm benchmark - {meta['date']} - {meta['machine']}, {meta['cpus']} CPUs, threads={meta['threads']} "
+        f"(numba and torch), NumPy {meta['numpy']}, Numba {meta['numba']} ({meta.get('threading_layer')} layer, "
+        f"OMP_WAIT_POLICY={meta.get('OMP_WAIT_POLICY')}), PyTorch {meta['torch'] or 'not installed'}",
+        f"copy bandwidth (roofline): {meta['copy_bandwidth_GBps']:.1f} GB/s, fastest copy of "
+        f"{meta['copy_bytes'] >> 20} MiB (start {bw_start:.1f}, end {bw_end:.1f}); "
+        f"traffic model: {meta['traffic_model']}",
+        "numba GB/s and % copy from the median time; best % from the fastest run",
+        f"outputs: {meta['outputs']}",
+        f"times: median of {meta['repeats']} runs after a warm-up; "
+        "'x impl' = impl time / numba time (>1: numba faster)",
+        "",
+        fmt.format(*head),
+        fmt.format(*["-" * w for w in widths]),
+    ]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)
+
+
+def plot(data: dict[str, Any], path: str | None = None, dtype: str | None = None):
+    """Effective bandwidth of every implementation per case, against the measured copy bandwidth.
+
+    One panel per pass; ``dtype`` picks one dtype (default: the first in the results). Returns the
+    matplotlib figure (saved to ``path`` if given).
+    """
+    import matplotlib
+    if path is not None and "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = data["results"]
+    dtype = dtype or res[0]["dtype"]
+    bw = data["meta"]["copy_bandwidth_GBps"]
+    impls = [i for i in IMPLEMENTATIONS if any(r["impl"] == i for r in res)]
+    passes = [p for p in PASSES if any(r["pass"] == p for r in res)]
+    fig, axes = plt.subplots(1, len(passes), figsize=(6.5 * len(passes), 4.2), squeeze=False, sharey=True)
+    for ax, pss in zip(axes[0], passes):
+        sel = [r for r in res if r["pass"] == pss and r["dtype"] == dtype]
+        labels = list(dict.fromkeys(f"{r['case']}\n{'x'.join(map(str, r['shape']))}" for r in sel))
+        width = 0.8 / len(impls)
+        for k, impl in enumerate(impls):
+            vals = {f"{r['case']}\n{'x'.join(map(str, r['shape']))}": r["GBps"] for r in sel if r["impl"] == impl}
+            xs = [i + (k - (len(impls) - 1) / 2) * width for i in range(len(labels))]
+            ax.bar(xs, [vals.get(lbl, 0.0) for lbl in labels], width, label=impl)
+        ax.axhline(bw, color="k", ls="--", lw=1)
+        ax.text(len(labels) - 0.5, bw, f"copy {bw:.0f} GB/s", ha="right", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(f"{pss}, {dtype}, {data['meta']['threads']} thread(s)")
+        ax.set_ylabel("effective GB/s (minimum traffic / time)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m npnorm.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="float32 only, 3 repeats (under a minute)")
+    parser.add_argument("--json", metavar="PATH", help="write all timings to this JSON file")
+    parser.add_argument("--plot", metavar="PATH", help="save the bandwidth figure (PNG, SVG, PDF...)")
+    parser.add_argument("--repeats", type=int, help="timed runs per measurement (default 5; --quick 3)")
+    parser.add_argument("--threads", type=int, help="threads for Numba and PyTorch (default: all)")
+    parser.add_argument("--dtypes", default=None, help="comma-separated, default float32,float64 (--quick: float32)")
+    parser.add_argument("--cases", default=None, help="comma-separated case-name prefixes, e.g. LayerNorm,RMSNorm")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--sizes", choices=("full", "quick", "small", "tiny"), default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    size = args.sizes or "full"
+    repeats = args.repeats or (3 if args.quick or size == "tiny" else 5)
+    dtypes = tuple(args.dtypes.split(",")) if args.dtypes else (("float32",) if args.quick else ("float32", "float64"))
+    for d in dtypes:
+        if d not in ("float32", "float64"):
+            parser.error(f"--dtypes: expected float32 and/or float64, got {d!r}")
+    cases = CASES
+    if args.cases:
+        wanted = [c.strip() for c in args.cases.split(",")]
+        cases = tuple(c for c in CASES if any(c.name.startswith(w) for w in wanted))
+        if not cases:
+            parser.error(f"--cases: no case starts with {wanted}; cases: {sorted({c.name for c in CASES})}")
+    impls = tuple(i for i in IMPLEMENTATIONS if not (args.no_torch and i == "torch"))
+    copy_bytes = (8 << 20) if size == "tiny" else (256 << 20)
+    t0 = time.perf_counter()
+    data = run(cases, dtypes, size=size, repeats=repeats, threads=args.threads, implementations=impls,
+               copy_bytes=copy_bytes, progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+    data["meta"]["wall_seconds"] = time.perf_counter() - t0
+    print(format_table(data))
+    if size != "full":
+        print(f"(size '{size}': inputs smaller than the issue's; some may fit in the caches)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(data, fh, indent=1)
+        print(f"JSON written to {args.json}")
+    if args.plot:
+        plot(data, args.plot)
+        print(f"figure written to {args.plot}")
+    print(f"total {data['meta']['wall_seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

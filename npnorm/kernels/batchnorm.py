@@ -1,0 +1,118 @@
+r"""Fused BatchNorm: training mode (batch statistics) and evaluation mode, on the shared kernels.
+
+The input is viewed as ``(N, C, S)`` (``S`` = 1 for ``(N, C)``, ``L`` or ``H W`` otherwise). Walking
+one channel at a time through an NCHW array would jump between ``N`` blocks ``C S`` elements apart, a
+pattern the hardware prefetcher handles badly; every pass here walks the array **in memory order**,
+one (n, c) block of ``S`` contiguous elements after the other, on all threads:
+
+1. statistics of every block (the GroupNorm statistics kernel with one channel per group: two passes
+   over the cache-resident block, float64);
+2. a merge over the ``N`` blocks of each channel, on small ``(N, C)`` arrays. The blocks all hold
+   ``S`` elements, so Chan et al.'s pairwise merge reduces to the law of total variance
+
+   .. math::
+      \mu_c = \frac{1}{N}\sum_n \mu_{n,c}, \qquad
+      \sigma^2_c = \frac{1}{N}\sum_n \sigma^2_{n,c} + \frac{1}{N}\sum_n (\mu_{n,c} - \mu_c)^2
+      \tag{BN-merge}
+
+   - a sum of non-negative terms, with no cancellation (never :math:`E[x^2]-E[x]^2`);
+3. the per-channel affine map (:func:`~npnorm.kernels.affine.channel_affine`).
+
+The backward pass has the same shape: per-block sums of ``dy`` and ``dy (x - mu)``, a reduction over
+``n``, and one elementwise pass (:func:`~npnorm.kernels.affine.channel_affine2`). Traffic: the
+forward reads ``x`` twice and writes ``y``; the backward reads ``x`` and ``dy`` twice and writes ``dx``.
+
+Evaluation mode is an affine map with frozen statistics: the :mod:`~npnorm.kernels.affine` kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _common as C
+from .affine import channel_affine, channel_affine2, channel_sums
+from .groupnorm import group_stats
+
+__all__ = ["batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward", "batch_norm_eval_backward"]
+
+
+def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
+                       *, out: np.ndarray | None = None):
+    """Fused training-mode BatchNorm of ``x`` (N, C, *). The cache holds the batch ``mean`` and biased
+    ``batch_var`` (C,), as the reference's does (for the running statistics).
+
+    Pass 1 (one read of ``x``, in memory order): mean and variance of every (n, c) block, two passes
+    over the cache-resident block. Merge over ``n`` (equation (BN-merge), on (N, C) arrays). Pass 2
+    (read ``x``, write ``y``): the per-channel affine map ``(x - mu) r gamma + beta``.
+    """
+    n, c = x.shape[:2]
+    x3 = C.as_input(x, (n, c, -1))
+    w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
+    block_mean, block_var = group_stats(x3, c)                  # (N, C): statistics of each block
+    mean = block_mean.mean(axis=0)
+    var = block_var.mean(axis=0) + ((block_mean - mean) ** 2).mean(axis=0)   # (BN-merge): no cancellation
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = channel_affine(x3, mean, w * rstd, b, out=out)
+    cache = {"backend": "numba", "x": x3, "w": w, "mean": mean, "batch_var": var, "rstd": rstd,
+             "shape": x.shape, "dtype": x.dtype,
+             "has_weight": weight is not None, "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
+
+
+def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
+    r"""Fused training-mode BatchNorm backward: returns ``(dx, dweight, dbias)``.
+
+    Pass 1 (read ``x`` and ``dy``): per-(n, c) sums of ``dy`` and ``dy (x - mu)``, summed over ``n``
+    to :math:`\sum dy = d\beta` and :math:`r\sum dy (x-\mu) = d\gamma`. Pass 2 (read ``x``, ``dy``,
+    write ``dx``): :math:`dx = r(\gamma\,dy - \overline{g} - \hat x\,\overline{g\hat x})`, an affine
+    function of ``dy`` and ``x - mu`` per channel.
+    """
+    x3, w, mean, rstd = cache["x"], cache["w"], cache["mean"], cache["rstd"]
+    n, c, s_len = x3.shape
+    m = n * s_len
+    dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
+    sdy, sdyx = channel_sums(dy3, x3, mean)
+    dbias, sum_dy_xc = sdy.sum(axis=0), sdyx.sum(axis=0)
+    dweight = sum_dy_xc * rstd                                   # sum dy * x_hat
+    g_mean = w * dbias / m                                       # mean of g = gamma dy
+    gx_mean = w * dweight / m                                    # mean of g x_hat
+    dx = channel_affine2(dy3, x3, mean, rstd * w, -rstd * rstd * gx_mean, -rstd * g_mean, out=dx_out)
+    return (C.restore(dx, cache["shape"], cache["dtype"]), dweight if cache["has_weight"] else None,
+            dbias if cache["has_bias"] else None)
+
+
+def batch_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
+                            weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
+                            *, out: np.ndarray | None = None):
+    """Evaluation-mode BatchNorm (an affine map with the running statistics), on the affine kernel."""
+    n, c = x.shape[:2]
+    x3 = C.as_input(x, (n, c, -1))
+    rstd = 1.0 / np.sqrt(np.asarray(running_var, dtype=np.float64) + eps)
+    w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
+    rm = np.asarray(running_mean, dtype=np.float64)
+    y = channel_affine(x3, rm, w * rstd, b, out=out)
+    cache = {"backend": "numba", "x": x3, "w": w, "rm": rm, "rstd": rstd, "shape": x.shape,
+             "dtype": x.dtype,
+             "has_weight": weight is not None, "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
+
+
+def batch_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any]):
+    """Backward of evaluation-mode BatchNorm: ``dx = gamma r dy``; returns ``(dx, dweight, dbias)``.
+
+    The parameter gradients need :math:`\\sum dy` and :math:`\\sum dy\\,\\hat x` per channel; they are
+    computed with NumPy in float64 (evaluation-mode backward is rare: fine-tuning with frozen statistics).
+    """
+    x3, w, rstd = cache["x"], cache["w"], cache["rstd"]
+    dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
+    c = x3.shape[1]
+    dx = channel_affine(dy3, np.zeros(c), w * rstd, np.zeros(c))
+    dweight = dbias = None
+    if cache["has_bias"]:
+        dbias = dy3.sum(axis=(0, 2), dtype=np.float64)
+    if cache["has_weight"]:
+        x_hat = (x3 - cache["rm"].reshape(1, c, 1)) * rstd.reshape(1, c, 1)
+        dweight = np.einsum("ncs,ncs->c", dy3.astype(np.float64), x_hat)
+    return C.restore(dx, cache["shape"], cache["dtype"]), dweight, dbias

@@ -1,0 +1,217 @@
+r"""Fused Numba kernels for GroupNorm (and, with one channel per group, InstanceNorm and AdaIN).
+
+The input is viewed as ``(N, C, S)``: ``S`` contiguous spatial elements per (sample, channel).
+With ``G`` groups of ``K = C / G`` channels, one *row* ``(n, g)`` is the ``K * S`` contiguous
+elements of channels ``g K ... g K + K - 1`` of sample ``n``; its statistics are taken in two passes
+over that cache-resident block (float64 accumulators), then a third pass writes
+
+.. math:: y_{n,c,s} = (x_{n,c,s} - \mu_{n,g})\, r_{n,g}\, a_{n,c} + b_{n,c}
+
+where the scale ``a`` and shift ``b`` are given per (sample, channel) as arrays of shape ``(P, C)``,
+``P`` = 1 (a per-channel affine: GroupNorm, InstanceNorm) or ``N`` (a per-sample affine: AdaIN,
+where ``a`` is the style's standard deviation and ``b`` its mean).
+
+The backward pass reads ``x`` and ``dy`` once per row into cache-resident sums
+
+.. math:: \Sigma^{dy}_{n,c} = \sum_s dy_{n,c,s}, \qquad
+          \Sigma^{dy\,x}_{n,c} = \sum_s dy_{n,c,s}(x_{n,c,s} - \mu_{n,g})
+
+(kept per (sample, channel): they are exactly what the parameter gradients and AdaIN's style
+gradient need), then writes :math:`dx = r(g - \overline{g} - \hat x\,\overline{g\hat x})`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+from . import _common as C
+from ._common import jit, pjit
+
+__all__ = ["group_norm_forward", "group_norm_backward", "group_stats", "grouped_forward", "grouped_backward"]
+
+
+@jit
+def _block_stats(x, n, c0, k):
+    """Mean and biased variance of channels ``c0 .. c0+k-1`` of sample ``n`` (two passes, float64)."""
+    s_len = x.shape[2]
+    s = np.float64(0.0)
+    for c in range(c0, c0 + k):
+        xr = x[n, c]
+        for j in range(s_len):
+            s += xr[j]
+    m = k * s_len
+    mu = s / m
+    ss = np.float64(0.0)
+    for c in range(c0, c0 + k):
+        xr = x[n, c]
+        for j in range(s_len):
+            d = xr[j] - mu
+            ss += d * d
+    return mu, ss / m
+
+
+@jit
+def _gn_stats_rows(x, groups, mean, var, r0, r1):
+    """Statistics only (no output) of rows ``(n, g)``, ``r0 <= n G + g < r1``, into ``mean``/``var`` (N*G,)."""
+    k = x.shape[1] // groups
+    for r in range(r0, r1):
+        mu, v = _block_stats(x, r // groups, (r % groups) * k, k)
+        mean[r] = mu
+        var[r] = v
+
+
+@pjit
+def _gn_stats_parallel(x, groups, mean, var, nchunks):
+    nr = mean.shape[0]
+    for t in numba.prange(nchunks):
+        _gn_stats_rows(x, groups, mean, var, t * nr // nchunks, (t + 1) * nr // nchunks)
+
+
+@jit
+def _gn_fwd_rows(x, groups, scale, shift, eps, out, mean, var, r0, r1):
+    """Forward of rows ``r0 <= n G + g < r1``: stats, then ``y = (x - mu) r scale + shift``."""
+    k = x.shape[1] // groups
+    s_len = x.shape[2]
+    p = scale.shape[0]
+    for r in range(r0, r1):
+        n = r // groups
+        c0 = (r % groups) * k
+        mu, v = _block_stats(x, n, c0, k)
+        rs = 1.0 / np.sqrt(v + eps)
+        for c in range(c0, c0 + k):
+            a = rs * scale[n % p, c]
+            b = shift[n % p, c]
+            xr = x[n, c]
+            orow = out[n, c]
+            for j in range(s_len):
+                orow[j] = (xr[j] - mu) * a + b
+        mean[r] = mu
+        var[r] = v
+
+
+@pjit
+def _gn_fwd_parallel(x, groups, scale, shift, eps, out, mean, var, nchunks):
+    nr = mean.shape[0]
+    for t in numba.prange(nchunks):
+        _gn_fwd_rows(x, groups, scale, shift, eps, out, mean, var, t * nr // nchunks, (t + 1) * nr // nchunks)
+
+
+@jit
+def _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, r0, r1):
+    """Backward of rows ``r0 <= n G + g < r1``; fills the per-(n, c) sums ``sdy`` and ``sdyx`` (N, C)."""
+    k = x.shape[1] // groups
+    s_len = x.shape[2]
+    p = scale.shape[0]
+    m = k * s_len
+    for r in range(r0, r1):
+        n = r // groups
+        c0 = (r % groups) * k
+        mu, rs = mean[r], rstd[r]
+        sg = np.float64(0.0)
+        sgx = np.float64(0.0)
+        for c in range(c0, c0 + k):             # pass 1: per-channel sums of dy and dy (x - mu)
+            xr, dr = x[n, c], dy[n, c]
+            a = np.float64(0.0)
+            bx = np.float64(0.0)
+            for j in range(s_len):
+                a += dr[j]
+                bx += dr[j] * (xr[j] - mu)
+            sdy[n, c] = a
+            sdyx[n, c] = bx
+            w = scale[n % p, c]
+            sg += w * a
+            sgx += w * bx
+        sg /= m                                 # mean of g = scale * dy
+        sgx *= rs / m                           # mean of g * x_hat
+        for c in range(c0, c0 + k):             # pass 2: dx
+            w = scale[n % p, c]
+            xr, dr, dxr = x[n, c], dy[n, c], dx[n, c]
+            for j in range(s_len):
+                dxr[j] = rs * (w * dr[j] - sg - (xr[j] - mu) * rs * sgx)
+
+
+@pjit
+def _gn_bwd_parallel(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks):
+    nr = mean.shape[0]
+    for t in numba.prange(nchunks):
+        _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, t * nr // nchunks, (t + 1) * nr // nchunks)
+
+
+DISPATCHERS = (_block_stats, _gn_stats_rows, _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel,
+               _gn_bwd_rows, _gn_bwd_parallel)
+
+
+# -- Python-level building blocks -------------------------------------------------------------------
+def group_stats(x3: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and biased variance of each (sample, group) of a contiguous ``(N, C, S)`` array, shape ``(N, G)``."""
+    n = x3.shape[0]
+    mean, var = np.empty(n * groups), np.empty(n * groups)
+    if C.use_parallel(x3.size):
+        _gn_stats_parallel(x3, groups, mean, var, C.num_chunks(n * groups))
+    else:
+        _gn_stats_rows(x3, groups, mean, var, 0, n * groups)
+    return mean.reshape(n, groups), var.reshape(n, groups)
+
+
+def grouped_forward(x3: np.ndarray, groups: int, scale: np.ndarray, shift: np.ndarray, eps: float,
+                    out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the fused forward on ``x3`` (N, C, S) into ``out``; returns ``(mean, var, rstd)`` of shape (N, G)."""
+    n = x3.shape[0]
+    mean, var = np.empty(n * groups), np.empty(n * groups)
+    if C.use_parallel(x3.size):
+        _gn_fwd_parallel(x3, groups, scale, shift, float(eps), out, mean, var, C.num_chunks(n * groups))
+    else:
+        _gn_fwd_rows(x3, groups, scale, shift, float(eps), out, mean, var, 0, n * groups)
+    rstd = 1.0 / np.sqrt(var + eps)
+    return mean.reshape(n, groups), var.reshape(n, groups), rstd.reshape(n, groups)
+
+
+def grouped_backward(dy3: np.ndarray, x3: np.ndarray, groups: int, scale: np.ndarray, mean: np.ndarray,
+                     rstd: np.ndarray, dx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run the fused backward into ``dx``; returns the per-(n, c) sums ``(sum dy, sum dy (x - mu))``."""
+    n, c = x3.shape[:2]
+    sdy, sdyx = np.empty((n, c)), np.empty((n, c))
+    mean, rstd = mean.reshape(-1), rstd.reshape(-1)
+    if C.use_parallel(x3.size):
+        _gn_bwd_parallel(dy3, x3, groups, scale, mean, rstd, dx, sdy, sdyx, C.num_chunks(n * groups))
+    else:
+        _gn_bwd_rows(dy3, x3, groups, scale, mean, rstd, dx, sdy, sdyx, 0, n * groups)
+    return sdy, sdyx
+
+
+def affine_grads(sdy: np.ndarray, sdyx: np.ndarray, rstd: np.ndarray, groups: int):
+    """``(dweight, dbias)`` of a per-channel affine from the per-(n, c) sums and the (N, G) rstd."""
+    k = sdy.shape[1] // groups
+    rstd_c = np.repeat(rstd.reshape(sdy.shape[0], groups), k, axis=1)
+    return (sdyx * rstd_c).sum(axis=0), sdy.sum(axis=0)
+
+
+# -- entry points with the reference's signatures ---------------------------------------------------
+def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None, bias: np.ndarray | None,
+                       eps: float = 1e-5, *, out: np.ndarray | None = None):
+    """Fused GroupNorm forward of ``x`` (N, C, *); ``out`` may be preallocated."""
+    n, c = x.shape[:2]
+    if c % num_groups:
+        raise ValueError(f"group_norm_forward: num_groups={num_groups} must divide the {c} channels")
+    x3 = C.as_input(x, (n, c, -1))
+    y = C.check_out(out, x3.shape, x3.dtype)
+    scale, shift = C.as_f64(weight, (1, c), 1.0), C.as_f64(bias, (1, c), 0.0)
+    mean, var, rstd = grouped_forward(x3, num_groups, scale, shift, eps, y)
+    cache = {"backend": "numba", "x": x3, "groups": num_groups, "scale": scale, "mean": mean, "var": var,
+             "rstd": rstd, "shape": x.shape, "dtype": x.dtype,
+             "has_weight": weight is not None, "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
+
+
+def group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
+    """Fused GroupNorm backward: returns ``(dx, dweight, dbias)``."""
+    x3, groups = cache["x"], cache["groups"]
+    dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
+    dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
+    sdy, sdyx = grouped_backward(dy3, x3, groups, cache["scale"], cache["mean"], cache["rstd"], dx)
+    dweight, dbias = affine_grads(sdy, sdyx, cache["rstd"], groups)
+    return (C.restore(dx, cache["shape"], cache["dtype"]), dweight if cache["has_weight"] else None,
+            dbias if cache["has_bias"] else None)

@@ -1,0 +1,84 @@
+r"""InstanceNorm and AdaIN on the GroupNorm kernels (one channel per group, ``G = C``).
+
+InstanceNorm is GroupNorm with ``G = C``: every (sample, channel) of ``S`` contiguous elements is a
+row. AdaIN uses the same statistics kernel twice - on the content (fused with the output pass,
+whose per-(sample, channel) scale and shift are the style's standard deviation and mean) and on the
+style (statistics only) - and its backward reuses the GroupNorm backward, whose per-(n, c) sums
+:math:`\sum dy` and :math:`\sum dy\,(x-\mu)` are exactly the gradients with respect to the style's
+mean and standard deviation (up to a factor :math:`r`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _common as C
+from .affine import channel_affine
+from .groupnorm import affine_grads, group_stats, grouped_backward, grouped_forward
+
+__all__ = ["instance_norm_forward", "instance_norm_backward", "adain_forward", "adain_backward"]
+
+
+def instance_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
+                          eps: float = 1e-5, *, out: np.ndarray | None = None):
+    """Fused InstanceNorm forward of ``x`` (N, C, *spatial). The cache holds the instance ``mean`` and
+    biased ``var`` of shape (N, C), as the reference's does (for the running statistics)."""
+    n, c = x.shape[:2]
+    x3 = C.as_input(x, (n, c, -1))
+    y = C.check_out(out, x3.shape, x3.dtype)
+    scale, shift = C.as_f64(weight, (1, c), 1.0), C.as_f64(bias, (1, c), 0.0)
+    mean, var, rstd = grouped_forward(x3, c, scale, shift, eps, y)
+    cache = {"backend": "numba", "x": x3, "scale": scale, "mean": mean, "var": var, "rstd": rstd,
+             "shape": x.shape, "dtype": x.dtype,
+             "has_weight": weight is not None, "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
+
+
+def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
+    """Fused InstanceNorm backward: returns ``(dx, dweight, dbias)``."""
+    x3 = cache["x"]
+    c = x3.shape[1]
+    dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
+    dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
+    sdy, sdyx = grouped_backward(dy3, x3, c, cache["scale"], cache["mean"], cache["rstd"], dx)
+    dweight, dbias = affine_grads(sdy, sdyx, cache["rstd"], c)
+    return (C.restore(dx, cache["shape"], cache["dtype"]), dweight if cache["has_weight"] else None,
+            dbias if cache["has_bias"] else None)
+
+
+def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5, *, out: np.ndarray | None = None):
+    """Fused AdaIN: style statistics (stats kernel), then content statistics + output in one kernel."""
+    n, c = content.shape[:2]
+    x3 = C.as_input(content, (n, c, -1))
+    s3 = C.as_input(style, (style.shape[0], c, -1))
+    s_mean, s_var = group_stats(s3, c)                       # (P, C), P = 1 or N
+    s_std = np.sqrt(s_var + eps)
+    y = C.check_out(out, x3.shape, x3.dtype)
+    mean, _, rstd = grouped_forward(x3, c, s_std, s_mean, eps, y)
+    cache = {"backend": "numba", "x": x3, "style": s3, "s_mean": s_mean, "s_std": s_std, "mean": mean,
+             "rstd": rstd, "shape": content.shape, "style_shape": style.shape,
+             "dtype": content.dtype, "style_dtype": style.dtype}
+    return C.restore(y, content.shape, content.dtype), cache
+
+
+def adain_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    r"""Fused AdaIN backward: returns ``(dcontent, dstyle)``.
+
+    ``dcontent`` is the GroupNorm backward with scale :math:`\sigma(s)`; with its per-(n, c) sums,
+    :math:`\partial L/\partial\mu(s) = \sum dy` and :math:`\partial L/\partial\sigma(s) = r \sum dy (x-\mu)`,
+    and ``dstyle = (s - mu(s)) * dstd / (m sigma(s)) + dmean / m`` is one channel-affine pass.
+    """
+    x3, s3 = cache["x"], cache["style"]
+    c = x3.shape[1]
+    dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
+    dx = np.empty_like(x3)
+    sdy, sdyx = grouped_backward(dy3, x3, c, cache["s_std"], cache["mean"], cache["rstd"], dx)
+    dmean, dstd = sdy, sdyx * cache["rstd"]
+    if s3.shape[0] != x3.shape[0]:                           # one style for the whole batch
+        dmean, dstd = dmean.sum(axis=0, keepdims=True), dstd.sum(axis=0, keepdims=True)
+    m = s3.shape[2]
+    dstyle = channel_affine(s3, cache["s_mean"], dstd / (m * cache["s_std"]), dmean / m)
+    return (C.restore(dx, cache["shape"], cache["dtype"]),
+            C.restore(dstyle, cache["style_shape"], cache["style_dtype"]))

@@ -1,0 +1,235 @@
+r"""Fused Numba kernels for LayerNorm and RMSNorm.
+
+The input is viewed as ``(R, M)``: ``R`` rows (every batch position) of ``M`` contiguous elements
+(the ``normalized_shape``). One row is a few KiB, so it stays in the L1/L2 cache while the kernel
+walks over it several times:
+
+* forward, LayerNorm: pass 1 sums the row (mean), pass 2 sums squared deviations (variance, the
+  numerically sound two-pass form, never :math:`E[x^2]-E[x]^2`), pass 3 writes
+  :math:`y = (x-\mu) r \gamma + \beta`. Memory traffic: one read of ``x``, one write of ``y``.
+* backward: pass 1 accumulates :math:`\sum g` and :math:`\sum g\hat x` with :math:`g = \gamma\,dy`
+  (and this row's share of :math:`d\gamma, d\beta`), pass 2 writes
+  :math:`dx = r\,(g - \overline{g} - \hat x\,\overline{g\hat x})`. Traffic: read ``x`` and ``dy``, write ``dx``.
+
+All accumulation is in float64, whatever the input dtype. The backward pass recomputes
+:math:`\hat x` from ``x`` and the per-row ``mean`` / ``rstd`` saved by the forward pass instead of
+storing a full-size :math:`\hat x` (less memory, less traffic).
+
+Public functions have the signatures of the NumPy reference (:func:`npnorm.layernorm.layer_norm_forward`
+etc.) plus optional preallocated outputs; their caches differ from the reference's but only their
+own backward reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+from . import _common as C
+from ._common import jit, pjit
+
+__all__ = ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward"]
+
+
+# -- LayerNorm ------------------------------------------------------------------------------------
+@jit
+def _ln_fwd_rows(x, w, b, eps, out, mean, rstd, r0, r1):
+    """LayerNorm forward of rows ``r0 <= i < r1`` of ``x`` (R, M) into ``out``; saves mean and rstd."""
+    m = x.shape[1]
+    for i in range(r0, r1):
+        row = x[i]
+        s = np.float64(0.0)
+        for j in range(m):                      # pass 1: mean
+            s += row[j]
+        mu = s / m
+        ss = np.float64(0.0)
+        for j in range(m):                      # pass 2: biased variance, from deviations
+            d = row[j] - mu
+            ss += d * d
+        r = 1.0 / np.sqrt(ss / m + eps)
+        orow = out[i]
+        for j in range(m):                      # pass 3: normalize + affine
+            orow[j] = (row[j] - mu) * r * w[j] + b[j]
+        mean[i] = mu
+        rstd[i] = r
+
+
+@pjit
+def _ln_fwd_parallel(x, w, b, eps, out, mean, rstd, nchunks):
+    n = x.shape[0]
+    for t in numba.prange(nchunks):
+        _ln_fwd_rows(x, w, b, eps, out, mean, rstd, t * n // nchunks, (t + 1) * n // nchunks)
+
+
+@jit
+def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
+    """LayerNorm backward of rows ``r0 <= i < r1``; adds this range's dweight/dbias into ``dw``/``db`` (M,)."""
+    m = x.shape[1]
+    for i in range(r0, r1):
+        row, drow = x[i], dy[i]
+        mu, r = mean[i], rstd[i]
+        sg = np.float64(0.0)
+        sgx = np.float64(0.0)
+        for j in range(m):                      # pass 1: row sums and parameter-gradient shares
+            xh = (row[j] - mu) * r
+            g = drow[j] * w[j]
+            sg += g
+            sgx += g * xh
+            dw[j] += drow[j] * xh
+            db[j] += drow[j]
+        sg /= m
+        sgx /= m
+        dxrow = dx[i]
+        for j in range(m):                      # pass 2: dx = r (g - mean(g) - x_hat mean(g x_hat))
+            xh = (row[j] - mu) * r
+            dxrow[j] = r * (drow[j] * w[j] - sg - xh * sgx)
+
+
+@pjit
+def _ln_bwd_parallel(dy, x, w, mean, rstd, dx, dw, db):
+    n = x.shape[0]
+    nchunks = dw.shape[0]
+    for t in numba.prange(nchunks):
+        _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw[t], db[t], t * n // nchunks, (t + 1) * n // nchunks)
+
+
+# -- RMSNorm ----------------------------------------------------------------------------------------
+@jit
+def _rms_fwd_rows(x, w, eps, out, rstd, r0, r1):
+    """RMSNorm forward of rows ``r0 <= i < r1``: ``y = x r w`` with ``r = 1/sqrt(mean(x^2) + eps)``."""
+    m = x.shape[1]
+    for i in range(r0, r1):
+        row = x[i]
+        ss = np.float64(0.0)
+        for j in range(m):                      # pass 1: mean square (no centring in RMSNorm)
+            v = np.float64(row[j])
+            ss += v * v
+        r = 1.0 / np.sqrt(ss / m + eps)
+        orow = out[i]
+        for j in range(m):                      # pass 2: scale
+            orow[j] = row[j] * r * w[j]
+        rstd[i] = r
+
+
+@pjit
+def _rms_fwd_parallel(x, w, eps, out, rstd, nchunks):
+    n = x.shape[0]
+    for t in numba.prange(nchunks):
+        _rms_fwd_rows(x, w, eps, out, rstd, t * n // nchunks, (t + 1) * n // nchunks)
+
+
+@jit
+def _rms_bwd_rows(dy, x, w, rstd, dx, dw, r0, r1):
+    """RMSNorm backward of rows ``r0 <= i < r1``: ``dx = r (g - x_hat mean(g x_hat))``; adds dweight into ``dw``."""
+    m = x.shape[1]
+    for i in range(r0, r1):
+        row, drow = x[i], dy[i]
+        r = rstd[i]
+        sgx = np.float64(0.0)
+        for j in range(m):
+            xh = row[j] * r
+            sgx += drow[j] * w[j] * xh
+            dw[j] += drow[j] * xh
+        sgx /= m
+        dxrow = dx[i]
+        for j in range(m):
+            dxrow[j] = r * (drow[j] * w[j] - row[j] * r * sgx)
+
+
+@pjit
+def _rms_bwd_parallel(dy, x, w, rstd, dx, dw):
+    n = x.shape[0]
+    nchunks = dw.shape[0]
+    for t in numba.prange(nchunks):
+        _rms_bwd_rows(dy, x, w, rstd, dx, dw[t], t * n // nchunks, (t + 1) * n // nchunks)
+
+
+DISPATCHERS = (_ln_fwd_rows, _ln_fwd_parallel, _ln_bwd_rows, _ln_bwd_parallel,
+               _rms_fwd_rows, _rms_fwd_parallel, _rms_bwd_rows, _rms_bwd_parallel)
+
+
+# -- Python entry points (same signatures as the NumPy reference) -----------------------------------
+def _rows(x: np.ndarray, normalized_shape: tuple[int, ...], where: str) -> tuple[int, int]:
+    k = len(normalized_shape)
+    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != tuple(normalized_shape):
+        raise ValueError(f"{where}: the trailing dimensions of x must equal normalized_shape="
+                         f"{tuple(normalized_shape)}, got x of shape {x.shape}")
+    m = int(np.prod(normalized_shape))
+    return x.size // m if m else 0, m
+
+
+def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None,
+                       bias: np.ndarray | None, eps: float = 1e-5, *, out: np.ndarray | None = None):
+    """Fused LayerNorm forward; ``out`` may be a preallocated array (shape and dtype of ``x``)."""
+    n, m = _rows(x, normalized_shape, "layer_norm_forward")
+    x2 = C.as_input(x, (n, m))
+    w, b = C.as_f64(weight, (m,), 1.0), C.as_f64(bias, (m,), 0.0)
+    y = C.check_out(out, (n, m), x2.dtype)
+    mean, rstd = np.empty(n), np.empty(n)
+    if C.use_parallel(x2.size):
+        _ln_fwd_parallel(x2, w, b, float(eps), y, mean, rstd, C.num_chunks(n))
+    else:
+        _ln_fwd_rows(x2, w, b, float(eps), y, mean, rstd, 0, n)
+    cache = {"backend": "numba", "x": x2, "w": w, "mean": mean, "rstd": rstd, "shape": x.shape,
+             "dtype": x.dtype,
+             "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None,
+             "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
+
+
+def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
+    """Fused LayerNorm backward: returns ``(dx, dweight, dbias)`` (float64 parameter gradients)."""
+    x2, w = cache["x"], cache["w"]
+    n, m = x2.shape
+    dy = C.as_upstream(dout, x2.dtype, (n, m))
+    dx = C.check_out(dx_out, (n, m), x2.dtype, "dx_out")
+    if C.use_parallel(x2.size):
+        k = C.num_chunks(n)
+        dw, db = np.zeros((k, m)), np.zeros((k, m))
+        _ln_bwd_parallel(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db)
+        dw, db = dw.sum(axis=0), db.sum(axis=0)
+    else:
+        dw, db = np.zeros(m), np.zeros(m)
+        _ln_bwd_rows(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db, 0, n)
+    nshape = cache["normalized_shape"]
+    return (C.restore(dx, cache["shape"], cache["dtype"]),
+            dw.reshape(nshape) if cache["has_weight"] else None,
+            db.reshape(nshape) if cache["has_bias"] else None)
+
+
+def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None,
+                     eps: float | None = None, *, out: np.ndarray | None = None):
+    """Fused RMSNorm forward (``eps=None``: machine epsilon of the input dtype, as the reference)."""
+    n, m = _rows(x, normalized_shape, "rms_norm_forward")
+    if eps is None:
+        eps = float(np.finfo(np.promote_types(x.dtype, np.float32)).eps)
+    x2 = C.as_input(x, (n, m))
+    w = C.as_f64(weight, (m,), 1.0)
+    y = C.check_out(out, (n, m), x2.dtype)
+    rstd = np.empty(n)
+    if C.use_parallel(x2.size):
+        _rms_fwd_parallel(x2, w, float(eps), y, rstd, C.num_chunks(n))
+    else:
+        _rms_fwd_rows(x2, w, float(eps), y, rstd, 0, n)
+    cache = {"backend": "numba", "x": x2, "w": w, "rstd": rstd, "shape": x.shape, "dtype": x.dtype,
+             "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None}
+    return C.restore(y, x.shape, x.dtype), cache
+
+
+def rms_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
+    """Fused RMSNorm backward: returns ``(dx, dweight)``."""
+    x2, w = cache["x"], cache["w"]
+    n, m = x2.shape
+    dy = C.as_upstream(dout, x2.dtype, (n, m))
+    dx = C.check_out(dx_out, (n, m), x2.dtype, "dx_out")
+    if C.use_parallel(x2.size):
+        dw = np.zeros((C.num_chunks(n), m))
+        _rms_bwd_parallel(dy, x2, w, cache["rstd"], dx, dw)
+        dw = dw.sum(axis=0)
+    else:
+        dw = np.zeros(m)
+        _rms_bwd_rows(dy, x2, w, cache["rstd"], dx, dw, 0, n)
+    dweight = dw.reshape(cache["normalized_shape"]) if cache["has_weight"] else None
+    return C.restore(dx, cache["shape"], cache["dtype"]), dweight

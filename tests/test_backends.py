@@ -1,0 +1,360 @@
+"""The Numba backend agrees with the NumPy reference.
+
+Relative error of an array ``a`` against the reference ``b``: ``max|a - b| / max|b|`` (one number per
+array; the absolute error when ``b`` is all zeros). Tolerances: 1e-12 in float64, 1e-5 in float32 -
+for outputs, input gradients, parameter gradients and running statistics.
+
+Registry-driven: every spec listing ``"numba"`` in ``backends``, every case and mode, is built twice
+with the same seed (``spec.build(..., backend=...)``) and compared. Then the hard inputs: shapes large
+enough to cross the parallel threshold, float32 data with an offset of 1e4, constant rows, NaN, and
+the running statistics after several training steps.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npnorm
+from npnorm import kernels
+from npnorm.backend import BACKENDS, get_backend, set_backend, use_backend
+from npnorm.kernels import _common
+from npnorm.registry import specs
+
+TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rel_error(a, b) -> float:
+    """``max|a - b| / max|b|`` in float64 (absolute error if ``b`` is all zeros)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    if a.size == 0:
+        return 0.0
+    scale = np.max(np.abs(b))
+    err = np.max(np.abs(a - b))
+    return float(err / scale) if scale > 0 else float(err)
+
+
+def run_both(make, inputs, dout_seed=5, steps=1):
+    """Run forward + backward ``steps`` times on a layer per backend; return {backend: results}."""
+    results = {}
+    for backend in BACKENDS:
+        layer = make(backend)
+        rng = np.random.default_rng(dout_seed)
+        for _ in range(steps):
+            out = layer(*inputs)
+            dout = rng.standard_normal(out.shape).astype(out.dtype)
+            dx = layer.backward(dout)
+        dx = dx if isinstance(dx, tuple) else (dx,)
+        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "num_batches_tracked")
+                   if getattr(layer, k, None) is not None}
+        results[backend] = {"out": out, "dx": dx, "grads": dict(layer.grads), "buffers": buffers}
+    return results
+
+
+def assert_agree(results, dtype, what=""):
+    tol = TOL[np.dtype(dtype)]
+    ref, fast = results["numpy"], results["numba"]
+    assert fast["out"].dtype == ref["out"].dtype == dtype
+    errors = {"out": rel_error(fast["out"], ref["out"])}
+    for i, (a, b) in enumerate(zip(fast["dx"], ref["dx"])):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        errors[f"dx{i}"] = rel_error(a, b)
+    assert fast["grads"].keys() == ref["grads"].keys()
+    for k in ref["grads"]:
+        assert fast["grads"][k].dtype == ref["grads"][k].dtype
+        errors[f"d{k}"] = rel_error(fast["grads"][k], ref["grads"][k])
+    assert fast["buffers"].keys() == ref["buffers"].keys()
+    for k, v in ref["buffers"].items():
+        errors[k] = rel_error(fast["buffers"][k], v)
+    bad = {k: v for k, v in errors.items() if not v <= tol}
+    assert not bad, f"{what}: numba vs numpy relative errors above {tol:g}: {bad}"
+
+
+def _numba_cases():
+    for spec in specs():
+        if "numba" not in spec.backends:
+            continue
+        for case in spec.cases:
+            for mode in case.modes:
+                yield pytest.param(spec, case, mode, id=f"{spec.name}-{case.name}-{mode}")
+
+
+NUMBA_CASES = list(_numba_cases())
+
+
+def test_core_families_offer_numba():
+    names = {p.values[0].name for p in NUMBA_CASES}
+    assert {"BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
+            "InstanceNorm2d", "AdaIN"} <= names
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("spec, case, mode", NUMBA_CASES)
+def test_registry_agreement(spec, case, mode, dtype):
+    def make(backend):
+        return spec.build(case, seed=21, dtype=dtype, mode=mode, backend=backend)[0]
+
+    _, inputs = spec.build(case, seed=21, dtype=dtype, mode=mode)
+    assert_agree(run_both(make, inputs, steps=2), dtype, f"{spec.name}/{case.name}/{mode}")
+
+
+@pytest.mark.parametrize("spec, case, mode", NUMBA_CASES)
+def test_registry_agreement_parallel_drivers(spec, case, mode, monkeypatch):
+    """The same small cases through the parallel drivers (threshold forced to 0)."""
+    monkeypatch.setattr(_common, "PARALLEL_THRESHOLD", 0)
+
+    def make(backend):
+        return spec.build(case, seed=22, mode=mode, backend=backend)[0]
+
+    _, inputs = spec.build(case, seed=22, mode=mode)
+    assert_agree(run_both(make, inputs), np.float64, f"{spec.name}/{case.name}/{mode} (parallel)")
+
+
+# -- large shapes, hard inputs ---------------------------------------------------------------------
+def _big(shape_jit, shape_nojit):
+    """Above the parallel threshold when compiled; a small shape (with the threshold forced down,
+    see ``parallel`` fixture) when NUMBA_DISABLE_JIT=1 makes every kernel run as Python loops."""
+    return shape_nojit if kernels.JIT_DISABLED else shape_jit
+
+
+LARGE = [  # (name, constructor, input shapes)
+    ("LayerNorm", lambda b: npnorm.LayerNorm(768, backend=b), [_big((520, 768), (6, 768))]),
+    ("LayerNorm-CHW", lambda b: npnorm.LayerNorm((8, 7, 7), backend=b), [_big((1100, 8, 7, 7), (5, 8, 7, 7))]),
+    ("RMSNorm", lambda b: npnorm.RMSNorm(1024, backend=b), [_big((400, 1024), (3, 1024))]),
+    ("GroupNorm", lambda b: npnorm.GroupNorm(8, 32, backend=b), [_big((8, 32, 40, 40), (3, 32, 4, 4))]),
+    ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(16, affine=True, backend=b),
+     [_big((8, 16, 56, 56), (3, 16, 5, 5))]),
+    ("InstanceNorm1d", lambda b: npnorm.InstanceNorm1d(24, affine=True, track_running_stats=True, backend=b),
+     [_big((16, 24, 1100), (3, 24, 20))]),
+    ("BatchNorm2d", lambda b: npnorm.BatchNorm2d(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
+    ("BatchNorm1d", lambda b: npnorm.BatchNorm1d(100, backend=b), [_big((4100, 100), (50, 100))]),
+    ("AdaIN", lambda b: npnorm.AdaIN(backend=b),
+     [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
+]
+
+
+@pytest.fixture
+def parallel(monkeypatch):
+    """Without JIT, force the (small) inputs through the parallel drivers' chunking code."""
+    if kernels.JIT_DISABLED:
+        monkeypatch.setattr(_common, "PARALLEL_THRESHOLD", 64)
+    return _common
+
+
+def _randomized(make, seed=3):
+    def build(backend):
+        layer = make(backend)
+        npnorm.registry.randomize_layer(layer, np.random.default_rng(seed))
+        return layer
+    return build
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name, make, shapes", LARGE, ids=[c[0] for c in LARGE])
+def test_large_shapes_agree(name, make, shapes, dtype, parallel):
+    rng = np.random.default_rng(4)
+    inputs = [(2.0 + 3.0 * rng.standard_normal(s)).astype(dtype) for s in shapes]
+    assert inputs[0].size >= parallel.PARALLEL_THRESHOLD   # the parallel driver runs
+    assert_agree(run_both(_randomized(make), inputs, steps=2), dtype, name)
+
+
+@pytest.mark.parametrize("name, make, shapes", LARGE, ids=[c[0] for c in LARGE])
+def test_float32_large_offset_matches_float64(name, make, shapes, parallel):
+    """float32 data around 1e4 with unit spread: the numba float32 result is within 1e-5 of the float64
+    reference on the same values (one-pass E[x^2] - E[x]^2 would lose every digit of the variance)."""
+    rng = np.random.default_rng(6)
+    x32 = [(1e4 + rng.standard_normal(s)).astype(np.float32) for s in shapes]
+    dout = rng.standard_normal(shapes[0])
+    fast = _randomized(make)("numba")
+    ref = _randomized(make)("numpy")
+    out32 = fast(*x32)
+    out64 = ref(*[x.astype(np.float64) for x in x32])
+    assert out32.dtype == np.float32
+    assert rel_error(out32, out64) <= 1e-5
+    g32 = fast.backward(dout.astype(np.float32))
+    g64 = ref.backward(dout)
+    for a, b in zip(g32 if isinstance(g32, tuple) else (g32,), g64 if isinstance(g64, tuple) else (g64,)):
+        assert rel_error(a, b) <= 1e-5
+    for k in ref.grads:
+        assert rel_error(fast.grads[k], ref.grads[k]) <= 1e-5, k
+
+
+CONSTANT = [  # constructor, input shape, how to make the input constant over each normalized set
+    ("LayerNorm", lambda b: npnorm.LayerNorm(16, backend=b), (6, 16), lambda x: x[..., :1]),
+    ("GroupNorm", lambda b: npnorm.GroupNorm(2, 4, backend=b), (3, 4, 5), lambda x: x[:, ::2, :1].repeat(2, axis=1)),
+    ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(3, affine=True, backend=b), (2, 3, 4, 4),
+     lambda x: x[..., :1, :1]),
+    ("BatchNorm1d", lambda b: npnorm.BatchNorm1d(3, backend=b), (5, 3, 4), lambda x: x[:1, :, :1]),
+    ("BatchNorm2d", lambda b: npnorm.BatchNorm2d(3, backend=b), (4, 3, 2, 2), lambda x: x[:1, :, :1, :1]),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name, make, shape, const", CONSTANT, ids=[c[0] for c in CONSTANT])
+def test_constant_rows(name, make, shape, const, dtype, backend):
+    """Variance 0: x_hat = 0, so the output is beta, and every gradient is finite."""
+    rng = np.random.default_rng(8)
+    x = np.broadcast_to(const(np.round(10 * rng.standard_normal(shape)) / 4), shape).astype(dtype)
+    layer = _randomized(make)(backend)
+    out = layer(x)
+    beta = layer.params["bias"]
+    beta = beta if name == "LayerNorm" else beta.reshape((1, -1) + (1,) * (len(shape) - 2))
+    np.testing.assert_allclose(out, np.broadcast_to(beta, shape), rtol=0, atol=1e-6)
+    dx = layer.backward(rng.standard_normal(shape).astype(dtype))
+    assert np.all(np.isfinite(dx))
+    assert all(np.all(np.isfinite(g)) for g in layer.grads.values())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rmsnorm_zero_rows(backend):
+    layer = npnorm.RMSNorm(8, backend=backend)
+    x = np.zeros((3, 8))
+    x[1] = np.arange(8)
+    out = layer(x)
+    assert np.all(out[[0, 2]] == 0) and np.all(np.isfinite(out))
+    assert np.all(np.isfinite(layer.backward(np.ones_like(x))))
+
+
+NAN_CASES = [
+    ("LayerNorm", lambda b: npnorm.LayerNorm(12, backend=b), (3, 12)),
+    ("RMSNorm", lambda b: npnorm.RMSNorm(12, backend=b), (3, 12)),
+    ("GroupNorm", lambda b: npnorm.GroupNorm(2, 4, backend=b), (2, 4, 3, 3)),
+    ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(4, backend=b), (2, 4, 3, 3)),
+    ("BatchNorm2d", lambda b: npnorm.BatchNorm2d(4, backend=b), (2, 4, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("name, make, shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])
+def test_nan_propagates(name, make, shape):
+    """fastmath is limited to reassoc/nsz/contract (no 'nnan'): a NaN in a normalized set makes that
+    set's outputs NaN, and the other sets stay finite, exactly as in the reference."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    x.flat[0] = np.nan
+    with np.errstate(invalid="ignore"):
+        nan_ref = np.isnan(make("numpy")(x))
+        nan_fast = np.isnan(make("numba")(x))
+    assert nan_ref.any() and not nan_ref.all()
+    np.testing.assert_array_equal(nan_fast, nan_ref)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["momentum", "cumulative"])
+@pytest.mark.parametrize("cls", [npnorm.BatchNorm1d, npnorm.BatchNorm2d, npnorm.InstanceNorm1d, npnorm.InstanceNorm2d])
+def test_running_statistics_agree(cls, momentum):
+    ndim = 3 if cls in (npnorm.BatchNorm1d, npnorm.InstanceNorm1d) else 4
+    shape = (4, 3, 7) if ndim == 3 else (4, 3, 5, 3)
+    rng = np.random.default_rng(9)
+    batches = [(3 + 2 * rng.standard_normal(shape)) for _ in range(5)]
+    layers = {b: cls(3, momentum=momentum, affine=True, track_running_stats=True, backend=b) for b in BACKENDS}
+    for x in batches:
+        for layer in layers.values():
+            layer(x)
+            layer.backward(np.ones(shape))
+    ref, fast = layers["numpy"], layers["numba"]
+    assert fast.num_batches_tracked == ref.num_batches_tracked == 5
+    assert rel_error(fast.running_mean, ref.running_mean) <= 1e-12
+    assert rel_error(fast.running_var, ref.running_var) <= 1e-12
+    for layer in layers.values():                           # eval mode uses them: same outputs
+        layer.eval()
+    assert rel_error(fast(batches[0]), ref(batches[0])) <= 1e-12
+
+
+@pytest.mark.parametrize("name, make, shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])
+def test_float16_and_strided_inputs(name, make, shape):
+    """Inputs that are not float32/float64 or not contiguous: same dtype, shape and values as the reference."""
+    rng = np.random.default_rng(12)
+    x16 = rng.standard_normal(shape).astype(np.float16)
+    strided = rng.standard_normal(shape[::-1]).T                        # Fortran order: not C-contiguous
+    for x in (x16, strided):
+        y_ref, y_fast = make("numpy")(x), make("numba")(x)
+        assert y_fast.dtype == y_ref.dtype == x.dtype and y_fast.shape == y_ref.shape
+        tol = 1e-3 if x.dtype == np.float16 else 1e-12
+        assert rel_error(y_fast, y_ref) <= tol
+
+
+# -- kernel-level API -------------------------------------------------------------------------------
+def test_preallocated_outputs_are_written():
+    from npnorm.kernels import layernorm as k
+    x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
+    out = np.empty_like(x)
+    y, cache = k.layer_norm_forward(x, (8,), None, None, out=out)
+    assert np.shares_memory(y, out)
+    dx_out = np.empty_like(x)
+    dx, _, _ = k.layer_norm_backward(np.ones_like(x), cache, dx_out=dx_out)
+    assert np.shares_memory(dx, dx_out)
+    with pytest.raises(ValueError, match="out must be a C-contiguous float32"):
+        k.layer_norm_forward(x, (8,), None, None, out=np.empty((5, 8)))
+
+
+# -- the backend switch -----------------------------------------------------------------------------
+def test_default_backend_is_numba():
+    """The default for layers is the fast backend (unless NPNORM_BACKEND overrides it)."""
+    assert get_backend() == os.environ.get("NPNORM_BACKEND", "numba")
+
+
+def test_backend_switch():
+    start = get_backend()
+    set_backend("numba")
+    try:
+        _check_switch()
+    finally:
+        set_backend(start)
+
+
+def _check_switch():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    layer = npnorm.LayerNorm(4)                             # backend=None: follows the global default
+    layer(x)
+    assert layer._cache.get("backend") == "numba"
+    with use_backend("numpy") as name:
+        assert name == "numpy" and get_backend() == "numpy"
+        layer(x)
+        assert "backend" not in layer._cache
+        assert npnorm.LayerNorm(4, backend="numba")(x) is not None
+    assert get_backend() == "numba"
+    with pytest.raises(RuntimeError), use_backend("numpy"):
+        raise RuntimeError
+    assert get_backend() == "numba"                        # restored after an exception
+    set_backend("numpy")
+    try:
+        assert get_backend() == "numpy"
+    finally:
+        set_backend("numba")
+
+
+@pytest.mark.parametrize("bad", ["cuda", "Numba", 1, None])
+def test_bad_backend_names(bad):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        set_backend(bad)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        with use_backend(bad):
+            pass
+    if bad is not None:
+        with pytest.raises(ValueError, match="LayerNorm: backend must be one of"):
+            npnorm.LayerNorm(4, backend=bad)
+
+
+def test_backward_uses_the_forward_backend():
+    """A backend switch between forward and backward does not mix caches."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    layer = npnorm.GroupNorm(1, 3)
+    layer(x)
+    with use_backend("numpy"):
+        dx = layer.backward(np.ones_like(x))
+    assert dx.shape == x.shape
+
+
+@pytest.mark.skipif(kernels.JIT_DISABLED, reason="NUMBA_DISABLE_JIT=1: nothing is ever compiled")
+def test_import_compiles_nothing():
+    """``import npnorm`` leaves every kernel uncompiled (compiled or loaded from the cache on first use)."""
+    code = ("import npnorm, npnorm.kernels as k; d = k.all_dispatchers(); "
+            "assert len(d) > 10; print(sum(len(x.signatures) for x in d))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "0"
