@@ -14,6 +14,7 @@ from .groupnorm import GroupNorm
 from .instancenorm import InstanceNorm1d, InstanceNorm2d
 from .adain import AdaIN
 from .gradcheck import check_gradients, check_layer
+from . import nn  # noqa: E402  (registers the network layers after the normalizers)
 
 __version__ = "0.1.0"
 
@@ -31,4 +32,5 @@ __all__ = [
     "check_gradients",
     "gradcheck",
     "registry",
+    "nn",
 ]
