@@ -190,8 +190,9 @@ def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None
 
 def depth_statistics(quick: bool = True, norms=("none", "bn", "ln"), scales=(0.5, 1.0, 2.0), depth: int | None = None,
                      seed: int = 0) -> dict[str, Any]:
-    """Standard deviation of the activations (after each ReLU) and of the loss gradient with respect to
-    them, layer by layer, for :func:`deep_mlp` at initialization on a batch of spiral points.
+    """The spread of the activations across the batch (after each hidden ReLU; ``act_batch_std`` of
+    :func:`npnorm.training.layer_statistics`) and the standard deviation of the loss gradient with
+    respect to them, layer by layer, for :func:`deep_mlp` at initialization on a batch of spiral points.
 
     Returns ``{"depth", "scales", "act_std": {(norm, scale): [...]}, "grad_std": {(norm, scale): [...]}}``.
     """
@@ -203,7 +204,7 @@ def depth_statistics(quick: bool = True, norms=("none", "bn", "ln"), scales=(0.5
         for s in scales:
             model = deep_mlp(norm, depth=depth, init_scale=s, seed=seed)
             rows = [r for r in layer_statistics(model, nn.CrossEntropyLoss(), X, y) if r["layer"] == "ReLU"][1:]
-            act[(norm, s)] = [r["act_std"] for r in rows]
+            act[(norm, s)] = [r["act_batch_std"] for r in rows]
             grad[(norm, s)] = [r["grad_std"] for r in rows]
     return {"depth": depth, "scales": list(scales), "norms": list(norms), "act_std": act, "grad_std": grad}
 

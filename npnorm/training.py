@@ -112,7 +112,9 @@ def evaluate(model: Module, loss_fn, X: np.ndarray, y: np.ndarray, batch_size: i
 
 def layer_statistics(model: Module, loss_fn, X: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
     """Per layer of a ``Sequential`` model, on one batch ``(X, y)``: the mean and standard deviation of
-    the layer's output, the standard deviation of the loss gradient with respect to that output, and
+    the layer's output (``act_mean``, ``act_std``, over all its elements), its spread across the samples
+    of the batch (``act_batch_std``: the standard deviation along the batch axis, averaged over the
+    features - how much the layer's output still depends on the input), the standard deviation of the loss gradient with respect to that output, and
     for layers with a ``weight`` the norm of the weight and of its gradient.
 
     Runs on a deep copy in the model's current mode, so running statistics are not disturbed.
@@ -134,7 +136,7 @@ def layer_statistics(model: Module, loss_fn, X: np.ndarray, y: np.ndarray) -> li
     out = []
     for i, (layer, a, gr) in enumerate(zip(layers, acts, grads)):
         row = {"index": i, "layer": type(layer).__name__, "act_mean": float(a.mean()), "act_std": float(a.std()),
-               "grad_std": float(gr.std())}
+               "act_batch_std": float(a.std(axis=0).mean()), "grad_std": float(gr.std())}
         if "weight" in layer.params and "weight" in layer.grads:
             row["weight_norm"] = float(np.linalg.norm(layer.params["weight"]))
             row["weight_grad_norm"] = float(np.linalg.norm(layer.grads["weight"]))
