@@ -8,6 +8,8 @@ the NumPy reference layers). Every run is seeded: the same call gives the same n
 * :func:`batch_size_sweep` - BatchNorm against GroupNorm as the batch shrinks to 2.
 * :func:`init_scale_sweep` - a deep MLP trained from weights scaled by a factor, with and without
   normalization.
+* :func:`dead_units` - why LayerNorm fails from a small initialization: ReLU units that are off for
+  every sample, and the learning rate.
 * :func:`depth_statistics` - activation and gradient spread layer by layer at initialization.
 * :func:`bn_train_eval_gap` - BatchNorm's train-mode vs eval-mode accuracy, and what recomputing
   the running statistics after training does.
@@ -26,7 +28,7 @@ from .data import make_shapes, make_spirals, train_test_split
 from .training import evaluate, fit, layer_statistics, recompute_batchnorm_statistics
 
 __all__ = ["NORMALIZERS", "norm_layer", "small_cnn", "deep_mlp", "shapes_data", "compare_normalizers",
-           "batch_size_sweep", "init_scale_sweep", "depth_statistics", "bn_train_eval_gap"]
+           "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics", "bn_train_eval_gap"]
 
 #: Learning rate of SGD (momentum 0.9) for the CNN at batch size 32.
 LR = 0.01
@@ -172,8 +174,7 @@ def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None
     if scales is None:
         scales = (0.25, 0.5, 1.0, 2.0, 4.0) if quick else (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0)
     n, epochs = (1200, 12) if quick else (2000, 30)
-    X, y = make_spirals(n, n_classes=3, noise=0.15, seed=seed)
-    Xtr, ytr, Xte, yte = train_test_split(X, y, 0.25, seed=seed)
+    Xtr, ytr, Xte, yte = _spirals(n, seed)
     out = {"scales": list(scales), "acc": {}, "loss": {}, "diverged": {}, "depth": depth}
     for norm in norms:
         accs, losses, div = [], [], []
@@ -185,6 +186,49 @@ def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None
             losses.append(hist.train_loss[-1] if hist.train_loss and not hist.diverged else float("nan"))
             div.append(hist.diverged)
         out["acc"][norm], out["loss"][norm], out["diverged"][norm] = accs, losses, div
+    return out
+
+
+def _spirals(n: int, seed: int):
+    X, y = make_spirals(n, n_classes=3, noise=0.15, seed=seed)
+    return train_test_split(X, y, 0.25, seed=seed)
+
+
+def dead_units(quick: bool = True, runs: tuple[tuple[str, float, float], ...] | None = None, depth: int = 10,
+               seed: int = 0) -> dict[str, Any]:
+    """For :func:`deep_mlp` runs given as ``(norm, init_scale, learning_rate)``: the fraction of hidden
+    ReLU units that are zero for **every** training sample ("dead"), at initialization and after
+    training, and the final test accuracy.
+
+    A normalizer makes the forward pass independent of the weight scale, but the gradient with
+    respect to a weight scales like :math:`1/\\|W\\|`, so a small initialization acts like a large
+    learning rate; dividing the learning rate accordingly is the control experiment.
+
+    Returns ``{"runs": [(norm, scale, lr) ...], "acc": [...], "dead_init": [...], "dead_final": [...]}``
+    (dead fractions averaged over the hidden layers).
+    """
+    if runs is None:
+        runs = (("bn", 0.25, 0.02), ("ln", 0.25, 0.02), ("ln", 0.25, 0.002), ("ln", 0.25, 0.0005), ("ln", 1.0, 0.02))
+    n, epochs = (1200, 12) if quick else (2000, 30)
+    Xtr, ytr, Xte, yte = _spirals(n, seed)
+
+    def dead_fraction(model):
+        h, fractions = Xtr, []
+        for layer in model.layers:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                fractions.append(float(np.mean(np.all(h <= 0, axis=0))))
+        model._cache = None
+        return float(np.mean(fractions[1:]))        # hidden blocks (not the stem)
+
+    out = {"runs": [tuple(r) for r in runs], "acc": [], "dead_init": [], "dead_final": [], "depth": depth}
+    for norm, scale, lr in runs:
+        model = deep_mlp(norm, depth=depth, init_scale=scale, seed=seed)
+        out["dead_init"].append(dead_fraction(model))
+        hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=lr, momentum=0.9), Xtr, ytr, epochs=epochs,
+                   batch_size=32, seed=seed, X_val=Xte, y_val=yte, progress=False)
+        out["acc"].append(hist.final_val_acc if not hist.diverged else float("nan"))
+        out["dead_final"].append(dead_fraction(model))
     return out
 
 

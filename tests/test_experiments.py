@@ -34,6 +34,14 @@ def test_poor_init_scale_breaks_the_plain_deep_mlp_not_the_normalized_one():
     assert ln[1] > 0.8 and ln[2] > 0.9, r
 
 
+def test_layernorm_small_init_kills_units_unless_the_learning_rate_shrinks():
+    r = E.dead_units(quick=True, runs=(("bn", 0.25, 0.02), ("ln", 0.25, 0.02), ("ln", 0.25, 0.0005)))
+    (bn_acc, ln_acc, ln_slow_acc), dead = r["acc"], r["dead_final"]
+    assert r["dead_init"][0] == 0.0 and dead[0] < 0.02 and bn_acc > 0.9, r   # BN keeps every unit alive
+    assert dead[1] > 0.3 and dead[1] > r["dead_init"][1] + 0.1 and ln_acc < 0.5, r
+    assert ln_slow_acc > 0.8 and dead[2] < dead[1] - 0.2, r
+
+
 def test_statistics_by_depth():
     r = E.depth_statistics(quick=True)
     act = r["act_std"]
