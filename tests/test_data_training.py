@@ -101,3 +101,16 @@ def test_recomputed_batchnorm_statistics_are_the_data_statistics():
     np.testing.assert_allclose(model[1].running_mean, means.mean(axis=0), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(model[1].running_var, variances.mean(axis=0), rtol=1e-12)
     assert model[1].momentum == 0.1 and model.training
+
+
+def test_fit_records_layer_statistics_and_checks_arguments():
+    X, y = make_gaussian_mixture(64, n_classes=3, seed=0)
+    model = _mlp()
+    hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=0.1), X, y, epochs=2, batch_size=16, progress=False,
+               track_stats=True, stats_batch=32)
+    assert len(hist.stats) == 3 and len(hist.stats[0]) == 4     # at init + after each epoch, one row per layer
+    assert hist.stats[0][0]["weight_norm"] != hist.stats[-1][0]["weight_norm"]
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=0.1), X, y, batch_size=65, progress=False)
+    with pytest.raises(ValueError, match="samples"):
+        fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=0.1), X, y[:10], progress=False)
