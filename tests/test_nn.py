@@ -335,3 +335,22 @@ def test_optimizers_train_a_small_model():
             model.backward(crit.backward())
             opt.step()
         assert crit(model(X), y) < 0.5 * first
+
+
+def test_optimizer_finds_parameters_of_nested_and_custom_modules():
+    class Block(Module):
+        """A custom layer with its own parameter and a child layer."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(2, 2, rng=0)
+            self.params["scale"] = np.ones(2)
+
+        def children(self):
+            return [self.inner]
+
+    block = Block()
+    model = nn.Sequential(block, nn.Sequential(nn.Linear(2, 3, rng=1)))
+    opt = nn.SGD(model, lr=0.1)
+    assert sorted(k for _, k in opt.targets) == ["bias", "bias", "scale", "weight", "weight"]
+    assert len({id(m) for m, _ in opt.targets}) == 3

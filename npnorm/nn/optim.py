@@ -46,8 +46,8 @@ def _leaf_params(modules: Module | Iterable[Module]) -> list[tuple[Module, str]]
         if not isinstance(top, Module):
             raise TypeError(f"optimizers take npnorm Modules (or a list of them), got {type(top).__name__}")
         for m in top.modules():
-            if m.children():          # containers only expose views of their children's params
-                continue
+            if isinstance(getattr(type(m), "params", None), property):
+                continue              # a container whose params are a view of its children's (Sequential)
             if id(m) in seen:
                 continue
             seen.add(id(m))
