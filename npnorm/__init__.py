@@ -19,6 +19,7 @@ from .spectralnorm import SpectralNorm
 from .weightstd import WeightStandardization
 from . import parametrize
 from .gradcheck import check_gradients, check_layer
+from . import nn  # noqa: E402  (registers the network layers after the normalizers)
 
 __version__ = "0.1.0"
 
@@ -43,4 +44,5 @@ __all__ = [
     "check_gradients",
     "gradcheck",
     "registry",
+    "nn",
 ]

@@ -1,0 +1,287 @@
+"""The experiments of the chapter "Why normalization helps", as functions that return data.
+
+Each experiment takes ``quick`` (a fast setting, used by the tests and the book: a few seconds to a
+few tens of seconds) and is otherwise the full setting (each well under two minutes on two cores with
+the NumPy reference layers). Every run is seeded: the same call gives the same numbers.
+
+* :func:`compare_normalizers` - the same small CNN trained with no normalization, BN, LN, GN and IN.
+* :func:`batch_size_sweep` - BatchNorm against GroupNorm as the batch shrinks to 2.
+* :func:`init_scale_sweep` - a deep MLP trained from weights scaled by a factor, with and without
+  normalization.
+* :func:`dead_units` - why LayerNorm fails from a small initialization: ReLU units that are off for
+  every sample, and the learning rate.
+* :func:`depth_statistics` - activation and gradient spread layer by layer at initialization.
+* :func:`bn_train_eval_gap` - BatchNorm's train-mode vs eval-mode accuracy, and what recomputing
+  the running statistics after training does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+
+from . import nn
+from .data import make_shapes, make_spirals, train_test_split
+from .training import evaluate, fit, layer_statistics, recompute_batchnorm_statistics
+
+__all__ = ["NORMALIZERS", "norm_layer", "small_cnn", "deep_mlp", "shapes_data", "compare_normalizers",
+           "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics", "bn_train_eval_gap"]
+
+#: Learning rate of SGD (momentum 0.9) for the CNN at batch size 32.
+LR = 0.01
+
+#: Short names of the normalizers the experiments compare.
+NORMALIZERS = ("none", "bn", "ln", "gn", "in")
+
+
+def norm_layer(norm: str, channels: int, spatial: tuple[int, ...] = (), bn_momentum: float | None = 0.1) -> nn.Module:
+    """A normalization layer for ``channels`` features (``spatial`` = (H, W) for images, () for vectors).
+
+    ``"none"`` is the identity; ``"bn"`` uses ``bn_momentum`` for its running statistics; ``"ln"`` normalizes each sample over all its features (``LayerNorm``
+    over ``(C, H, W)``); ``"gn"`` uses groups of 4 channels; ``"in"`` is InstanceNorm with an affine map.
+    """
+    image = len(spatial) == 2
+    if norm == "none":
+        return nn.Identity()
+    if norm == "bn":
+        bn = nn.BatchNorm2d if image else nn.BatchNorm1d
+        return bn(channels, momentum=bn_momentum)
+    if norm == "ln":
+        return nn.LayerNorm((channels, *spatial))
+    if norm == "gn":
+        return nn.GroupNorm(max(1, channels // 4), channels)
+    if norm == "in":
+        if not image:
+            raise ValueError("norm_layer: InstanceNorm needs spatial positions; use it in the CNN only")
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"norm_layer: norm must be one of {NORMALIZERS}, got {norm!r}")
+
+
+def small_cnn(norm: str = "bn", width: int = 8, hidden: int = 64, size: int = 16, n_classes: int = 10,
+              seed: int = 0, bn_momentum: float | None = 0.1) -> nn.Sequential:
+    """Two blocks Conv3x3-Norm-ReLU-MaxPool, then a hidden Linear-Norm-ReLU and a Linear classifier:
+    ``(N, 1, size, size)`` images to ``n_classes`` logits.
+
+    Layers followed by a normalizer have no bias (the normalizer would subtract it). InstanceNorm has
+    nothing to normalize over in a feature vector (one value per channel), so with ``norm="in"`` the
+    hidden Linear layer is not normalized.
+    """
+    rng = np.random.default_rng(seed)
+    bias = norm == "none"
+    s2, s4 = size // 2, size // 4
+    head_norm = "none" if norm == "in" else norm
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1, bias=bias, rng=rng), norm_layer(norm, width, (size, size), bn_momentum), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=bias, rng=rng), norm_layer(norm, 2 * width, (s2, s2), bn_momentum),
+        nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * width * s4 * s4, hidden, bias=head_norm == "none", rng=rng), norm_layer(head_norm, hidden, (), bn_momentum),
+        nn.ReLU(),
+        nn.Linear(hidden, n_classes, rng=rng),
+    )
+
+
+def deep_mlp(norm: str = "none", depth: int = 10, width: int = 64, in_features: int = 2, n_classes: int = 3,
+             init_scale: float = 1.0, seed: int = 0) -> nn.Sequential:
+    """A stem Linear-ReLU, then ``depth`` hidden blocks Linear-Norm-ReLU of ``width`` units, then a
+    Linear classifier.
+
+    A hidden Linear layer has a bias only without normalization: a normalizer would subtract a bias
+    (BN) or, worse, mix it into the statistics (LN normalizes :math:`Wh + b` per sample, and when
+    :math:`Wh` is small the output is dominated by the constant :math:`b`). The hidden weights are drawn from
+    :math:`N(0, (\\text{init\\_scale}\\cdot\\sqrt{2/\\text{fan\\_in}})^2)`: ``init_scale = 1`` is Kaiming
+    initialization, which keeps the activation scale roughly constant through ReLU layers; any other
+    scale multiplies the activations by roughly ``init_scale`` per layer. The stem keeps PyTorch's
+    default initialization and has no normalizer: a normalizer right after a Linear map of 2-D points
+    would erase the points' distance from the origin (LayerNorm of :math:`Wx` does not depend on
+    :math:`\\|x\\|`), which the spirals need.
+    """
+    rng = np.random.default_rng(seed)
+    layers: list[nn.Module] = [nn.Linear(in_features, width, rng=rng), nn.ReLU()]
+    for _ in range(depth):
+        lin = nn.Linear(width, width, bias=norm == "none", rng=rng)
+        nn.init.kaiming_normal_(lin.params["weight"], nonlinearity="relu", rng=rng)
+        lin.params["weight"] *= init_scale
+        layers += [lin, norm_layer(norm, width), nn.ReLU()]
+    layers.append(nn.Linear(width, n_classes, rng=rng))
+    return nn.Sequential(*layers)
+
+
+def shapes_data(n_samples: int, seed: int = 0):
+    """The shapes set split 3:1 into ``(X_train, y_train, X_test, y_test)``, float64."""
+    X, y = make_shapes(n_samples, seed=seed)
+    return train_test_split(X.astype(np.float64), y, 0.25, seed=seed)
+
+
+def _train_cnn(norm, data, epochs, batch_size, lr, seed, momentum=0.9, bn_momentum=0.1):
+    Xtr, ytr, Xte, yte = data
+    model = small_cnn(norm, seed=seed, bn_momentum=bn_momentum)
+    hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=lr, momentum=momentum), Xtr, ytr, epochs=epochs,
+               batch_size=batch_size, seed=seed, X_val=Xte, y_val=yte, progress=False)
+    return model, hist
+
+
+def compare_normalizers(quick: bool = True, norms: tuple[str, ...] = NORMALIZERS, seed: int = 0) -> dict[str, Any]:
+    """Train :func:`small_cnn` with each normalizer on the shapes set, same data, seed and optimizer
+    (SGD, momentum 0.9, learning rate 0.01, batch 32).
+
+    Returns ``{"epochs", "n_train", "histories": {norm: History.as_dict()}, "final_acc": {norm: acc}}``.
+    """
+    n, epochs = (3000, 4) if quick else (6000, 8)
+    data = shapes_data(n, seed)
+    histories, final = {}, {}
+    for norm in norms:
+        _, hist = _train_cnn(norm, data, epochs, 32, LR, seed)
+        histories[norm] = hist.as_dict()
+        final[norm] = hist.final_val_acc
+    return {"epochs": epochs, "n_train": len(data[1]), "histories": histories, "final_acc": final}
+
+
+def batch_size_sweep(quick: bool = True, batch_sizes: tuple[int, ...] | None = None, norms=("bn", "gn"),
+                     seed: int = 0) -> dict[str, Any]:
+    """Test accuracy (eval mode) of the small CNN with BN and GN for several batch sizes.
+
+    Same number of epochs for every batch size, learning rate scaled linearly with the batch
+    (0.01 at batch 32), so every run sees the same samples with comparable step sizes.
+    Returns ``{"batch_sizes", "acc": {norm: [acc per batch size]}, "train_acc": {...}}``.
+    """
+    if batch_sizes is None:
+        batch_sizes = (2, 4, 8, 32) if quick else (2, 4, 8, 16, 32)
+    n, epochs = (2000, 3) if quick else (4000, 4)
+    data = shapes_data(n, seed)
+    acc = {norm: [] for norm in norms}
+    train_acc = {norm: [] for norm in norms}
+    for norm in norms:
+        for b in batch_sizes:
+            _, hist = _train_cnn(norm, data, epochs, b, LR * b / 32, seed)
+            acc[norm].append(hist.final_val_acc)
+            train_acc[norm].append(hist.train_acc[-1])
+    return {"batch_sizes": list(batch_sizes), "acc": acc, "train_acc": train_acc, "epochs": epochs}
+
+
+def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None, norms=("none", "bn", "ln"),
+                     depth: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Train :func:`deep_mlp` (``depth`` hidden layers) on three spirals from weights scaled by each
+    factor (1 = Kaiming); final test accuracy per normalizer and scale (chance is 1/3).
+
+    Returns ``{"scales", "acc": {norm: [...]}, "loss": {norm: [final train loss ...]},
+    "diverged": {norm: [...]}}``.
+    """
+    if scales is None:
+        scales = (0.25, 0.5, 1.0, 2.0, 4.0) if quick else (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0)
+    n, epochs = (1200, 12) if quick else (2000, 30)
+    Xtr, ytr, Xte, yte = _spirals(n, seed)
+    out = {"scales": list(scales), "acc": {}, "loss": {}, "diverged": {}, "depth": depth}
+    for norm in norms:
+        accs, losses, div = [], [], []
+        for s in scales:
+            model = deep_mlp(norm, depth=depth, init_scale=s, seed=seed)
+            hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=0.02, momentum=0.9), Xtr, ytr,
+                       epochs=epochs, batch_size=32, seed=seed, X_val=Xte, y_val=yte, progress=False)
+            accs.append(hist.final_val_acc if not hist.diverged else float("nan"))
+            losses.append(hist.train_loss[-1] if hist.train_loss and not hist.diverged else float("nan"))
+            div.append(hist.diverged)
+        out["acc"][norm], out["loss"][norm], out["diverged"][norm] = accs, losses, div
+    return out
+
+
+def _spirals(n: int, seed: int):
+    X, y = make_spirals(n, n_classes=3, noise=0.15, seed=seed)
+    return train_test_split(X, y, 0.25, seed=seed)
+
+
+def dead_units(quick: bool = True, runs: tuple[tuple[str, float, float], ...] | None = None, depth: int = 10,
+               seed: int = 0) -> dict[str, Any]:
+    """For :func:`deep_mlp` runs given as ``(norm, init_scale, learning_rate)``: the fraction of hidden
+    ReLU units that are zero for **every** training sample ("dead"), at initialization and after
+    training, and the final test accuracy.
+
+    A normalizer makes the forward pass independent of the weight scale, but the gradient with
+    respect to a weight scales like :math:`1/\\|W\\|`, so a small initialization acts like a large
+    learning rate; dividing the learning rate accordingly is the control experiment.
+
+    Returns ``{"runs": [(norm, scale, lr) ...], "acc": [...], "dead_init": [...], "dead_final": [...]}``
+    (dead fractions averaged over the hidden layers).
+    """
+    if runs is None:
+        runs = (("bn", 0.25, 0.02), ("ln", 0.25, 0.02), ("ln", 0.25, 0.002), ("ln", 0.25, 0.0005), ("ln", 1.0, 0.02))
+    n, epochs = (1200, 12) if quick else (2000, 30)
+    Xtr, ytr, Xte, yte = _spirals(n, seed)
+
+    def dead_fraction(model):
+        h, fractions = Xtr, []
+        for layer in model.layers:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                fractions.append(float(np.mean(np.all(h <= 0, axis=0))))
+        model._cache = None
+        return float(np.mean(fractions[1:]))        # hidden blocks (not the stem)
+
+    out = {"runs": [tuple(r) for r in runs], "acc": [], "dead_init": [], "dead_final": [], "depth": depth}
+    for norm, scale, lr in runs:
+        model = deep_mlp(norm, depth=depth, init_scale=scale, seed=seed)
+        out["dead_init"].append(dead_fraction(model))
+        hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=lr, momentum=0.9), Xtr, ytr, epochs=epochs,
+                   batch_size=32, seed=seed, X_val=Xte, y_val=yte, progress=False)
+        out["acc"].append(hist.final_val_acc if not hist.diverged else float("nan"))
+        out["dead_final"].append(dead_fraction(model))
+    return out
+
+
+def depth_statistics(quick: bool = True, norms=("none", "bn", "ln"), scales=(0.5, 1.0, 2.0), depth: int | None = None,
+                     seed: int = 0) -> dict[str, Any]:
+    """The spread of the activations across the batch (after each hidden ReLU; ``act_batch_std`` of
+    :func:`npnorm.training.layer_statistics`) and the standard deviation of the loss gradient with
+    respect to them, layer by layer, for :func:`deep_mlp` at initialization on a batch of spiral points.
+
+    Returns ``{"depth", "scales", "act_std": {(norm, scale): [...]}, "grad_std": {(norm, scale): [...]}}``.
+    """
+    if depth is None:
+        depth = 10 if quick else 20
+    X, y = make_spirals(512, n_classes=3, noise=0.15, seed=seed)
+    act, grad = {}, {}
+    for norm in norms:
+        for s in scales:
+            model = deep_mlp(norm, depth=depth, init_scale=s, seed=seed)
+            rows = [r for r in layer_statistics(model, nn.CrossEntropyLoss(), X, y) if r["layer"] == "ReLU"][1:]
+            act[(norm, s)] = [r["act_batch_std"] for r in rows]
+            grad[(norm, s)] = [r["grad_std"] for r in rows]
+    return {"depth": depth, "scales": list(scales), "norms": list(norms), "act_std": act, "grad_std": grad}
+
+
+def bn_train_eval_gap(quick: bool = True, bn_momenta: tuple[float, ...] = (0.5, 0.1, 0.01, 0.001), seed: int = 0) -> dict[str, Any]:
+    """Train the BN CNN (batch 32) once per BatchNorm ``momentum``, then measure test accuracy three ways:
+
+    * ``"train_mode"``: normalizing with the statistics of each test batch of 256 (train mode);
+    * ``"eval_running"``: eval mode with the running (exponential moving average) statistics;
+    * ``"eval_recomputed"``: eval mode after :func:`recompute_batchnorm_statistics` on the training set.
+
+    BatchNorm's momentum only shapes the running statistics - the training-mode forward pass uses the
+    batch's own statistics - so the runs train **identical** weights (``"same_weights"`` records that)
+    and differ only in the statistics eval mode uses. A large momentum follows the last few batches; a
+    small one averages over many batches, including batches seen long ago by weights that have since
+    changed.
+
+    Returns ``{"bn_momenta", "train_mode", "eval_running", "eval_recomputed", "train_acc", "same_weights"}``.
+    """
+    n, epochs = (2000, 3) if quick else (4000, 4)
+    data = shapes_data(n, seed)
+    Xtr, ytr, Xte, yte = data
+    crit = nn.CrossEntropyLoss()
+    out = {"bn_momenta": list(bn_momenta), "train_mode": [], "eval_running": [], "eval_recomputed": [],
+           "train_acc": []}
+    weights = []
+    for mom in bn_momenta:
+        model, hist = _train_cnn("bn", data, epochs, 32, LR, seed, bn_momentum=mom)
+        weights.append(model.params["0.weight"].copy())
+        out["train_acc"].append(hist.train_acc[-1])
+        out["train_mode"].append(evaluate(model, crit, Xte, yte, batch_size=256, mode="train")[1])
+        out["eval_running"].append(evaluate(model, crit, Xte, yte)[1])
+        precise = recompute_batchnorm_statistics(copy.deepcopy(model), Xtr, batch_size=256)
+        out["eval_recomputed"].append(evaluate(precise, crit, Xte, yte)[1])
+    out["same_weights"] = all(np.array_equal(w, weights[0]) for w in weights)
+    return out

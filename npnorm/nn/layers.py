@@ -1,0 +1,436 @@
+r"""Dense layers, activations, dropout and the ``Sequential`` container.
+
+Every layer follows the npnorm contract (:mod:`npnorm.base`): ``y = layer(x)`` computes in float64
+and returns the input's dtype; ``dx = layer.backward(dy)`` returns the input gradient and fills
+``layer.grads``. Each layer is a thin class around a pure ``*_forward`` / ``*_backward`` pair.
+
+Equations (:math:`g = \partial L/\partial y`):
+
+* Linear: :math:`y = x W^\top + b`; :math:`\partial L/\partial x = g W`,
+  :math:`\partial L/\partial W = g^\top x`, :math:`\partial L/\partial b = \sum_n g`.
+* ReLU: :math:`y = \max(x, 0)`; :math:`dx = g\,[x > 0]` (the subgradient 0 at :math:`x = 0`, as PyTorch).
+* Tanh: :math:`dx = g\,(1 - y^2)`.
+* SiLU: :math:`y = x\,\sigma(x)`; :math:`dx = g\,\sigma(x)\,(1 + x(1 - \sigma(x)))`.
+* GELU (exact): :math:`y = x\,\Phi(x) = \tfrac{x}{2}(1 + \mathrm{erf}(x/\sqrt2))`;
+  :math:`dx = g\,(\Phi(x) + x\,\varphi(x))`, :math:`\varphi(x) = e^{-x^2/2}/\sqrt{2\pi}`.
+* Dropout (inverted): :math:`y = x \odot m / (1-p)`, :math:`m_i \sim \text{Bernoulli}(1-p)`;
+  :math:`dx = g \odot m / (1-p)`; identity in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numba
+import numpy as np
+
+from .._checks import as_float_array, check_positive_int
+from ..base import Module
+from . import init
+
+__all__ = [
+    "linear_forward", "linear_backward", "Linear", "Flatten", "Identity",
+    "ReLU", "Tanh", "SiLU", "GELU", "erf", "Dropout", "Sequential",
+]
+
+
+# -- Linear ---------------------------------------------------------------------------------------
+def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """:math:`y = x W^\\top + b` for ``x`` of shape ``(*, in)``, ``W`` of shape ``(out, in)``."""
+    x64 = np.asarray(x, dtype=np.float64)
+    out = x64 @ np.asarray(weight, dtype=np.float64).T
+    if bias is not None:
+        out = out + bias
+    return out.astype(x.dtype, copy=False), {"x": x64, "weight": weight, "has_bias": bias is not None,
+                                             "dtype": x.dtype}
+
+
+def linear_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Returns ``(dx, dweight, dbias)``: :math:`gW`, :math:`g^\\top x`, :math:`\\sum g` (over all leading axes)."""
+    x, w = cache["x"], np.asarray(cache["weight"], dtype=np.float64)
+    g = np.asarray(dout, dtype=np.float64)
+    g2 = g.reshape(-1, g.shape[-1])
+    dweight = g2.T @ x.reshape(-1, x.shape[-1])
+    dbias = g2.sum(axis=0) if cache["has_bias"] else None
+    dx = g @ w
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
+
+
+class Linear(Module):
+    """Fully connected layer, as ``torch.nn.Linear(in_features, out_features, bias=True)``.
+
+    ``weight`` has shape ``(out_features, in_features)``, ``bias`` ``(out_features,)``; both are
+    initialized from :math:`U(-1/\\sqrt{\\text{in}}, 1/\\sqrt{\\text{in}})` (PyTorch's default, which is
+    ``kaiming_uniform_(a=sqrt(5))``). Input ``(*, in_features)``, output ``(*, out_features)``.
+
+    Deliberate differences: float64 parameters by default (``dtype``); ``rng`` (Generator or seed)
+    instead of PyTorch's global generator (without it, :func:`npnorm.nn.init.manual_seed` sets the
+    library-wide one).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: Any = np.float64, rng: np.random.Generator | int | None = None) -> None:
+        super().__init__()
+        self.in_features = check_positive_int(in_features, "in_features", "Linear")
+        self.out_features = check_positive_int(out_features, "out_features", "Linear")
+        self.dtype = np.dtype(dtype)
+        gen = init.get_rng(rng)
+        self.params["weight"] = np.empty((self.out_features, self.in_features), dtype=self.dtype)
+        init.kaiming_uniform_(self.params["weight"], a=math.sqrt(5), rng=gen)
+        if bias:
+            bound = 1.0 / math.sqrt(self.in_features)
+            self.params["bias"] = init.uniform_(np.empty(self.out_features, dtype=self.dtype), -bound, bound, gen)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array(x, "x", "Linear")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{self!r}: expected input of shape (*, in_features={self.in_features}) - last dimension "
+                f"{self.in_features} - got shape {x.shape}"
+            )
+        out, self._cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, dweight, dbias = linear_backward(dout, self._require_cache())
+        self.grads["weight"] = dweight.astype(self.dtype, copy=False)
+        if dbias is not None:
+            self.grads["bias"] = dbias.astype(self.dtype, copy=False)
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self.params}"
+
+
+# -- shape layers ---------------------------------------------------------------------------------
+class Flatten(Module):
+    """Flatten dims ``start_dim..end_dim`` into one, as ``torch.nn.Flatten(start_dim=1, end_dim=-1)``."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        nd = x.ndim
+        s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
+        e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
+        if not 0 <= s <= e < nd:
+            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): input of shape "
+                             f"{x.shape} has no dims {self.start_dim}..{self.end_dim}")
+        self._cache = x.shape
+        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:])
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return np.asarray(dout).reshape(self._require_cache())
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Identity(Module):
+    """:math:`y = x` (a placeholder, e.g. "no normalization" in a model builder)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._cache = True
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self._require_cache()
+        return dout
+
+
+# -- activations ----------------------------------------------------------------------------------
+class _Elementwise(Module):
+    """An elementwise activation: subclasses give ``_f(x64) -> (y64, saved)`` and ``_df(saved) -> dy/dx``."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array(x, "x", type(self).__name__)
+        y, saved = self._f(np.asarray(x, dtype=np.float64))
+        self._cache = (saved, x.dtype)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        saved, dtype = self._require_cache()
+        return (np.asarray(dout, dtype=np.float64) * self._df(saved)).astype(dtype, copy=False)
+
+
+class ReLU(_Elementwise):
+    """:math:`\\max(x, 0)`, as ``torch.nn.ReLU``; derivative 0 at :math:`x = 0` (PyTorch's choice)."""
+
+    def _f(self, x):
+        return np.maximum(x, 0.0), x > 0
+
+    def _df(self, positive):
+        return positive.astype(np.float64)
+
+
+class Tanh(_Elementwise):
+    """:math:`\\tanh x`, as ``torch.nn.Tanh``; derivative :math:`1 - y^2`."""
+
+    def _f(self, x):
+        y = np.tanh(x)
+        return y, y
+
+    def _df(self, y):
+        return 1.0 - y * y
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow warnings for large :math:`|x|`."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class SiLU(_Elementwise):
+    """:math:`x\\,\\sigma(x)` (swish), as ``torch.nn.SiLU``; derivative :math:`\\sigma(x)(1 + x(1-\\sigma(x)))`."""
+
+    def _f(self, x):
+        s = _sigmoid(x)
+        return x * s, (x, s)
+
+    def _df(self, saved):
+        x, s = saved
+        return s * (1.0 + x * (1.0 - s))
+
+
+@numba.vectorize(["float64(float64)"], cache=True)
+def erf(x):  # pragma: no cover - compiled
+    """The error function, elementwise: Numba's ``math.erf`` (the C library's ``erf``, accurate to
+    about one unit in the last place in float64; NumPy itself has no erf)."""
+    return math.erf(x)
+
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class GELU(_Elementwise):
+    """Exact GELU :math:`x\\,\\Phi(x)`, as ``torch.nn.GELU()`` (``approximate='none'``), or the tanh
+    approximation :math:`\\tfrac{x}{2}(1 + \\tanh(\\sqrt{2/\\pi}(x + 0.044715x^3)))` with
+    ``approximate='tanh'``.
+
+    The exact form needs erf, which NumPy lacks: :func:`erf` is the C library's ``erf`` compiled by
+    Numba (accurate to ~1 ulp, so the forward pass and the analytic derivative
+    :math:`\\Phi(x) + x\\varphi(x)` agree to float64 precision in the gradient check).
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def _f(self, x):
+        if self.approximate == "tanh":
+            k = math.sqrt(2.0 / math.pi)
+            t = np.tanh(k * (x + 0.044715 * x**3))
+            return 0.5 * x * (1.0 + t), (x, t)
+        cdf = 0.5 * (1.0 + erf(x * _INV_SQRT2))
+        return x * cdf, (x, cdf)
+
+    def _df(self, saved):
+        x, c = saved
+        if self.approximate == "tanh":
+            k = math.sqrt(2.0 / math.pi)
+            return 0.5 * (1.0 + c) + 0.5 * x * (1.0 - c * c) * k * (1.0 + 3 * 0.044715 * x * x)
+        return c + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+
+# -- dropout --------------------------------------------------------------------------------------
+class Dropout(Module):
+    """Inverted dropout, as ``torch.nn.Dropout(p=0.5)``.
+
+    Training mode: every element is zeroed with probability ``p`` and the survivors are scaled by
+    :math:`1/(1-p)`, so the expected output equals the input and eval mode is the identity. The mask
+    comes from the layer's own generator (``rng``: a Generator or a seed; default: drawn from the
+    library-wide generator, see :func:`npnorm.nn.init.manual_seed`), so a run is reproducible and a
+    deep copy of the layer draws the same mask as the original (which is what the gradient check
+    relies on).
+    """
+
+    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | int | None = None) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        if rng is None:
+            rng = int(init.get_rng().integers(2**63))
+        self.rng = init.get_rng(rng) if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array(x, "x", "Dropout")
+        if not self.training or self.p == 0.0:
+            self._cache = (None, x.dtype)
+            return x
+        if self.p == 1.0:
+            scaled_mask = np.zeros(x.shape)
+        else:
+            scaled_mask = (self.rng.random(x.shape) >= self.p) / (1.0 - self.p)
+        self._cache = (scaled_mask, x.dtype)
+        return (np.asarray(x, dtype=np.float64) * scaled_mask).astype(x.dtype, copy=False)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        scaled_mask, dtype = self._require_cache()
+        if scaled_mask is None:
+            return np.asarray(dout).astype(dtype, copy=False)
+        return (np.asarray(dout, dtype=np.float64) * scaled_mask).astype(dtype, copy=False)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+# -- container ------------------------------------------------------------------------------------
+class Sequential(Module):
+    """Layers applied in order, as ``torch.nn.Sequential(*layers)``.
+
+    ``backward`` runs the layers' backward passes in reverse order. The container has no parameters
+    of its own: ``seq.params`` and ``seq.grads`` are *views* of its layers' arrays under qualified
+    names (``"0.weight"``, ``"3.bias"``, nested ``"2.1.weight"``), so ``check_layer(seq, x)`` checks
+    every parameter of the whole network, and updating ``seq.params["0.weight"]`` in place updates
+    the layer's weight.
+
+    When a layer rejects its input, the error is re-raised naming the layer's index and class and the
+    shape that arrived there, so a mismatch in a long model is found at once.
+    """
+
+    def __init__(self, *layers: Module) -> None:
+        self.layers: list[Module] = []
+        super().__init__()
+        for layer in layers:
+            self.append(layer)
+
+    # params / grads are views of the children's
+    @property
+    def params(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+
+    @params.setter
+    def params(self, value: dict) -> None:
+        if value:
+            raise AttributeError("Sequential has no parameters of its own; set them on its layers")
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+
+    @grads.setter
+    def grads(self, value: dict) -> None:
+        if value:
+            raise AttributeError("Sequential has no gradients of its own; they live on its layers")
+        for layer in self.layers:
+            layer.grads = {}
+
+    def named_parameters(self, prefix: str = ""):
+        for k, v in self.params.items():
+            yield prefix + k, v
+
+    def append(self, layer: Module) -> Sequential:
+        if not isinstance(layer, Module):
+            raise TypeError(f"Sequential: layer {len(self.layers)} must be an npnorm Module, "
+                            f"got {type(layer).__name__}")
+        self.layers.append(layer)
+        return self
+
+    def children(self) -> list[Module]:
+        return list(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Sequential(*self.layers[i])
+        return self.layers[i]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for i, layer in enumerate(self.layers):
+            try:
+                x = layer(x)
+            except (ValueError, TypeError) as err:
+                shape = getattr(x, "shape", None)
+                raise type(err)(
+                    f"Sequential layer {i} ({type(layer).__name__}) cannot take its input of shape {shape}: {err}"
+                ) from err
+        self._cache = True
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self._require_cache()
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+
+# -- registry ------------------------------------------------------------------------------------
+from ..registry import Case, Spec, register  # noqa: E402
+
+_F64 = "Parameters are float64 by default (dtype argument); PyTorch uses float32."
+
+
+def _away_from_zero(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[np.ndarray, ...]:
+    """Inputs with |x| in [0.1, 3]: the check's perturbations (at most 2e-3) never cross ReLU's kink."""
+    return tuple(rng.choice([-1.0, 1.0], s) * rng.uniform(0.1, 3.0, s) for s in case.input_shapes)
+
+
+def _build_small_mlp(seq: Sequential, rng: np.random.Generator) -> None:
+    """Sequential case: Linear - BatchNorm1d - Tanh - Dropout - Linear, with random parameters."""
+    from ..batchnorm import BatchNorm1d
+    from ..registry import randomize_layer
+    for layer in (Linear(4, 5, rng=rng), BatchNorm1d(5), Tanh(), Dropout(0.25, rng=rng), Linear(5, 3, rng=rng)):
+        randomize_layer(layer, rng)
+        seq.append(layer)
+
+
+register(Spec(
+    name="Linear", cls=Linear, category="nn", pytorch="torch.nn.Linear", differences=_F64,
+    cases=(
+        Case("N-in", {"in_features": 4, "out_features": 3}, ((5, 4),)),
+        Case("N-L-in-no-bias", {"in_features": 3, "out_features": 2, "bias": False}, ((2, 4, 3),)),
+    ),
+))
+register(Spec(
+    name="Flatten", cls=Flatten, category="nn", pytorch="torch.nn.Flatten",
+    cases=(Case("NCHW", {}, ((2, 3, 2, 2),)), Case("dims-1-2", {"start_dim": 1, "end_dim": 2}, ((2, 3, 2, 2),))),
+))
+register(Spec(
+    name="Identity", cls=Identity, category="nn", pytorch="torch.nn.Identity",
+    cases=(Case("NC", {}, ((3, 4),)),),
+))
+register(Spec(
+    name="ReLU", cls=ReLU, category="nn", pytorch="torch.nn.ReLU", make_inputs=_away_from_zero,
+    cases=(Case("NCHW", {}, ((2, 3, 2, 2),)),),
+))
+register(Spec(
+    name="Tanh", cls=Tanh, category="nn", pytorch="torch.nn.Tanh", input_offset=0.3, input_scale=1.5,
+    cases=(Case("NC", {}, ((4, 5),)),),
+))
+register(Spec(
+    name="SiLU", cls=SiLU, category="nn", pytorch="torch.nn.SiLU", input_offset=0.3, input_scale=3.0,
+    cases=(Case("NC", {}, ((4, 5),)),),
+))
+register(Spec(
+    name="GELU", cls=GELU, category="nn", pytorch="torch.nn.GELU", input_offset=0.3, input_scale=2.0,
+    cases=(Case("exact", {}, ((4, 5),)), Case("tanh", {"approximate": "tanh"}, ((4, 5),))),
+))
+register(Spec(
+    name="Dropout", cls=Dropout, category="nn", pytorch="torch.nn.Dropout",
+    differences="The mask comes from the layer's own seeded generator (rng), not a global one.",
+    cases=(
+        Case("p=0.3", {"p": 0.3, "rng": 5}, ((4, 6),)),
+        Case("p=0.5-NCHW", {"rng": 6}, ((2, 3, 2, 2),)),
+    ),
+))
+register(Spec(
+    name="Sequential", cls=Sequential, category="nn", pytorch="torch.nn.Sequential",
+    setup=_build_small_mlp, input_offset=1.0, input_scale=2.0,
+    cases=(Case("Linear-BN-Tanh-Dropout-Linear", {}, ((6, 4),)),),
+))
