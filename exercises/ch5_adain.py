@@ -1,9 +1,9 @@
 # Your exercise file, generated from solutions/ch5_adain.py by `python -m npnorm.exercises generate`.
 # Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
 # `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
-"""Chapter 5 - Adaptive instance normalization (AdaIN).
+"""Chapter 5 - AdaIN.
 
-AdaIN gives the content features the per-channel statistics of the style features:
+Adaptive instance normalization (AdaIN) gives the content features the per-channel statistics of the style features:
 
     AdaIN(x, s) = sigma(s) * (x - mu(x)) / sigma(x) + mu(s)
 

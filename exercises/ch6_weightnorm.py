@@ -1,7 +1,7 @@
 # Your exercise file, generated from solutions/ch6_weightnorm.py by `python -m npnorm.exercises generate`.
 # Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
 # `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
-"""Chapter 6 - Weight normalization and spectral normalization.
+"""Chapter 6 - Weight and spectral normalization.
 
 These normalize a layer's **weight**, not its activations.
 

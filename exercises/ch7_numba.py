@@ -1,9 +1,9 @@
 # Your exercise file, generated from solutions/ch7_numba.py by `python -m npnorm.exercises generate`.
 # Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
 # `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
-"""Chapter 7 - Making it fast: a fused LayerNorm forward with Numba.
+"""Chapter 7 - Making it fast.
 
-The NumPy LayerNorm reads ``x`` several times and allocates a temporary for every intermediate
+A fused LayerNorm forward with Numba. The NumPy LayerNorm reads ``x`` several times and allocates a temporary for every intermediate
 (``x - mu``, its square, ``x_hat``...). A compiled kernel can do each row in three sweeps over the same
 D numbers - mean, variance, output - with a handful of scalars and no temporaries.
 

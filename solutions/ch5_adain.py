@@ -1,6 +1,6 @@
-"""Chapter 5 - Adaptive instance normalization (AdaIN).
+"""Chapter 5 - AdaIN.
 
-AdaIN gives the content features the per-channel statistics of the style features:
+Adaptive instance normalization (AdaIN) gives the content features the per-channel statistics of the style features:
 
     AdaIN(x, s) = sigma(s) * (x - mu(x)) / sigma(x) + mu(s)
 

@@ -1,4 +1,4 @@
-"""Chapter 6 - Weight normalization and spectral normalization.
+"""Chapter 6 - Weight and spectral normalization.
 
 These normalize a layer's **weight**, not its activations.
 

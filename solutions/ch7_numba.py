@@ -1,6 +1,6 @@
-"""Chapter 7 - Making it fast: a fused LayerNorm forward with Numba.
+"""Chapter 7 - Making it fast.
 
-The NumPy LayerNorm reads ``x`` several times and allocates a temporary for every intermediate
+A fused LayerNorm forward with Numba. The NumPy LayerNorm reads ``x`` several times and allocates a temporary for every intermediate
 (``x - mu``, its square, ``x_hat``...). A compiled kernel can do each row in three sweeps over the same
 D numbers - mean, variance, output - with a handful of scalars and no temporaries.
 
