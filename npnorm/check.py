@@ -92,6 +92,24 @@ def _where(excinfo: Any, impl_dir: Path) -> str:
     return ""
 
 
+def _numba_message(exc: BaseException) -> str:
+    """Numba's compile errors, shortened to what points at the learner's line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    keep = lines[:1]
+    for marker in ("No implementation of function", "Unknown attribute", "NameError", "Cannot unify",
+                   "Untyped global name", "Invalid use of"):
+        keep += [ln.strip() for ln in lines[1:] if marker in ln][:1]
+    if any(ln.startswith(">>>") or ln.strip().startswith(">>>") for ln in lines):
+        keep += [next(ln.strip() for ln in lines if ln.strip().startswith(">>>"))]
+    tail = [i for i, ln in enumerate(lines) if ln.startswith("File ")]
+    if tail:
+        block = lines[tail[-1]:]
+        keep += [ln for ln in block if not ln.startswith("During:")][:6]
+    return (f"Numba could not compile your kernel ({type(exc).__name__}):\n" + "\n".join(keep) +
+            "\ntip: NUMBA_DISABLE_JIT=1 python -m npnorm.check ... runs it as plain Python, with an ordinary traceback.")
+
+
 class _Collector:
     """A pytest plugin: keeps the tests of the wanted tasks and records a verdict for each."""
 
@@ -135,6 +153,8 @@ class _Collector:
             message = str(exc)
         elif isinstance(exc, SyntaxError):
             message = (f"your file does not compile: {exc.msg} ({Path(exc.filename or '?').name}, line {exc.lineno})")
+        elif type(exc).__module__.startswith("numba"):
+            message = _numba_message(exc)
         else:
             first = (str(exc).strip().splitlines() or [""])[0]
             message = f"your code raised {type(exc).__name__}: {first}"

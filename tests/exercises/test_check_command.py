@@ -69,10 +69,15 @@ def test_plausible_mistakes_fail_with_a_pointed_message(pristine: Path, tmp_path
     # 3.2: a shape error inside the learner's code
     _fill(pristine, "ch3_layernorm", {"3.2"}, (SOLUTIONS_DIR / "ch3_layernorm.py").read_text(encoding="utf-8")
           .replace("x_hat = x * rstd\n", "x_hat = x * rstd.T\n"))
-    run = run_check("2.1", "2.3", "3.2", "1.1", "--exercises-dir", str(pristine), cwd=tmp_path)
+    # 5.1: a file that does not compile
+    ch5 = pristine / "ch5_adain.py"
+    ch5.write_text(ch5.read_text(encoding="utf-8").replace("    # BEGIN TASK 5.1: AdaIN forward and backward to content and style\n",
+                                                          "    # BEGIN TASK 5.1: AdaIN forward and backward to content and style\n    x = (\n", 1))
+    run = run_check("2.1", "2.3", "3.2", "1.1", "5", "--exercises-dir", str(pristine), cwd=tmp_path)
     out = run.stdout
     assert run.returncode == 1, out + run.stderr
-    assert "3 failed, 1 not started." in out, out
+    assert "4 failed, 1 not started." in out, out
+    assert "your file does not compile" in out and "ch5_adain.py, line" in out, out
     # the gradient failure: which input, worst relative error, where, the expected range, a hint
     assert "-> dx is wrong: at index" in out and "A correct float64 backward scores below 1e-07" in out, out
     assert "x_hat * mean(g * x_hat)" in out, out
