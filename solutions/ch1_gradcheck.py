@@ -1,0 +1,158 @@
+"""Chapter 1 - Gradient checking.
+
+Every backward pass in this course is judged by a gradient check, so you build one first.
+
+A backward pass receives ``dout``, the gradient of some scalar loss with respect to the output of a
+function ``f``, and must return the gradient of that loss with respect to the input. Whatever the loss
+was, that is the gradient of the scalar
+
+    L(x) = sum(dout * f(x))
+
+so a numerical estimate of dL/dx, one element at a time, tells you whether a backward pass is right.
+Take ``dout`` random: with ``dout = 1`` the true input gradient of a normalization layer is exactly
+zero and a backward pass that returns zeros would pass.
+
+Tasks
+-----
+1.1  numerical_gradient - the two-point central difference
+1.2  relative_error and gradient_check - compare, and report the worst element
+
+Self-check: ``python exercises/ch1_gradcheck.py``.  Full check: ``python -m npnorm.check 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def numerical_gradient(
+    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, dout: np.ndarray, h: float = 1e-5
+) -> np.ndarray:
+    """Two-point central-difference estimate of the gradient of ``L(x) = sum(dout * f(x))``.
+
+    .. math:: \\frac{\\partial L}{\\partial x_i} \\approx \\frac{L(x + h e_i) - L(x - h e_i)}{2h}
+
+    Parameters
+    ----------
+    f : callable
+        Takes an array shaped like ``x``, returns an array shaped like ``dout``.
+    x : ndarray, float64, any shape
+        Where to differentiate. You may change it in place, one element at a time, but every element
+        must hold its original value again when you return.
+    dout : ndarray, shape of ``f(x)``
+        The upstream gradient.
+    h : float
+        The step.
+
+    Returns
+    -------
+    grad : ndarray, float64, shape of ``x``
+
+    Hints
+    -----
+    * ``for idx in np.ndindex(x.shape):`` visits every index of an array of any shape.
+    * For each index: remember ``x[idx]``, set it to ``old + h``, evaluate L, set it to ``old - h``,
+      evaluate L, put ``old`` back.
+    * The one-sided difference ``(L(x + h) - L(x)) / h`` has an error proportional to ``h`` (about 1e-5
+      here) and will not pass; the central one is proportional to ``h**2``.
+
+    Self-check: task 1.1 in ``python exercises/ch1_gradcheck.py`` (``self_check_1_1`` below).
+    """
+    # BEGIN TASK 1.1: the central-difference numerical gradient
+    grad = np.zeros(x.shape, dtype=np.float64)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + h
+        loss_plus = np.sum(dout * f(x))
+        x[idx] = old - h
+        loss_minus = np.sum(dout * f(x))
+        x[idx] = old
+        grad[idx] = (loss_plus - loss_minus) / (2.0 * h)
+    return grad
+    # END TASK 1.1
+
+
+def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 1e-4) -> np.ndarray:
+    """Elementwise relative error with a floored denominator.
+
+    .. math:: r_i = \\frac{|a_i - n_i|}{\\max(|a_i| + |n_i|,\\ \\text{floor})}
+
+    The floor stops elements whose true gradient is (nearly) zero from turning round-off noise into a
+    huge relative error.
+
+    Parameters
+    ----------
+    analytic, numeric : ndarray, same shape
+
+    Returns
+    -------
+    ndarray, float64, same shape, every entry in [0, 1]
+    """
+    # BEGIN TASK 1.2: relative error and a gradient checker
+    a = np.asarray(analytic, dtype=np.float64)
+    n = np.asarray(numeric, dtype=np.float64)
+    return np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), floor)
+    # END TASK 1.2
+
+
+def gradient_check(
+    f: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    analytic: np.ndarray,
+    dout: np.ndarray,
+    h: float = 1e-5,
+    floor: float = 1e-4,
+) -> tuple[float, tuple[int, ...]]:
+    """Compare an analytic gradient with :func:`numerical_gradient` and report the worst element.
+
+    Parameters
+    ----------
+    f, x, dout, h
+        As for :func:`numerical_gradient` (the analytic gradient is that of ``sum(dout * f(x))``).
+    analytic : ndarray, shape of ``x``
+        The gradient your backward pass claims.
+    floor : float
+        As for :func:`relative_error`.
+
+    Returns
+    -------
+    max_rel_error : float
+        The largest elementwise relative error. A correct float64 backward pass typically scores 1e-11
+        to 1e-8 with this two-point formula; 1e-2 or more means a bug.
+    worst_index : tuple of int
+        Where it occurs (a tuple with one int per dimension of ``x``).
+
+    Hints
+    -----
+    * Use your ``numerical_gradient`` and ``relative_error``.
+    * ``np.argmax`` returns a flat index; ``np.unravel_index`` turns it into a tuple.
+    """
+    # BEGIN TASK 1.2: relative error and a gradient checker
+    numeric = numerical_gradient(f, x, dout, h)
+    err = relative_error(analytic, numeric, floor)
+    worst = np.unravel_index(int(np.argmax(err)), err.shape)
+    return float(err[worst]), tuple(int(i) for i in worst)
+    # END TASK 1.2
+
+
+# -- self-checks: `python exercises/ch1_gradcheck.py` ----------------------------------------------
+
+def self_check_1_1() -> float:
+    """Task 1.1: the slope of sin at 0.5 is cos(0.5); you should get about 0.87758."""
+    return float(numerical_gradient(np.sin, np.array([0.5]), np.ones(1))[0])
+
+
+def self_check_1_2() -> float:
+    """Task 1.2: the gradient of x**2 claimed as x (a forgotten factor 2) has relative error
+    |x - 2x| / (|x| + |2x|) = 1/3 everywhere; you should get about 0.33333."""
+    x = np.array([[1.0, -2.0], [0.5, 3.0]])
+    err, _ = gradient_check(np.square, x, analytic=x.copy(), dout=np.ones_like(x))
+    return err
+
+
+if __name__ == "__main__":
+    from npnorm.exercises import run_self_checks
+
+    run_self_checks(globals())

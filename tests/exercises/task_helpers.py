@@ -1,0 +1,128 @@
+"""Checks with learner-readable verdicts, shared by the exercise task tests.
+
+Every failure raises :class:`TaskFailure`, whose message is exactly what ``python -m npnorm.check``
+prints: for a wrong value, the first mismatching element and its expected value; for a wrong gradient,
+npnorm.gradcheck's report (which input, the worst relative error, where, the expected range, a hint).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from npnorm.exercises import SOLUTIONS_DIR, load_module
+from npnorm.gradcheck import GradcheckReport, check_gradients
+
+
+UPSTREAM_SEED_OFFSET = 7919
+
+
+class TaskFailure(AssertionError):
+    """A verdict on the learner's code; the message is shown as is by ``npnorm.check``."""
+
+
+def rand(shape: Sequence[int], seed: int, offset: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    """float64 ``offset + scale * N(0, 1)`` (an offset and a scale catch bugs standard normals hide)."""
+    return offset + scale * np.random.default_rng(seed).standard_normal(tuple(shape))
+
+
+def rand_param(shape: Sequence[int], seed: int) -> np.ndarray:
+    """Random non-trivial scale parameters: magnitudes in [0.5, 1.5], random signs (gamma = 1 hides bugs)."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 1.5, tuple(shape)) * rng.choice([-1.0, 1.0], tuple(shape))
+
+
+def unpack(result: Any, names: Sequence[str], func: str) -> tuple[Any, ...]:
+    """The return value of ``func`` as a tuple of ``len(names)`` items, or a clear failure."""
+    expected = "(" + ", ".join(names) + ")"
+    if not isinstance(result, tuple) or len(result) != len(names):
+        got = f"a tuple of {len(result)} values" if isinstance(result, tuple) else type(result).__name__
+        raise TaskFailure(f"{func} must return {expected}; it returned {got}.")
+    return result
+
+
+def expect_close(name: str, got: Any, expected: Any, *, rtol: float = 1e-7, atol: float = 1e-10,
+                 context: str = "", hint: str = "") -> None:
+    """Fail with the first mismatching element of ``got`` unless it is close to ``expected``."""
+    expected = np.asarray(expected, dtype=np.float64)
+    if got is None:
+        raise TaskFailure(f"{name} is None; expected an array of shape {expected.shape}.")
+    got_arr = np.asarray(got)
+    if got_arr.shape != expected.shape:
+        raise TaskFailure(f"{name} has shape {got_arr.shape}, expected {expected.shape}. {context}".rstrip())
+    got64 = got_arr.astype(np.float64)
+    bad = ~np.isclose(got64, expected, rtol=rtol, atol=atol)
+    bad |= ~np.isfinite(got64)
+    if not bad.any():
+        return
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = f"index {idx}" if idx else "the value"
+    msg = (f"{name} is wrong: first mismatch at {where}: you have {got64[idx]:.6g}, expected "
+           f"{expected[idx]:.6g} ({int(bad.sum())} of {bad.size} elements differ by more than "
+           f"rtol={rtol:g}, atol={atol:g}).")
+    if context:
+        msg += f" {context}"
+    if hint:
+        msg += f"\nhint: {hint}"
+    raise TaskFailure(msg)
+
+
+def expect_gradients(label: str, forward: Callable[..., Any], backward: Callable[..., Any],
+                     inputs: Mapping[str, Any], *, forward_name: str, backward_name: str,
+                     output_names: Sequence[str] | None = None, seed: int = 0, **kwargs: Any) -> GradcheckReport:
+    """Gradient-check ``backward`` against central differences of ``forward`` (npnorm.gradcheck: float64,
+    random upstream, fourth-order stencil) for every array in ``inputs``."""
+    arrays = [k for k, v in inputs.items() if isinstance(v, np.ndarray)]
+    names = list(output_names) if output_names else ["d" + k for k in arrays]
+
+    def fw(**kw: Any) -> tuple[np.ndarray, Any]:
+        out, cache = unpack(forward(**kw), ("out", "cache"), forward_name)
+        return np.asarray(out, dtype=np.float64), cache
+
+    def bw(dout: np.ndarray, cache: Any) -> tuple[Any, ...]:
+        grads = backward(dout, cache)
+        if len(names) == 1 and not isinstance(grads, tuple):
+            grads = (grads,)
+        return unpack(grads, names, backward_name)
+
+    # The upstream gradient's generator must differ from the inputs': with the same seed, dout would be
+    # an affine function of x and the true input gradient of a normalizer would vanish (a blind check).
+    report = check_gradients(fw, bw, inputs, seed=UPSTREAM_SEED_OFFSET + seed, label=label,
+                             raise_on_failure=False, **kwargs)
+    if not report.passed:
+        raise TaskFailure(str(report))
+    for comp in report.comparisons:   # a test bug, not the learner's: a gradient check must be able to fail
+        assert np.nanmax(np.abs(comp.numeric)) > 1e-6, f"degenerate gradient check: d{comp.name} is ~0 ({label})"
+    return report
+
+
+# -- mutation tests: a plausible mistake in a copy of a solution --------------------------------------
+
+def mutated_solution(chapter: str, old: str, new: str, tmp_dir: Path) -> ModuleType:
+    """Load a copy of ``solutions/<chapter>.py`` in which the source text ``old`` (which must occur
+    exactly once, inside a task region) is replaced by ``new`` - a plausible learner mistake."""
+    text = (SOLUTIONS_DIR / f"{chapter}.py").read_text(encoding="utf-8")
+    count = text.count(old)
+    if count != 1:
+        raise AssertionError(f"mutation target {old!r} occurs {count} times in solutions/{chapter}.py")
+    path = Path(tmp_dir) / f"{chapter}.py"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return load_module(path, fresh=True)
+
+
+def failure_message(check: Callable[[], Any]) -> str:
+    """Run a task check that must fail; return its message (for the mutation tests)."""
+    try:
+        check()
+    except TaskFailure as exc:
+        return str(exc)
+    raise AssertionError("the task check passed on a wrong implementation: it cannot catch this mistake")
+
+
+def mentions(message: str, *patterns: str) -> bool:
+    return all(re.search(p, message) for p in patterns)

@@ -1,0 +1,76 @@
+"""The per-chapter exercise snippets (book/exercises/ch*.md) build without a warning when included in a
+chapter - in the teacher edition (solutions folded under each exercise, code included from solutions/)
+and in the learner edition (hide_solutions: no solution at all)."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from npnorm.exercises import REPO_ROOT, SOLUTIONS_DIR
+
+# The configuration the book needs for the snippets (also described in book/exercises/README.md).
+CONFIG = """\
+title: exercise snippets
+execute:
+  execute_notebooks: "off"
+exclude_patterns: ["exercises/*", "_build"]
+sphinx:
+  extra_extensions: [sphinx_exercise, sphinx_togglebutton]
+  config:
+    hide_solutions: {hide}
+"""
+
+
+def _jupyter_book() -> str:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    found = str(exe) if exe.exists() else shutil.which("jupyter-book")
+    if not found:
+        pytest.skip("jupyter-book is not installed")
+    return found
+
+
+def _build(root: Path, hide: bool) -> dict[str, str]:
+    book = root / "book"
+    shutil.rmtree(book / "_build", ignore_errors=True)
+    (book / "_config.yml").write_text(CONFIG.format(hide=str(hide).lower()))
+    run = subprocess.run([_jupyter_book(), "build", str(book), "-W", "-n", "--keep-going"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    pages = {}
+    for n in range(1, 8):
+        rel = f"part/ch{n}.html" if n == 3 else f"ch{n}.html"
+        raw = (book / "_build" / "html" / rel).read_text(encoding="utf-8")
+        pages[f"ch{n}"] = html.unescape(re.sub(r"<[^>]+>", "", raw))
+    return pages
+
+
+@pytest.mark.slow
+def test_snippets_build_in_both_editions(tmp_path: Path):
+    book = tmp_path / "book"
+    shutil.copytree(REPO_ROOT / "book" / "exercises", book / "exercises")
+    shutil.copytree(SOLUTIONS_DIR, tmp_path / "solutions")
+    (book / "part").mkdir()
+    (book / "intro.md").write_text("# Intro\n")
+    chapters = []
+    for n in range(1, 8):
+        # chapter 3 lives one folder deeper: the snippets' code includes must not depend on where they are included from
+        name, inc = (f"part/ch{n}", f"../exercises/ch{n}.md") if n == 3 else (f"ch{n}", f"exercises/ch{n}.md")
+        (book / f"{name}.md").write_text(f"# Chapter {n}\n\n## Exercises\n\n```{{include}} {inc}\n```\n")
+        chapters.append(f"  - file: {name}")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n" + "\n".join(chapters) + "\n")
+
+    teacher = _build(tmp_path, hide=False)
+    assert "def batchnorm_backward_fused" in teacher["ch2"] and "def layernorm_backward" in teacher["ch3"]
+    assert "def _layernorm_rows" in teacher["ch7"] and "Task 7.1 - a fused Numba LayerNorm forward" in teacher["ch7"]
+
+    learner = _build(tmp_path, hide=True)
+    for ch, text in learner.items():
+        assert "you should get about" in text and "python -m npnorm.check" in text, ch
+        assert "def " not in text, f"{ch}: the learner edition shows solution code"

@@ -1,0 +1,111 @@
+"""Chapter 4 tasks: GroupNorm via reshape (4.1) and InstanceNorm (4.2), against npnorm.groupnorm and
+npnorm.instancenorm, backward by gradient check."""
+
+from __future__ import annotations
+
+import pytest
+from task_helpers import expect_close, expect_gradients, failure_message, mentions, mutated_solution, rand, rand_param, unpack
+
+from npnorm.groupnorm import group_norm_forward
+from npnorm.instancenorm import instance_norm_forward
+
+CHAPTER = "ch4_groupnorm"
+GN_CASES = (((2, 6, 2, 3), 3, 0), ((2, 4, 5), 2, 1), ((3, 4, 2, 2), 1, 2))
+
+
+@pytest.fixture(scope="module")
+def ch4(load):
+    return load(CHAPTER)
+
+
+def _params(c, seed):
+    return rand_param((c,), seed + 1), rand((c,), seed + 2)
+
+
+def check_4_1_forward(mod) -> None:
+    for shape, groups, seed in GN_CASES:
+        x = rand(shape, seed, offset=3.0, scale=2.0)
+        gamma, beta = _params(shape[1], seed)
+        out, _ = unpack(mod.groupnorm_forward(x, groups, gamma, beta, 1e-5), ("out", "cache"), "groupnorm_forward")
+        ref, _ = group_norm_forward(x, groups, gamma, beta, 1e-5)
+        expect_close(f"out (x of shape {shape}, num_groups={groups})", out, ref, rtol=1e-9, atol=1e-10,
+                     hint="reshape to (N, G, -1), standardize over the last axis, reshape back; then the "
+                          "per-channel affine map with gamma.reshape(1, C, 1, 1).")
+
+
+def check_4_1_backward(mod) -> None:
+    for shape, groups, seed in GN_CASES:
+        gamma, beta = _params(shape[1], seed)
+        inputs = {"x": rand(shape, seed, offset=3.0, scale=2.0), "num_groups": groups, "gamma": gamma, "beta": beta}
+        expect_gradients(f"your groupnorm_backward (x of shape {shape}, num_groups={groups})", mod.groupnorm_forward,
+                         mod.groupnorm_backward, inputs, forward_name="groupnorm_forward",
+                         backward_name="groupnorm_backward", seed=seed)
+
+
+@pytest.mark.task("4.1")
+def test_groupnorm_forward_matches_reference(ch4):
+    """groupnorm_forward matches npnorm.group_norm_forward (G = 3, 2, 1)"""
+    check_4_1_forward(ch4)
+
+
+@pytest.mark.task("4.1")
+def test_groupnorm_backward_gradcheck(ch4):
+    """groupnorm_backward passes the gradient check (dx, dgamma, dbeta)"""
+    check_4_1_backward(ch4)
+
+
+IN_CASES = (((2, 3, 2, 3), 10), ((3, 2, 5), 11))
+
+
+def check_4_2_forward(mod) -> None:
+    for shape, seed in IN_CASES:
+        x = rand(shape, seed, offset=-2.0, scale=4.0)
+        gamma, beta = _params(shape[1], seed)
+        out, _ = unpack(mod.instancenorm_forward(x, gamma, beta, 1e-5), ("out", "cache"), "instancenorm_forward")
+        ref, _ = instance_norm_forward(x, gamma, beta, 1e-5)
+        expect_close(f"out (x of shape {shape})", out, ref, rtol=1e-9, atol=1e-10,
+                     hint="statistics per (sample, channel) over the positions: axes 2, 3, ...")
+
+
+def check_4_2_backward(mod) -> None:
+    for shape, seed in IN_CASES:
+        gamma, beta = _params(shape[1], seed)
+        inputs = {"x": rand(shape, seed, offset=-2.0, scale=4.0), "gamma": gamma, "beta": beta}
+        expect_gradients(f"your instancenorm_backward (x of shape {shape})", mod.instancenorm_forward,
+                         mod.instancenorm_backward, inputs, forward_name="instancenorm_forward",
+                         backward_name="instancenorm_backward", seed=seed)
+
+
+@pytest.mark.task("4.2")
+def test_instancenorm_forward_matches_reference(ch4):
+    """instancenorm_forward matches npnorm.instance_norm_forward"""
+    check_4_2_forward(ch4)
+
+
+@pytest.mark.task("4.2")
+def test_instancenorm_backward_gradcheck(ch4):
+    """instancenorm_backward passes the gradient check (dx, dgamma, dbeta)"""
+    check_4_2_backward(ch4)
+
+
+# -- mutations -------------------------------------------------------------------------------------
+
+def test_mutation_groups_from_wrong_reshape_fails_4_1(tmp_path):
+    # splitting the *positions* instead of the channels: (N, -1, G) instead of (N, G, -1)
+    mod = mutated_solution(CHAPTER, "grouped = x.reshape(n, num_groups, -1)\n    mu = grouped.mean(axis=-1, keepdims=True)",
+                           "grouped = x.reshape(n, -1, num_groups)\n    mu = grouped.mean(axis=-1, keepdims=True)", tmp_path)
+    msg = failure_message(lambda: check_4_1_forward(mod))
+    assert mentions(msg, "num_groups=3", "first mismatch"), msg
+
+
+def test_mutation_dgamma_per_group_sum_missing_batch_fails_4_1(tmp_path):
+    mod = mutated_solution(CHAPTER, "    axes = (0,) + tuple(range(2, dout.ndim))\n    dbeta",
+                           "    axes = tuple(range(2, dout.ndim))\n    dbeta", tmp_path)
+    assert "groupnorm_backward" in failure_message(lambda: check_4_1_backward(mod))
+
+
+def test_mutation_missing_variance_term_fails_4_2(tmp_path):
+    mod = mutated_solution(CHAPTER, "\n                 - x_hat * np.mean(g * x_hat, axis=spatial, keepdims=True))", ")",
+                           tmp_path)
+    msg = failure_message(lambda: check_4_2_backward(mod))
+    assert mentions(msg, "-> dx is wrong", r"gamma .* ok", r"beta .* ok"), msg
