@@ -3,8 +3,8 @@
 What a build does, in order:
 
 1. Copies MathJax from the installed ``mathjax`` package (PyPI: django-static-mathjax) into
-   ``book/_static/mathjax/`` so the HTML typesets equations offline (``mathjax_path`` in
-   ``_config.yml`` points there; nothing is fetched from a CDN).
+   ``book/_build/_offline/_static/mathjax/``; ``html_extra_path`` in ``_config.yml`` merges that
+   into the output, where ``mathjax_path`` points, so the HTML typesets equations offline.
 2. Writes a generated Jupyter Book config next to the output: ``_config.yml`` plus every
    ``book/bib/*.bib`` file in ``bibtex_bibfiles`` (so new bibliographies need no config edit), and,
    for the learner edition, ``hide_solutions: True``.
@@ -20,6 +20,7 @@ Exit status: 0 on success, 1 if the build failed or printed any warning.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import re
 import shutil
@@ -59,7 +60,7 @@ def mathjax_source() -> Path:
     return src
 
 
-def copy_mathjax(dest: Path = BOOK / "_static" / "mathjax") -> Path:
+def copy_mathjax(dest: Path = BOOK / "_build" / "_offline" / "_static" / "mathjax") -> Path:
     """Copy MathJax into the book's static dir (skipped when an identical copy is already there)."""
     src = mathjax_source()
     marker = dest / ".source"
@@ -86,6 +87,11 @@ def write_config(edition: str, out: Path) -> Path:
     """The generated config for one edition (kept next to the output, for inspection)."""
     config = yaml.safe_load((BOOK / "_config.yml").read_text())
     config["bibtex_bibfiles"] = bib_files()
+    # the generated file lives in _build/, so paths Jupyter Book resolves against the config's own
+    # directory must be made absolute
+    local = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, path in local.items():
+        local[name] = str((BOOK / path).resolve())
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
     if edition == "learner":
         sphinx_config["hide_solutions"] = True
@@ -102,7 +108,8 @@ def build_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
-    env.setdefault("MPLBACKEND", "Agg")
+    # the kernels must draw inline (figures in the page), whatever a Makefile exported for tests
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return env
 
@@ -116,6 +123,7 @@ def build(edition: str = "teacher", quiet: bool = False) -> tuple[int, int, Path
     """Build one edition. Returns ``(returncode, number_of_warnings, index_html)``."""
     copy_mathjax()
     out = OUTPUTS[edition]
+    shutil.rmtree(html_dir(edition) / "reports", ignore_errors=True)  # stale failure logs
     config = write_config(edition, out)
     cmd = jupyter_book_command() + [
         "build", str(BOOK), "--builder", "html", "--all", "-W", "--keep-going",
@@ -125,15 +133,19 @@ def build(edition: str = "teacher", quiet: bool = False) -> tuple[int, int, Path
     proc = subprocess.Popen(cmd, cwd=ROOT, env=build_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     warnings = 0
+    tail: collections.deque[str] = collections.deque(maxlen=60)
     assert proc.stdout is not None
     for line in proc.stdout:
         if KERNEL_NOISE in line:
             continue
+        tail.append(line)
         problem = bool(SPHINX_PROBLEM.search(ANSI.sub("", line)))
         warnings += problem
         if not quiet or problem or "Traceback" in line or "Error" in line:
             sys.stdout.write(line)
     rc = proc.wait()
+    if rc != 0 and quiet and not warnings:  # a crash rather than a warning: show how it ended
+        sys.stdout.write("".join(tail))
     return rc, warnings, html_dir(edition) / "index.html"
 
 
