@@ -129,3 +129,26 @@ def test_page_in_headless_chromium(name, built_book, browser_results):
     problems = res.problems(expect_math=name in MATH_PAGES)
     assert not problems, f"{name}.html:\n  " + "\n  ".join(problems)
     assert res.requests, "the browser recorded no requests at all: the check is not observing the page"
+
+
+def test_chapters_round_trip_through_jupyterlab_unchanged(tmp_path):
+    """What `make lab` does: Jupytext's contents manager opens a chapter as a notebook and saves it
+    back; with book/jupytext.toml the file on disk is unchanged (no outputs, no version stamps)."""
+    import asyncio
+    import shutil
+
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
+
+    for name in ("jupytext.toml", "gradcheck.md"):
+        shutil.copy(BOOK / name, tmp_path / name)
+    manager = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(tmp_path))
+
+    async def round_trip():
+        model = await manager.get("gradcheck.md", content=True)
+        assert model["type"] == "notebook"
+        assert model["content"]["metadata"]["kernelspec"]["name"] == "python3"
+        await manager.save({"type": "notebook", "content": model["content"]}, "gradcheck.md")
+
+    asyncio.run(round_trip())
+    assert (tmp_path / "gradcheck.md").read_text() == (BOOK / "gradcheck.md").read_text()

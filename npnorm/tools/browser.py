@@ -261,8 +261,12 @@ class Chromium:
             end = time.monotonic() + settle  # let late requests (fonts, lazy scripts) show up
             while time.monotonic() < end:
                 self._drain(session, result, wait=0.05)
-            if screenshot is not None:
-                shot = self.send("Page.captureScreenshot", {"format": "png"}, session=session)
+            if screenshot is not None:  # the whole page, not just the first screenful
+                size = self.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
+                height = int(min(size["height"], 16000))
+                shot = self.send("Page.captureScreenshot", {
+                    "format": "png", "captureBeyondViewport": True,
+                    "clip": {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}}, session=session)
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
                 result.screenshot = screenshot
