@@ -152,3 +152,16 @@ def test_chapters_round_trip_through_jupyterlab_unchanged(tmp_path):
 
     asyncio.run(round_trip())
     assert (tmp_path / "gradcheck.md").read_text() == (BOOK / "gradcheck.md").read_text()
+
+
+@pytest.mark.slow
+def test_learner_edition_has_exercises_but_no_solutions(built_book):
+    proc = subprocess.run([sys.executable, "-m", "npnorm.tools.build_book", "--learner", "--no-open", "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, f"the learner build failed:\n{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
+    teacher = (built_book / "intro.html").read_text()
+    learner = (build_book.html_dir("learner") / "intro.html").read_text()
+    # the preface's example exercise: statement in both editions, solution only in the teacher's
+    for html in (teacher, learner):
+        assert "evaluate it at" in html
+    assert "product rule" in teacher and "product rule" not in learner
