@@ -43,13 +43,13 @@ book-learner: $(STAMP)
 	$(PY) -m npnorm.tools.build_book --learner
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab book/
+	$(PY) -m npnorm.tools.lab
 
 lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full pin set (pip freeze of a working .venv, Python 3.11). Used as a constraints file by requirements.txt.\n# Regenerate with: make lock' > constraints.txt
 
 clean:
-	rm -rf book/_build .pytest_cache .hypothesis .numba_cache
+	rm -rf book/_build .pytest_cache .hypothesis .numba_cache .jupyter-lab-settings
 
 clean-venv:
 	rm -rf $(VENV)
