@@ -7,6 +7,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.npnorm-installed
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 export MPLBACKEND ?= Agg
+# small matrices on few cores: one BLAS thread is faster (see tests/conftest.py)
+export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: help test bench book book-learner lab venv lock clean clean-venv
 
