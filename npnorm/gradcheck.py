@@ -31,7 +31,16 @@ The comparison is the elementwise relative error with a floored denominator,
 .. math:: r_j = \frac{|a_j - n_j|}{\max(|a_j| + |n_j|,\ \text{floor})},
 
 reported per input as its maximum and the index where it occurs. The floor keeps gradients that are
-(almost) exactly zero from turning round-off noise into a huge relative error.
+(almost) exactly zero from turning round-off noise into a huge relative error. It is the larger of a
+fixed ``floor`` (``1e-4``) and what the numerical estimate can resolve at all: evaluating
+:math:`L` in float64 carries a round-off of about :math:`\epsilon_{mach} \sum_i |\mathrm{dout}_i f_i|`,
+which the difference quotient divides by :math:`h`, so
+
+.. math:: \text{floor} = \max\Big(10^{-4},\ \frac{10\,\epsilon_{mach} \sum_i |\mathrm{dout}_i f_i| / h}{\text{tolerance}}\Big).
+
+Entries below that floor are judged by their absolute error against the round-off level; everything
+larger by its relative error. A gradient that is truly zero (for example a bias followed by batch
+norm) therefore passes when the estimate is zero up to round-off, and fails when it is not.
 """
 
 from __future__ import annotations
@@ -70,6 +79,13 @@ class GradcheckError(AssertionError):
     def __init__(self, report: GradcheckReport):
         self.report = report
         super().__init__(str(report))
+
+
+def roundoff_floor(out: np.ndarray, dout: np.ndarray, h: float, tolerance: float, floor: float = DEFAULT_FLOOR) -> float:
+    """The denominator floor for a check: ``floor``, or larger where round-off in ``sum(dout * out)``
+    divided by ``h`` would dominate relative errors of entries smaller than it (see the module docstring)."""
+    noise = 10 * np.finfo(np.float64).eps * float(np.sum(np.abs(np.asarray(dout, np.float64) * np.asarray(out, np.float64)))) / h
+    return max(floor, noise / tolerance)
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = DEFAULT_FLOOR) -> np.ndarray:
@@ -160,6 +176,7 @@ class GradcheckReport:
     tolerance: float
     upstream: str
     problems: list[str] = field(default_factory=list)
+    floor: float = DEFAULT_FLOOR
 
     @property
     def passed(self) -> bool:
@@ -185,7 +202,8 @@ class GradcheckReport:
         width = max([14] + [len(c.name) + 2 for c in self.comparisons])  # long names stay aligned
         lines = [
             f"Gradient check {verdict} for {self.label} "
-            f"(float64, {self.upstream} upstream gradient, tolerance {self.tolerance:.0e})",
+            f"(float64, {self.upstream} upstream gradient, tolerance {self.tolerance:.0e}, "
+            f"denominator floor {self.floor:.0e})",
             f"  {'gradient':<{width}}{'shape':<16}{'max rel. error':<17}{'worst index':<16}{'analytic':>13}{'numerical':>13}",
         ]
         for c in self.comparisons:
@@ -349,6 +367,7 @@ def check_gradients(
     values = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
     out, cache = forward(**values)
     upstream, desc = make_upstream(np.shape(out), dout, rng)
+    floor = roundoff_floor(out, upstream, h if h is not None else DEFAULT_STEP[stencil], tolerance, floor)
     grads = backward(upstream.copy(), cache)
     if isinstance(grads, Mapping):
         by_name = dict(grads)
@@ -367,7 +386,7 @@ def check_gradients(
             problems.append(f"backward returned no gradient for '{k}'")
             continue
         comparisons.append(compare_gradients(k, by_name[k], num, tolerance, floor))
-    report = GradcheckReport(label or getattr(forward, "__name__", "forward"), comparisons, tolerance, desc, problems)
+    report = GradcheckReport(label or getattr(forward, "__name__", "forward"), comparisons, tolerance, desc, problems, floor)
     if raise_on_failure:
         report.raise_if_failed()
     return report
@@ -417,6 +436,7 @@ def check_layer(
     work = copy.deepcopy(snapshot)
     out = work(*[x.copy() for x in xs])
     upstream, desc = make_upstream(np.shape(out), dout, rng)
+    floor = roundoff_floor(out, upstream, h if h is not None else DEFAULT_STEP[stencil], tolerance, floor)
     dx = work.backward(upstream.copy())
     dxs = dx if isinstance(dx, tuple) else (dx,)
     problems = []
@@ -438,7 +458,7 @@ def check_layer(
             continue
         comparisons.append(compare_gradients(k, work.grads[k], num, tolerance, floor))
     mode = "train" if getattr(layer, "training", True) else "eval"
-    report = GradcheckReport(f"{type(layer).__name__} ({mode} mode)", comparisons, tolerance, desc, problems)
+    report = GradcheckReport(f"{type(layer).__name__} ({mode} mode)", comparisons, tolerance, desc, problems, floor)
     if raise_on_failure:
         report.raise_if_failed()
     return report

@@ -124,6 +124,10 @@ class Spec:
         if self.make_layer is not None:
             layer = self.make_layer(case, rng, dtype, kwargs)
         else:
+            # layers that draw their own initial values take an ``rng``: derive it from the build's
+            # generator, so that the same seed always builds the same layer
+            if "rng" not in kwargs and "rng" in inspect.signature(self.cls).parameters:
+                kwargs["rng"] = int(rng.integers(2**63))
             layer = self.cls(**kwargs)
         randomize_layer(layer, rng)
         if self.setup is not None:

@@ -197,3 +197,27 @@ def test_check_gradients_refuses_float32_and_leaves_inputs_alone(rng):
     inputs["x"] = inputs["x"].astype(np.float32)
     with pytest.raises(TypeError, match="float64"):
         check_gradients(_bn_forward, batch_norm_backward, inputs)
+
+
+def test_zero_true_gradient_is_judged_against_roundoff(rng):
+    """A bias followed by batch norm has a true gradient of exactly zero. Central differences give
+    round-off there; the check accepts that, but still rejects a wrong non-zero answer."""
+    x = 2 + rng.standard_normal((5, 3))
+    inputs = {"x": x, "b": rng.standard_normal(3)}
+
+    def forward(x, b):
+        out, cache = batch_norm_forward(x + b, None, None)
+        return out, cache
+
+    def right(dout, cache):
+        dx = batch_norm_backward(dout, cache)[0]
+        return dx, np.zeros(3)
+
+    def wrong(dout, cache):
+        dx = batch_norm_backward(dout, cache)[0]
+        return dx, dout.sum(axis=0) * 1e-3  # small, but not round-off
+
+    report = check_gradients(forward, right, inputs)
+    assert report.passed and report.floor >= 1e-4
+    bad = check_gradients(forward, wrong, inputs, raise_on_failure=False)
+    assert not bad["b"].passed and bad["x"].passed
