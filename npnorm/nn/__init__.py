@@ -31,3 +31,36 @@ __all__ = [
     "init", "manual_seed",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
 ]
+
+
+# -- registry: the weight normalizers wrapped around real layers --------------------------------------
+# (as torch.nn.utils.parametrizations does), so the registry gradient-checks both the functional
+# form (npnorm.SpectralNorm, ...) and the wrapped form.
+from ..parametrize import spectral_norm as _spectral_norm, weight_norm as _weight_norm  # noqa: E402
+from ..parametrize import weight_standardization as _weight_standardization, wrapper_spec as _wrapper_spec  # noqa: E402
+from ..registry import Case as _Case, register as _register  # noqa: E402
+
+_register(_wrapper_spec(
+    "spectral_norm(Linear)", _spectral_norm, lambda case, rng, dtype: Linear(6, 4, rng=rng),
+    cases=(_Case("linear", {}, ((5, 6),)), _Case("2-iterations", {"n_power_iterations": 2}, ((3, 6),))),
+    pytorch="torch.nn.utils.parametrizations.spectral_norm(nn.Linear(6, 4))", reference="Miyato et al., 2018"))
+_register(_wrapper_spec(
+    "spectral_norm(Conv2d)", _spectral_norm,
+    lambda case, rng, dtype: Conv2d(2, 3, 3, padding=1, rng=rng),
+    cases=(_Case("conv", {}, ((2, 2, 4, 4),)),),
+    pytorch="torch.nn.utils.parametrizations.spectral_norm(nn.Conv2d(2, 3, 3, padding=1))",
+    reference="Miyato et al., 2018"))
+_register(_wrapper_spec(
+    "weight_norm(Linear)", _weight_norm, lambda case, rng, dtype: Linear(5, 3, rng=rng),
+    cases=(_Case("dim0", {}, ((4, 5),)), _Case("whole", {"dim": None}, ((4, 5),))),
+    pytorch="torch.nn.utils.parametrizations.weight_norm(nn.Linear(5, 3))", reference="Salimans & Kingma, 2016"))
+_register(_wrapper_spec(
+    "weight_norm(Conv2d)", _weight_norm, lambda case, rng, dtype: Conv2d(2, 3, 3, stride=2, rng=rng),
+    cases=(_Case("conv", {}, ((2, 2, 5, 5),)),),
+    pytorch="torch.nn.utils.parametrizations.weight_norm(nn.Conv2d(2, 3, 3, stride=2))",
+    reference="Salimans & Kingma, 2016"))
+_register(_wrapper_spec(
+    "weight_standardization(Conv2d)", _weight_standardization,
+    lambda case, rng, dtype: Conv2d(2, 3, 3, padding=1, rng=rng),
+    cases=(_Case("timm", {}, ((2, 2, 4, 4),)), _Case("paper", {"convention": "paper"}, ((2, 2, 4, 4),))),
+    pytorch=None, reference="Qiao et al., 2019"))
