@@ -36,10 +36,16 @@ def power_iteration(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Estimate the largest singular value of ``W`` by power iteration, as spectral norm does.
 
-    Repeat ``n_iters`` times (in this order, as PyTorch)::
+    Repeat ``n_iters`` times, in this order::
 
         v = normalize(W.T @ u)
         u = normalize(W @ v)
+
+    This is the order of the original paper and of the legacy ``torch.nn.utils.spectral_norm``,
+    which suits an iteration that keeps only ``u`` between steps. ``npnorm.SpectralNorm`` keeps both
+    vectors, as ``torch.nn.utils.parametrizations.spectral_norm`` does, and updates ``u`` first
+    (``u = normalize(W @ v)``, then ``v = normalize(W.T @ u)``). Both orders converge to the same
+    sigma; they differ only in which vector is fresher after a finite number of steps.
 
     then ``sigma = u @ W @ v``. Each round multiplies the error of ``u`` by about
     ``(sigma_2 / sigma_1)**2``, so one round per training step is enough once ``u`` has converged

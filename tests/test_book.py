@@ -16,34 +16,15 @@ from pathlib import Path
 
 import jupytext
 import pytest
-import yaml
 
 from npnorm.tools import browser, build_book
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-TOC = yaml.safe_load((BOOK / "_toc.yml").read_text())
 HEADER_KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
-def toc_files() -> list[str]:
-    files = [TOC["root"]]
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "file" in node:
-                files.append(node["file"])
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(TOC.get("parts", []))
-    return files
-
-
-PAGES = toc_files()
+PAGES = browser.toc_documents(BOOK / "_toc.yml")
 # pages whose source has display or inline maths must show typeset equations
 MATH_PAGES = {f for f in PAGES if "$" in (BOOK / f"{f}.md").read_text()}
 

@@ -316,12 +316,11 @@ def check_pages(paths: list[Path], screenshots: Path | None = None) -> dict[Path
     return results
 
 
-def book_pages(html: Path) -> list[Path]:
-    """The HTML page of every document listed in book/_toc.yml."""
+def toc_documents(toc_path: Path) -> list[str]:
+    """Every document listed in a Jupyter Book ``_toc.yml``: the root first, then in order."""
     import yaml
 
-    toc = yaml.safe_load((html.parents[1] / "_toc.yml").read_text()) if (html.parents[1] / "_toc.yml").exists() \
-        else yaml.safe_load((Path(__file__).resolve().parents[2] / "book" / "_toc.yml").read_text())
+    toc = yaml.safe_load(Path(toc_path).read_text())
     files = [toc["root"]]
 
     def walk(node) -> None:
@@ -335,7 +334,15 @@ def book_pages(html: Path) -> list[Path]:
                 walk(v)
 
     walk(toc.get("parts", toc.get("chapters", [])))
-    return [html / f"{Path(f).with_suffix('')}.html" for f in files]
+    return files
+
+
+def book_pages(html: Path) -> list[Path]:
+    """The HTML page of every document listed in book/_toc.yml."""
+    toc_path = html.parents[1] / "_toc.yml"
+    if not toc_path.exists():
+        toc_path = Path(__file__).resolve().parents[2] / "book" / "_toc.yml"
+    return [html / f"{Path(f).with_suffix('')}.html" for f in toc_documents(toc_path)]
 
 
 def main(argv: list[str] | None = None) -> int:
