@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     exe = Path(sys.executable).with_name("jupyter-lab")
     cmd = [str(exe)] if exe.is_file() else [shutil.which("jupyter-lab") or "jupyter-lab"]
     cmd += [str(ROOT / "book"), *(argv if argv is not None else sys.argv[1:])]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in cmd:
+        cmd.append("--allow-root")  # containers often run as root; JupyterLab refuses without it
     os.execvpe(cmd[0], cmd, env)
     return 0  # not reached
 
