@@ -164,7 +164,7 @@ def batch_size_sweep(quick: bool = True, batch_sizes: tuple[int, ...] | None = N
 
 
 def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None, norms=("none", "bn", "ln"),
-                     depth: int = 10, seed: int = 0) -> dict[str, Any]:
+                     depth: int = 10, seed: int = 0, lr: float = 0.02) -> dict[str, Any]:
     """Train :func:`deep_mlp` (``depth`` hidden layers) on three spirals from weights scaled by each
     factor (1 = Kaiming); final test accuracy per normalizer and scale (chance is 1/3).
 
@@ -180,7 +180,7 @@ def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None
         accs, losses, div = [], [], []
         for s in scales:
             model = deep_mlp(norm, depth=depth, init_scale=s, seed=seed)
-            hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=0.02, momentum=0.9), Xtr, ytr,
+            hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=lr, momentum=0.9), Xtr, ytr,
                        epochs=epochs, batch_size=32, seed=seed, X_val=Xte, y_val=yte, progress=False)
             accs.append(hist.final_val_acc if not hist.diverged else float("nan"))
             losses.append(hist.train_loss[-1] if hist.train_loss and not hist.diverged else float("nan"))
