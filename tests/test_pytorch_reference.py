@@ -1,6 +1,9 @@
-"""npnorm against numbers recorded from PyTorch 2.13 (tools/pytorch_reference.py), in float64:
+"""npnorm against numbers recorded from PyTorch 2.13 (tools/pytorch_reference.py), in float64.
+Normalizers:
 outputs, input and parameter gradients, and running statistics after every training step, then
-evaluation steps. PyTorch is not needed to run this test - only to regenerate the data."""
+evaluation steps. Weight side: weight_norm and spectral_norm parametrizations (given g, v and u, v;
+training and evaluation mode). Layers: Linear and Conv2d with stride and padding. PyTorch is not
+needed to run this test - only to regenerate the data."""
 
 from pathlib import Path
 
@@ -39,9 +42,19 @@ def reference():
         return {k: data[k] for k in data.files}
 
 
+WEIGHT_NORM = {"weight_norm-linear-dim0": 0, "weight_norm-conv-dim0": 0, "weight_norm-linear-whole": None}
+SPECTRAL_NORM = ("spectral_norm-linear", "spectral_norm-conv")
+NN_LAYERS = {
+    "Linear": lambda: npnorm.nn.Linear(5, 3),
+    "Conv2d-k3-s1-p1": lambda: npnorm.nn.Conv2d(2, 3, 3, padding=1),
+    "Conv2d-k3-s2-p0": lambda: npnorm.nn.Conv2d(2, 4, 3, stride=2),
+    "Conv2d-k23-s21-p10": lambda: npnorm.nn.Conv2d(3, 2, (2, 3), stride=(2, 1), padding=(1, 0)),
+}
+
+
 def test_reference_covers_every_case(reference):
     recorded = {k.split("/")[0] for k in reference if "/" in k}
-    assert recorded == set(LAYERS)
+    assert recorded == set(LAYERS) | set(WEIGHT_NORM) | set(SPECTRAL_NORM) | set(NN_LAYERS)
 
 
 def _close(actual, expected, what):
@@ -70,3 +83,41 @@ def test_matches_pytorch(name, reference):
             _close(layer.running_var, reference[f"{prefix}/running_var"], f"{prefix}: running_var")
         else:
             assert getattr(layer, "running_mean", None) is None
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHT_NORM))
+def test_weight_norm_matches_pytorch(name, reference):
+    g, v = reference[f"{name}/g"], reference[f"{name}/v"]
+    wn = npnorm.WeightNorm(v.copy(), dim=WEIGHT_NORM[name])
+    assert wn.params["g"].shape == g.shape  # PyTorch's original0 shape
+    wn.params["g"], wn.params["v"] = g.copy(), v.copy()
+    _close(wn(), reference[f"{name}/w"], f"{name}: weight")
+    wn.backward(reference[f"{name}/dw"])
+    _close(wn.grads["g"], reference[f"{name}/dg"], f"{name}: gradient of g")
+    _close(wn.grads["v"], reference[f"{name}/dv"], f"{name}: gradient of v")
+
+
+@pytest.mark.parametrize("name", SPECTRAL_NORM)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_spectral_norm_matches_pytorch_given_u_and_v(name, mode, reference):
+    """Same u and v as PyTorch: one power iteration (u first) in training mode, none in eval mode."""
+    prefix = f"{name}/{mode}"
+    sn = npnorm.SpectralNorm(reference[f"{prefix}/W"].copy())
+    sn.u, sn.v = reference[f"{prefix}/u0"].copy(), reference[f"{prefix}/v0"].copy()
+    sn.train(mode == "train")
+    _close(sn(), reference[f"{prefix}/w_sn"], f"{prefix}: normalized weight")
+    _close(sn.u, reference[f"{prefix}/u"], f"{prefix}: u after the forward pass")
+    _close(sn.v, reference[f"{prefix}/v"], f"{prefix}: v after the forward pass")
+    sn.backward(reference[f"{prefix}/dw_sn"])
+    _close(sn.grads["weight"], reference[f"{prefix}/dW"], f"{prefix}: gradient of the raw weight")
+
+
+@pytest.mark.parametrize("name", sorted(NN_LAYERS))
+def test_linear_and_conv_match_pytorch(name, reference):
+    layer = NN_LAYERS[name]()
+    for key in layer.params:
+        layer.params[key] = reference[f"{name}/param/{key}"].copy()
+    _close(layer(reference[f"{name}/x"]), reference[f"{name}/y"], f"{name}: output")
+    _close(layer.backward(reference[f"{name}/dy"]), reference[f"{name}/dx"], f"{name}: input gradient")
+    for key in layer.params:
+        _close(layer.grads[key], reference[f"{name}/d{key}"], f"{name}: gradient of {key}")

@@ -70,13 +70,75 @@ def record(name, make, shape, train_steps, eval_steps, rng, store):
             store[f"{prefix}/running_var"] = layer.running_var.numpy().copy()
 
 
+def record_weight_side(rng, store):
+    """weight_norm and spectral_norm (parametrizations) on Linear and Conv2d weights, given g, v / u, v."""
+    P = nn.utils.parametrizations
+    for name, make, dim in [("weight_norm-linear-dim0", lambda: nn.Linear(5, 4), 0),
+                            ("weight_norm-conv-dim0", lambda: nn.Conv2d(2, 3, 3), 0),
+                            ("weight_norm-linear-whole", lambda: nn.Linear(5, 4), None)]:
+        module = P.weight_norm(make(), dim=dim)
+        g, v = module.parametrizations.weight.original0, module.parametrizations.weight.original1
+        g.data = torch.tensor(rng.uniform(0.5, 2.0, tuple(g.shape)))
+        v.data = torch.tensor(rng.standard_normal(tuple(v.shape)))
+        w = module.weight
+        dw = rng.standard_normal(tuple(w.shape))
+        w.backward(torch.tensor(dw))
+        store.update({f"{name}/g": g.detach().numpy().copy(), f"{name}/v": v.detach().numpy().copy(),
+                      f"{name}/w": w.detach().numpy().copy(), f"{name}/dw": dw,
+                      f"{name}/dg": g.grad.numpy().copy(), f"{name}/dv": v.grad.numpy().copy()})
+    for name, make in [("spectral_norm-linear", lambda: nn.Linear(6, 4)),
+                       ("spectral_norm-conv", lambda: nn.Conv2d(2, 3, 3))]:
+        for mode in ("train", "eval"):
+            module = P.spectral_norm(make())
+            module.train(mode == "train")
+            par = module.parametrizations.weight
+            W = rng.standard_normal(tuple(par.original.shape))
+            par.original.data = torch.tensor(W)
+            u0 = rng.standard_normal(tuple(par[0]._u.shape))
+            v0 = rng.standard_normal(tuple(par[0]._v.shape))
+            par[0]._u.data = torch.tensor(u0 / np.linalg.norm(u0))
+            par[0]._v.data = torch.tensor(v0 / np.linalg.norm(v0))
+            prefix = f"{name}/{mode}"
+            store[f"{prefix}/W"], store[f"{prefix}/u0"], store[f"{prefix}/v0"] = W, u0 / np.linalg.norm(u0), v0 / np.linalg.norm(v0)
+            w_sn = module.weight  # one power iteration in training mode, none in eval mode
+            dw = rng.standard_normal(tuple(w_sn.shape))
+            w_sn.backward(torch.tensor(dw))
+            store.update({f"{prefix}/w_sn": w_sn.detach().numpy().copy(), f"{prefix}/dw_sn": dw,
+                          f"{prefix}/dW": par.original.grad.numpy().copy(),
+                          f"{prefix}/u": par[0]._u.numpy().copy(), f"{prefix}/v": par[0]._v.numpy().copy()})
+
+
+def record_layers(rng, store):
+    """Linear and Conv2d (stride, padding): outputs and every gradient."""
+    for name, make, shape in [("Linear", lambda: nn.Linear(5, 3), (4, 2, 5)),
+                              ("Conv2d-k3-s1-p1", lambda: nn.Conv2d(2, 3, 3, padding=1), (2, 2, 5, 5)),
+                              ("Conv2d-k3-s2-p0", lambda: nn.Conv2d(2, 4, 3, stride=2), (2, 2, 7, 6)),
+                              ("Conv2d-k23-s21-p10", lambda: nn.Conv2d(3, 2, (2, 3), stride=(2, 1), padding=(1, 0)),
+                               (1, 3, 5, 4))]:
+        layer = make()
+        for key, p in layer.named_parameters():
+            p.data = torch.tensor(rng.standard_normal(tuple(p.shape)))
+            store[f"{name}/param/{key}"] = p.data.numpy().copy()
+        x = rng.standard_normal(shape)
+        tx = torch.tensor(x, requires_grad=True)
+        y = layer(tx)
+        dy = rng.standard_normal(tuple(y.shape))
+        y.backward(torch.tensor(dy))
+        store.update({f"{name}/x": x, f"{name}/y": y.detach().numpy(), f"{name}/dy": dy, f"{name}/dx": tx.grad.numpy()})
+        for key, p in layer.named_parameters():
+            store[f"{name}/d{key}"] = p.grad.numpy().copy()
+
+
 def main(path: str) -> None:
     rng = np.random.default_rng(20261124)
     store: dict[str, np.ndarray] = {"torch_version": np.array(torch.__version__)}
     for name, (make, shape, train_steps, eval_steps) in CASES.items():
         record(name, make, shape, train_steps, eval_steps, rng, store)
+    # separate generators, so adding cases here does not change the normalizer data above
+    record_weight_side(np.random.default_rng(1), store)
+    record_layers(np.random.default_rng(2), store)
     np.savez_compressed(path, **store)
-    print(f"wrote {len(store)} arrays for {len(CASES)} cases to {path} (torch {torch.__version__})")
+    print(f"wrote {len(store)} arrays to {path} (torch {torch.__version__})")
 
 
 if __name__ == "__main__":
