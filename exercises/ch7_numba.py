@@ -51,8 +51,10 @@ def _layernorm_rows(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: flo
     -----
     * Plain Python loops: ``for r in range(x.shape[0]):`` and ``for j in range(d):``. Numba compiles
       them to machine code; do not call ``x.mean()`` on whole rows (that allocates).
-    * ``acc = 0.0`` makes a float64 scalar; ``acc += x[r, j]`` then accumulates in float64 even for
-      float32 ``x``.
+    * ``acc = np.float64(0.0)`` makes a float64 accumulator; ``acc += x[r, j]`` then accumulates in
+      float64 even for float32 ``x``. (Compiled, a plain ``acc = 0.0`` is float64 too; but with
+      ``NUMBA_DISABLE_JIT=1`` the loop runs as plain Python, where NumPy 2 keeps
+      ``0.0 + np.float32(...)`` in float32 - so write the dtype out and both agree.)
     * ``np.sqrt`` works on scalars inside @njit.
     """
     # BEGIN TASK 7.1: a fused Numba LayerNorm forward

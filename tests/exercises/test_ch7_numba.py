@@ -44,7 +44,7 @@ def check_7_1(mod) -> None:
                               f"got {np.shape(out)} {np.asarray(out).dtype}")
         expect_close(f"out ({what})", out, _reference(x, gamma, beta, eps), rtol=tol, atol=tol,
                      hint="two passes (the mean, then the mean of squared deviations) with float64 "
-                          "accumulators (acc = 0.0; acc += x[r, j]).")
+                          "accumulators (acc = np.float64(0.0); acc += x[r, j]).")
 
 
 @pytest.mark.task("7.1")
@@ -56,15 +56,15 @@ def test_numba_layernorm_matches_numpy(ch7):
 def test_mutation_one_pass_variance_fails_7_1(tmp_path):
     mod = mutated_solution(
         CHAPTER,
-        "        sq = 0.0\n        for j in range(d):\n            diff = x[r, j] - mean\n            sq += diff * diff\n"
+        "        sq = np.float64(0.0)\n        for j in range(d):\n            diff = x[r, j] - mean\n            sq += diff * diff\n"
         "        rstd = 1.0 / np.sqrt(sq / d + eps)",
-        "        sq = 0.0\n        for j in range(d):\n            sq += x[r, j] * x[r, j]\n"
+        "        sq = np.float64(0.0)\n        for j in range(d):\n            sq += x[r, j] * x[r, j]\n"
         "        rstd = 1.0 / np.sqrt(sq / d - mean * mean + eps)", tmp_path)
     msg = failure_message(lambda: check_7_1(mod))
     assert "mean 1e4" in msg and "two passes" in msg, msg
 
 
 def test_mutation_float32_accumulator_fails_7_1(tmp_path):
-    mod = mutated_solution(CHAPTER, "        total = 0.0\n", "        total = x[r, 0] - x[r, 0]  # float32 for float32 x\n", tmp_path)
+    mod = mutated_solution(CHAPTER, "        total = np.float64(0.0)\n", "        total = x[r, 0] - x[r, 0]  # float32 for float32 x\n", tmp_path)
     msg = failure_message(lambda: check_7_1(mod))
     assert "float32 rows near 1000" in msg, msg
