@@ -163,8 +163,14 @@ def batch_size_sweep(quick: bool = True, batch_sizes: tuple[int, ...] | None = N
     return {"batch_sizes": list(batch_sizes), "acc": acc, "train_acc": train_acc, "epochs": epochs}
 
 
+#: Learning rate of the init-scale experiments (SGD, momentum 0.9), the same for every normalizer. At 0.02
+#: the outcome for LayerNorm at the Kaiming scale depended on the last bits of round-off (0.38 to 1.0
+#: test accuracy across seeds and backends); at 0.005 every setting gives the same verdict.
+INIT_SWEEP_LR = 0.005
+
+
 def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None, norms=("none", "bn", "ln"),
-                     depth: int = 10, seed: int = 0, lr: float = 0.02) -> dict[str, Any]:
+                     depth: int = 10, seed: int = 0, lr: float = INIT_SWEEP_LR) -> dict[str, Any]:
     """Train :func:`deep_mlp` (``depth`` hidden layers) on three spirals from weights scaled by each
     factor (1 = Kaiming); final test accuracy per normalizer and scale (chance is 1/3).
 
@@ -208,7 +214,8 @@ def dead_units(quick: bool = True, runs: tuple[tuple[str, float, float], ...] | 
     (dead fractions averaged over the hidden layers).
     """
     if runs is None:
-        runs = (("bn", 0.25, 0.02), ("ln", 0.25, 0.02), ("ln", 0.25, 0.002), ("ln", 0.25, 0.0005), ("ln", 1.0, 0.02))
+        lr = INIT_SWEEP_LR
+        runs = (("bn", 0.25, lr), ("ln", 0.25, lr), ("ln", 0.25, lr / 10), ("ln", 0.25, lr / 40), ("ln", 1.0, lr))
     n, epochs = (1200, 12) if quick else (2000, 30)
     Xtr, ytr, Xte, yte = _spirals(n, seed)
 
