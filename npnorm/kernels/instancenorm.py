@@ -16,36 +16,22 @@ import numpy as np
 
 from . import _common as C
 from .affine import channel_affine
-from .groupnorm import affine_grads, group_stats, grouped_backward, grouped_forward
+from .groupnorm import group_norm_backward, group_norm_forward, group_stats, grouped_backward, grouped_forward
 
 __all__ = ["instance_norm_forward", "instance_norm_backward", "adain_forward", "adain_backward"]
 
 
 def instance_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
                           eps: float = 1e-5, *, out: np.ndarray | None = None):
-    """Fused InstanceNorm forward of ``x`` (N, C, *spatial). The cache holds the instance ``mean`` and
-    biased ``var`` of shape (N, C), as the reference's does (for the running statistics)."""
-    n, c = x.shape[:2]
-    x3 = C.as_input(x, (n, c, -1))
-    y = C.check_out(out, x3.shape, x3.dtype)
-    scale, shift = C.as_f64(weight, (1, c), 1.0), C.as_f64(bias, (1, c), 0.0)
-    mean, var, rstd = grouped_forward(x3, c, scale, shift, eps, y)
-    cache = {"backend": "numba", "x": x3, "scale": scale, "mean": mean, "var": var, "rstd": rstd,
-             "shape": x.shape, "dtype": x.dtype,
-             "has_weight": weight is not None, "has_bias": bias is not None}
-    return C.restore(y, x.shape, x.dtype), cache
+    """Fused InstanceNorm forward of ``x`` (N, C, *spatial): GroupNorm with one channel per group.
+    The cache holds the instance ``mean`` and biased ``var`` of shape (N, C), as the reference's does
+    (for the running statistics)."""
+    return group_norm_forward(x, x.shape[1], weight, bias, eps, out=out)
 
 
 def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
-    """Fused InstanceNorm backward: returns ``(dx, dweight, dbias)``."""
-    x3 = cache["x"]
-    c = x3.shape[1]
-    dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
-    dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
-    sdy, sdyx = grouped_backward(dy3, x3, c, cache["scale"], cache["mean"], cache["rstd"], dx)
-    dweight, dbias = affine_grads(sdy, sdyx, cache["rstd"], c)
-    return (C.restore(dx, cache["shape"], cache["dtype"]), dweight if cache["has_weight"] else None,
-            dbias if cache["has_bias"] else None)
+    """Fused InstanceNorm backward: returns ``(dx, dweight, dbias)`` (GroupNorm's, with ``G = C``)."""
+    return group_norm_backward(dout, cache, dx_out=dx_out)
 
 
 def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5, *, out: np.ndarray | None = None):
