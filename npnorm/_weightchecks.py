@@ -8,7 +8,7 @@ import numpy as np
 
 from ._checks import as_float_array
 
-__all__ = ["as_weight", "check_dim", "as_rng"]
+__all__ = ["as_weight", "check_dim", "as_rng", "as_weight_gradient"]
 
 
 def as_weight(weight: object, where: str, min_ndim: int = 1, name: str = "weight", what: str = "") -> np.ndarray:
@@ -44,3 +44,11 @@ def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
     return np.random.default_rng(seed)
+
+
+def as_weight_gradient(dout: object, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """The upstream gradient of a normalized weight: a float array of the weight's ``shape``."""
+    g = as_float_array(dout, "dout", where)
+    if g.shape != tuple(shape):
+        raise ValueError(f"{where}: dout must have the weight's shape {tuple(shape)}, got {g.shape}")
+    return g

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_float_array, check_eps, check_positive_int
-from ._weightchecks import as_rng, as_weight, check_dim
+from ._weightchecks import as_weight_gradient, as_rng, as_weight, check_dim
 from .base import Module
 
 __all__ = [
@@ -338,9 +338,7 @@ class SpectralNorm(Module):
 
     def backward(self, dout: np.ndarray) -> tuple[()]:
         cache = self._require_cache()
-        g = as_float_array(dout, "dout", "SpectralNorm.backward")
-        if g.shape != self.shape:
-            raise ValueError(f"SpectralNorm.backward: dout must have the weight's shape {self.shape}, got {g.shape}")
+        g = as_weight_gradient(dout, self.shape, "SpectralNorm.backward")
         dw = spectral_norm_backward(g, cache)                                                # (SN4)
         self.grads["weight"] = dw.astype(self.params["weight"].dtype, copy=False)
         return ()

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_float_array
-from ._weightchecks import as_weight, check_dim
+from ._weightchecks import as_weight_gradient, as_weight, check_dim
 from .base import Module
 
 __all__ = ["weight_norm_forward", "weight_norm_backward", "norm_except_dim", "WeightNorm"]
@@ -154,9 +154,7 @@ class WeightNorm(Module):
 
     def backward(self, dout: np.ndarray) -> tuple[()]:
         cache = self._require_cache()
-        G = as_float_array(dout, "dout", "WeightNorm.backward")
-        if G.shape != self.shape:
-            raise ValueError(f"WeightNorm.backward: dout must have the weight's shape {self.shape}, got {G.shape}")
+        G = as_weight_gradient(dout, self.shape, "WeightNorm.backward")
         dv, dg = weight_norm_backward(G, cache)
         self.grads["g"] = dg
         self.grads["v"] = dv

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_array, check_eps
-from ._weightchecks import as_weight
+from ._checks import check_eps
+from ._weightchecks import as_weight_gradient, as_weight
 from .base import Module
 from .standardize import standardize_backward, standardize_forward
 
@@ -141,10 +141,7 @@ class WeightStandardization(Module):
 
     def backward(self, dout: np.ndarray) -> tuple[()]:
         cache = self._require_cache()
-        G = as_float_array(dout, "dout", "WeightStandardization.backward")
-        if G.shape != self.shape:
-            raise ValueError(f"WeightStandardization.backward: dout must have the weight's shape {self.shape}, "
-                             f"got {G.shape}")
+        G = as_weight_gradient(dout, self.shape, "WeightStandardization.backward")
         self.grads["weight"] = weight_standardization_backward(G, cache).astype(self.params["weight"].dtype,
                                                                                   copy=False)
         return ()
