@@ -1,23 +1,27 @@
 """npnorm: neural-network normalization layers in NumPy, with hand-derived backward passes.
 
+The layers are grouped by family, one subpackage each: :mod:`npnorm.statistics` (standardize, then
+affine: BatchNorm, LayerNorm, RMSNorm, GroupNorm, InstanceNorm), :mod:`npnorm.weights` (weight
+normalization, spectral normalization, weight standardization), :mod:`npnorm.adaptive` (the affine
+map comes from a condition: AdaIN), :mod:`npnorm.transformer` and :mod:`npnorm.divergence`. Their
+Numba twins mirror them under :mod:`npnorm.kernels`; :mod:`npnorm.nn` has the network building
+blocks, :mod:`npnorm.models` the small networks the experiments train, :mod:`npnorm.experiments`
+the experiments (``python -m npnorm.experiments --list``).
+
 Every layer is a thin class around a pair of pure functions (``*_forward`` returning ``(out, cache)``
 and ``*_backward`` taking ``(dout, cache)``), named and defaulted like PyTorch, registered in
 :mod:`npnorm.registry` and gradient-checked by :mod:`npnorm.gradcheck`.
 """
 
 from . import gradcheck, registry
-# Import order is registration order, which is the order of the book's tables.
+# Import order is registration order, which is the order of the book's tables: family by family.
 from .backend import get_backend, set_backend, use_backend
 from .base import Module
-from .batchnorm import BatchNorm1d, BatchNorm2d
-from .layernorm import LayerNorm, RMSNorm
-from .groupnorm import GroupNorm
-from .instancenorm import InstanceNorm1d, InstanceNorm2d
-from .adain import AdaIN
-from .weightnorm import WeightNorm
-from .spectralnorm import SpectralNorm
-from .weightstd import WeightStandardization
-from . import parametrize
+from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
+                         RMSNorm)
+from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
+from .adaptive import AdaIN
+from . import transformer, divergence
 from .gradcheck import check_gradients, check_layer
 from . import nn  # noqa: E402  (registers the network layers after the normalizers)
 

@@ -137,8 +137,8 @@ def _import_torch():
 
 def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) -> dict[str, dict[str, Callable]]:
     """``{impl: {pass: callable}}`` for one case and input."""
-    from . import batchnorm as bn, groupnorm as gn, instancenorm as inorm, layernorm as ln
-    from .kernels import batchnorm as kbn, groupnorm as kgn, instancenorm as kin, layernorm as kln
+    from .statistics import batchnorm as bn, groupnorm as gn, instancenorm as inorm, layernorm as ln
+    from .kernels.statistics import batchnorm as kbn, groupnorm as kgn, instancenorm as kin, layernorm as kln
 
     eps = 1e-5
     fam, dt = case.family, x.dtype

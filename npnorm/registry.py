@@ -18,7 +18,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Case", "Spec", "register", "REGISTRY", "specs", "spec_for", "randomize_layer"]
+__all__ = ["Case", "Spec", "register", "REGISTRY", "FAMILIES", "specs", "spec_for", "family_of",
+           "randomize_layer"]
+
+#: The families of layers, in the order of the book's tables: subpackage name -> title.
+FAMILIES: dict[str, str] = {
+    "statistics": "Statistics normalizers (standardize, then affine)",
+    "weights": "Weight normalizers",
+    "adaptive": "Adaptive (conditional) normalizers",
+    "transformer": "Normalizers of the transformer era",
+    "divergence": "Affine-divergence normalizers",
+    "nn": "Network building blocks",
+}
+
+
+def family_of(cls: type) -> str:
+    """The family of a layer class: the ``npnorm`` subpackage its module is in (``""`` outside one)."""
+    parts = cls.__module__.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "npnorm" and parts[1] in FAMILIES else ""
 
 
 @dataclass(frozen=True)
@@ -46,9 +63,11 @@ class Spec:
         The layer class.
     cases : tuple of Case
         Configurations to check; each lists the modes (``"train"``, ``"eval"``) to check it in.
-    category : str
-        ``"activation"`` (normalizes activations), ``"weight"`` (normalizes weights) or ``"nn"``
-        (network building blocks).
+    family : str
+        The family the layer belongs to, one of :data:`FAMILIES` (``"statistics"``, ``"weights"``,
+        ``"adaptive"``, ``"transformer"``, ``"divergence"``, or ``"nn"`` for network building
+        blocks). Left empty, it is read from the package the class is defined in
+        (``npnorm.statistics.batchnorm`` -> ``"statistics"``), so a layer's family is where its file is.
     pytorch : str or None
         The PyTorch equivalent, or None when PyTorch has none.
     reduces_over : str
@@ -82,7 +101,7 @@ class Spec:
     name: str
     cls: type
     cases: tuple[Case, ...]
-    category: str = "activation"
+    family: str = ""
     pytorch: str | None = None
     reduces_over: str = ""
     differences: str = ""
@@ -95,6 +114,10 @@ class Spec:
     gradcheck: Mapping[str, Any] = field(default_factory=dict)
     backends: tuple[str, ...] = ("numpy",)
     reference: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            object.__setattr__(self, "family", family_of(self.cls))
 
     def case(self, name: str) -> Case:
         for c in self.cases:
@@ -168,15 +191,21 @@ def register(spec: Spec) -> Spec:
     """Add ``spec`` to the registry (names are unique)."""
     if spec.name in REGISTRY:
         raise ValueError(f"a layer named {spec.name!r} is already registered")
-    if spec.category not in ("activation", "weight", "nn"):
-        raise ValueError(f"unknown category {spec.category!r} for {spec.name}")
+    if spec.family not in FAMILIES:
+        raise ValueError(f"{spec.name}: family must be one of {list(FAMILIES)}, got {spec.family!r} "
+                         f"(define the class in npnorm/<family>/ or pass family=...)")
+    home = family_of(spec.cls)
+    if home and home != spec.family:
+        raise ValueError(f"{spec.name}: registered as family {spec.family!r} but defined in npnorm.{home}")
     REGISTRY[spec.name] = spec
     return spec
 
 
-def specs(category: str | None = None) -> list[Spec]:
-    """All registered specs (of one category, if given), in registration order."""
-    return [s for s in REGISTRY.values() if category is None or s.category == category]
+def specs(family: str | None = None) -> list[Spec]:
+    """All registered specs (of one family, if given), in registration order."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"specs: family must be one of {list(FAMILIES)}, got {family!r}")
+    return [s for s in REGISTRY.values() if family is None or s.family == family]
 
 
 def spec_for(cls: type) -> Spec:

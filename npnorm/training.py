@@ -220,7 +220,7 @@ def recompute_batchnorm_statistics(model: Module, X: np.ndarray, batch_size: int
     equals the mean over ``X`` when the batches have equal size; the running variance is the average
     of the batches' unbiased variances. Returns ``model`` (modified in place).
     """
-    from .batchnorm import BatchNorm1d, BatchNorm2d
+    from .statistics.batchnorm import BatchNorm1d, BatchNorm2d
     bns = [m for m in model.modules() if isinstance(m, (BatchNorm1d, BatchNorm2d)) and m.track_running_stats]
     saved = [(m, m.momentum) for m in bns]
     was_training = model.training

@@ -279,7 +279,7 @@ def test_float16_and_strided_inputs(name, make, shape):
 
 # -- kernel-level API -------------------------------------------------------------------------------
 def test_preallocated_outputs_are_written():
-    from npnorm.kernels import layernorm as k
+    from npnorm.kernels.statistics import layernorm as k
     x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
     out = np.empty_like(x)
     y, cache = k.layer_norm_forward(x, (8,), None, None, out=out)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import npnorm
-from npnorm.batchnorm import batch_norm_backward, batch_norm_forward
+from npnorm.statistics.batchnorm import batch_norm_backward, batch_norm_forward
 from npnorm.gradcheck import (
     GradcheckError,
     check_gradients,
@@ -13,7 +13,7 @@ from npnorm.gradcheck import (
     numerical_gradient,
     relative_error,
 )
-from npnorm.layernorm import layer_norm_backward, layer_norm_forward
+from npnorm.statistics.layernorm import layer_norm_backward, layer_norm_forward
 
 
 # -- the numerical derivative ----------------------------------------------------------------------

@@ -1,9 +1,9 @@
-"""npnorm.sample_images: every listed picture loads, in every mode, with the documented shapes."""
+"""npnorm.data.sample_images: every listed picture loads, in every mode, with the documented shapes."""
 
 import numpy as np
 import pytest
 
-from npnorm.sample_images import available_images, from_nchw, load_sample_image, to_nchw
+from npnorm.data.sample_images import available_images, from_nchw, load_sample_image, to_nchw
 
 
 @pytest.mark.parametrize("name", list(available_images()))

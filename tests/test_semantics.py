@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import npnorm
-from npnorm.batchnorm import batch_norm_backward, batch_norm_backward_staged, batch_norm_forward
+from npnorm.statistics.batchnorm import batch_norm_backward, batch_norm_backward_staged, batch_norm_forward
 from npnorm.gradcheck import check_layer
 
 

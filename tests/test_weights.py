@@ -13,9 +13,9 @@ import pytest
 import npnorm
 from npnorm.base import Module
 from npnorm.gradcheck import DEFAULT_TOLERANCE, check_gradients, check_layer
-from npnorm.parametrize import ParametrizedModule, spectral_norm, weight_norm, weight_standardization, wrapper_spec
+from npnorm.weights.parametrize import ParametrizedModule, spectral_norm, weight_norm, weight_standardization, wrapper_spec
 from npnorm.registry import REGISTRY, Case
-from npnorm.spectralnorm import (
+from npnorm.weights.spectralnorm import (
     conv2d,
     conv2d_adjoint,
     conv2d_operator_norm,
@@ -25,8 +25,8 @@ from npnorm.spectralnorm import (
     spectral_norm_forward,
     weight_to_matrix,
 )
-from npnorm.weightnorm import weight_norm_backward, weight_norm_forward
-from npnorm.weightstd import weight_standardization_forward
+from npnorm.weights.weightnorm import weight_norm_backward, weight_norm_forward
+from npnorm.weights.weightstd import weight_standardization_forward
 
 
 # -- weight normalization -------------------------------------------------------------------------
@@ -534,7 +534,7 @@ def test_wrapper_defaults_and_errors(rng):
 
 def test_weight_specs_are_registered_with_both_modes_where_they_differ():
     sn = REGISTRY["SpectralNorm"]
-    assert sn.category == "weight" and sn.input_names == ()
+    assert sn.family == "weights" and sn.input_names == ()
     both = [c for c in sn.cases if set(c.modes) == {"train", "eval"}]
     assert both and any(c.extra["uv"] == "partial" for c in sn.cases)
     assert {"WeightNorm", "WeightStandardization"} <= set(REGISTRY)

@@ -5,7 +5,7 @@
   photometry (contrast, polarity, offset, background ramp, noise).
 * :func:`train_test_split`.
 * :func:`load_sample_image`, :func:`available_images`: the sample images that ship with matplotlib,
-  re-exported from :mod:`npnorm.sample_images` when that module is present.
+  re-exported from :mod:`npnorm.data.sample_images` when that module is present.
 """
 
 from importlib.util import find_spec
@@ -16,10 +16,10 @@ from .toy import make_gaussian_mixture, make_moons, make_spirals
 __all__ = ["make_moons", "make_spirals", "make_gaussian_mixture", "make_shapes", "SHAPE_CLASSES",
            "train_test_split"]
 
-# The matplotlib sample-image loader is written with the book (npnorm/sample_images.py); re-export it
+# The matplotlib sample-image loader is written with the book (npnorm/data/sample_images.py); re-export it
 # here so that all data lives under npnorm.data. Checked by module spec, not by catching ImportError,
 # so an error inside the loader is never hidden.
-if find_spec("npnorm.sample_images") is not None:
-    from ..sample_images import available_images, load_sample_image  # noqa: F401
+if find_spec("npnorm.data.sample_images") is not None:
+    from .sample_images import available_images, load_sample_image  # noqa: F401
 
     __all__ += ["available_images", "load_sample_image"]

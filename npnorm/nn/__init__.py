@@ -18,10 +18,10 @@ from .init import manual_seed
 from .layers import GELU, Dropout, Flatten, Identity, Linear, ReLU, Sequential, SiLU, Tanh
 from .losses import CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam, AdamW
-from ..batchnorm import BatchNorm1d, BatchNorm2d
-from ..layernorm import LayerNorm, RMSNorm
-from ..groupnorm import GroupNorm
-from ..instancenorm import InstanceNorm1d, InstanceNorm2d
+from ..statistics.batchnorm import BatchNorm1d, BatchNorm2d
+from ..statistics.layernorm import LayerNorm, RMSNorm
+from ..statistics.groupnorm import GroupNorm
+from ..statistics.instancenorm import InstanceNorm1d, InstanceNorm2d
 
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity",
@@ -36,8 +36,8 @@ __all__ = [
 # -- registry: the weight normalizers wrapped around real layers --------------------------------------
 # (as torch.nn.utils.parametrizations does), so the registry gradient-checks both the functional
 # form (npnorm.SpectralNorm, ...) and the wrapped form.
-from ..parametrize import spectral_norm as _spectral_norm, weight_norm as _weight_norm  # noqa: E402
-from ..parametrize import weight_standardization as _weight_standardization, wrapper_spec as _wrapper_spec  # noqa: E402
+from ..weights.parametrize import spectral_norm as _spectral_norm, weight_norm as _weight_norm  # noqa: E402
+from ..weights.parametrize import weight_standardization as _weight_standardization, wrapper_spec as _wrapper_spec  # noqa: E402
 from ..registry import Case as _Case, register as _register  # noqa: E402
 
 _register(_wrapper_spec(

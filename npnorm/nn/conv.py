@@ -385,7 +385,7 @@ def _distinct(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[np.ndar
 
 
 register(Spec(
-    name="Conv2d", cls=Conv2d, category="nn", pytorch="torch.nn.Conv2d", backends=BACKENDS,
+    name="Conv2d", cls=Conv2d, pytorch="torch.nn.Conv2d", backends=BACKENDS,
     differences="Parameters are float64 by default (dtype argument); PyTorch uses float32. "
                 "Zero padding only; no dilation or groups.",
     cases=(
@@ -396,7 +396,7 @@ register(Spec(
     ),
 ))
 register(Spec(
-    name="MaxPool2d", cls=MaxPool2d, category="nn", pytorch="torch.nn.MaxPool2d", make_inputs=_distinct,
+    name="MaxPool2d", cls=MaxPool2d, pytorch="torch.nn.MaxPool2d", make_inputs=_distinct,
     differences="No dilation, ceil_mode or return_indices.",
     cases=(
         Case("k2", {"kernel_size": 2}, ((2, 2, 4, 5),)),
@@ -404,7 +404,7 @@ register(Spec(
     ),
 ))
 register(Spec(
-    name="AvgPool2d", cls=AvgPool2d, category="nn", pytorch="torch.nn.AvgPool2d",
+    name="AvgPool2d", cls=AvgPool2d, pytorch="torch.nn.AvgPool2d",
     differences="No ceil_mode, count_include_pad=False or divisor_override.",
     cases=(
         Case("k2", {"kernel_size": 2}, ((2, 2, 4, 5),)),

@@ -383,7 +383,7 @@ def _away_from_zero(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[n
 
 def _build_small_mlp(seq: Sequential, rng: np.random.Generator) -> None:
     """Sequential case: Linear - BatchNorm1d - Tanh - Dropout - Linear, with random parameters."""
-    from ..batchnorm import BatchNorm1d
+    from ..statistics.batchnorm import BatchNorm1d
     from ..registry import randomize_layer
     for layer in (Linear(4, 5, rng=rng), BatchNorm1d(5), Tanh(), Dropout(0.25, rng=rng), Linear(5, 3, rng=rng)):
         randomize_layer(layer, rng)
@@ -391,38 +391,38 @@ def _build_small_mlp(seq: Sequential, rng: np.random.Generator) -> None:
 
 
 register(Spec(
-    name="Linear", cls=Linear, category="nn", pytorch="torch.nn.Linear", differences=_F64,
+    name="Linear", cls=Linear, pytorch="torch.nn.Linear", differences=_F64,
     cases=(
         Case("N-in", {"in_features": 4, "out_features": 3}, ((5, 4),)),
         Case("N-L-in-no-bias", {"in_features": 3, "out_features": 2, "bias": False}, ((2, 4, 3),)),
     ),
 ))
 register(Spec(
-    name="Flatten", cls=Flatten, category="nn", pytorch="torch.nn.Flatten",
+    name="Flatten", cls=Flatten, pytorch="torch.nn.Flatten",
     cases=(Case("NCHW", {}, ((2, 3, 2, 2),)), Case("dims-1-2", {"start_dim": 1, "end_dim": 2}, ((2, 3, 2, 2),))),
 ))
 register(Spec(
-    name="Identity", cls=Identity, category="nn", pytorch="torch.nn.Identity",
+    name="Identity", cls=Identity, pytorch="torch.nn.Identity",
     cases=(Case("NC", {}, ((3, 4),)),),
 ))
 register(Spec(
-    name="ReLU", cls=ReLU, category="nn", pytorch="torch.nn.ReLU", make_inputs=_away_from_zero,
+    name="ReLU", cls=ReLU, pytorch="torch.nn.ReLU", make_inputs=_away_from_zero,
     cases=(Case("NCHW", {}, ((2, 3, 2, 2),)),),
 ))
 register(Spec(
-    name="Tanh", cls=Tanh, category="nn", pytorch="torch.nn.Tanh", input_offset=0.3, input_scale=1.5,
+    name="Tanh", cls=Tanh, pytorch="torch.nn.Tanh", input_offset=0.3, input_scale=1.5,
     cases=(Case("NC", {}, ((4, 5),)),),
 ))
 register(Spec(
-    name="SiLU", cls=SiLU, category="nn", pytorch="torch.nn.SiLU", input_offset=0.3, input_scale=3.0,
+    name="SiLU", cls=SiLU, pytorch="torch.nn.SiLU", input_offset=0.3, input_scale=3.0,
     cases=(Case("NC", {}, ((4, 5),)),),
 ))
 register(Spec(
-    name="GELU", cls=GELU, category="nn", pytorch="torch.nn.GELU", input_offset=0.3, input_scale=2.0,
+    name="GELU", cls=GELU, pytorch="torch.nn.GELU", input_offset=0.3, input_scale=2.0,
     cases=(Case("exact", {}, ((4, 5),)), Case("tanh", {"approximate": "tanh"}, ((4, 5),))),
 ))
 register(Spec(
-    name="Dropout", cls=Dropout, category="nn", pytorch="torch.nn.Dropout",
+    name="Dropout", cls=Dropout, pytorch="torch.nn.Dropout",
     differences="The mask comes from the layer's own seeded generator (rng), not a global one.",
     cases=(
         Case("p=0.3", {"p": 0.3, "rng": 5}, ((4, 6),)),
@@ -430,7 +430,7 @@ register(Spec(
     ),
 ))
 register(Spec(
-    name="Sequential", cls=Sequential, category="nn", pytorch="torch.nn.Sequential",
+    name="Sequential", cls=Sequential, pytorch="torch.nn.Sequential",
     setup=_build_small_mlp, input_offset=1.0, input_scale=2.0,
     cases=(Case("Linear-BN-Tanh-Dropout-Linear", {}, ((6, 4),)),),
 ))

@@ -1,6 +1,6 @@
 """Chapter 2 tasks: BatchNorm forward (2.1), staged (2.2) and fused (2.3) backward, running stats (2.4).
 
-References: npnorm.batchnorm (forward and both backward passes) and npnorm.BatchNorm1d (running
+References: npnorm.statistics.batchnorm (forward and both backward passes) and npnorm.BatchNorm1d (running
 statistics). Backward passes are checked with npnorm.gradcheck against central differences of the
 reference forward, given a correct cache - so 2.2 and 2.3 do not depend on the learner's 2.1.
 """
@@ -13,7 +13,7 @@ from task_helpers import (TaskFailure, expect_close, expect_gradients, failure_m
                           rand, rand_param, unpack)
 
 from npnorm import BatchNorm1d
-from npnorm.batchnorm import batch_norm_forward
+from npnorm.statistics.batchnorm import batch_norm_forward
 
 CHAPTER = "ch2_batchnorm"
 CACHE_KEYS = ("x_hat", "xc", "var", "std", "rstd", "gamma")

@@ -1,4 +1,4 @@
-"""Chapter 3 tasks: LayerNorm (3.1) and RMSNorm (3.2), forward against npnorm.layernorm, backward by
+"""Chapter 3 tasks: LayerNorm (3.1) and RMSNorm (3.2), forward against npnorm.statistics.layernorm, backward by
 gradient check of the learner's own forward/backward pair."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from task_helpers import expect_close, expect_gradients, failure_message, mentions, mutated_solution, rand, rand_param, unpack
 
-from npnorm.layernorm import layer_norm_forward, rms_norm_forward
+from npnorm.statistics.layernorm import layer_norm_forward, rms_norm_forward
 
 CHAPTER = "ch3_layernorm"
 

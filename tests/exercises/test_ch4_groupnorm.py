@@ -1,13 +1,13 @@
-"""Chapter 4 tasks: GroupNorm via reshape (4.1) and InstanceNorm (4.2), against npnorm.groupnorm and
-npnorm.instancenorm, backward by gradient check."""
+"""Chapter 4 tasks: GroupNorm via reshape (4.1) and InstanceNorm (4.2), against npnorm.statistics.groupnorm and
+npnorm.statistics.instancenorm, backward by gradient check."""
 
 from __future__ import annotations
 
 import pytest
 from task_helpers import expect_close, expect_gradients, failure_message, mentions, mutated_solution, rand, rand_param, unpack
 
-from npnorm.groupnorm import group_norm_forward
-from npnorm.instancenorm import instance_norm_forward
+from npnorm.statistics.groupnorm import group_norm_forward
+from npnorm.statistics.instancenorm import instance_norm_forward
 
 CHAPTER = "ch4_groupnorm"
 GN_CASES = (((2, 6, 2, 3), 3, 0), ((2, 4, 5), 2, 1), ((3, 4, 2, 2), 1, 2))

@@ -1,11 +1,11 @@
-"""Chapter 5 task: AdaIN forward and backward to content and style (5.1), against npnorm.adain."""
+"""Chapter 5 task: AdaIN forward and backward to content and style (5.1), against npnorm.adaptive.adain."""
 
 from __future__ import annotations
 
 import pytest
 from task_helpers import expect_close, expect_gradients, failure_message, mentions, mutated_solution, rand, unpack
 
-from npnorm.adain import adain_forward
+from npnorm.adaptive.adain import adain_forward
 
 CHAPTER = "ch5_adain"
 CASES = (((2, 3, 3, 2), (2, 3, 4, 3), 0), ((1, 2, 5), (1, 2, 3), 1))

@@ -8,7 +8,7 @@ import pytest
 from numba import config as numba_config
 from task_helpers import TaskFailure, expect_close, failure_message, mutated_solution, rand
 
-from npnorm.layernorm import layer_norm_forward
+from npnorm.statistics.layernorm import layer_norm_forward
 
 CHAPTER = "ch7_numba"
 

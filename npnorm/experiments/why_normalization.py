@@ -18,97 +18,23 @@ the NumPy reference layers). Every run is seeded: the same call gives the same n
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import numpy as np
 
-from . import nn
-from .data import make_shapes, make_spirals, train_test_split
-from .training import evaluate, fit, layer_statistics, recompute_batchnorm_statistics
+from .. import nn
+from ..data import make_shapes, make_spirals, train_test_split
+from ..models import NORMALIZERS, deep_mlp, small_cnn
+from ..training import evaluate, fit, layer_statistics, recompute_batchnorm_statistics
+from ._framework import experiment, progress
 
-__all__ = ["NORMALIZERS", "norm_layer", "small_cnn", "deep_mlp", "shapes_data", "compare_normalizers",
-           "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics", "bn_train_eval_gap"]
+__all__ = ["shapes_data", "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units",
+           "depth_statistics", "bn_train_eval_gap"]
+
+CHAPTER = "Why normalization helps"
 
 #: Learning rate of SGD (momentum 0.9) for the CNN at batch size 32.
 LR = 0.01
-
-#: Short names of the normalizers the experiments compare.
-NORMALIZERS = ("none", "bn", "ln", "gn", "in")
-
-
-def norm_layer(norm: str, channels: int, spatial: tuple[int, ...] = (), bn_momentum: float | None = 0.1) -> nn.Module:
-    """A normalization layer for ``channels`` features (``spatial`` = (H, W) for images, () for vectors).
-
-    ``"none"`` is the identity; ``"bn"`` uses ``bn_momentum`` for its running statistics; ``"ln"`` normalizes each sample over all its features (``LayerNorm``
-    over ``(C, H, W)``); ``"gn"`` uses groups of 4 channels; ``"in"`` is InstanceNorm with an affine map.
-    """
-    image = len(spatial) == 2
-    if norm == "none":
-        return nn.Identity()
-    if norm == "bn":
-        bn = nn.BatchNorm2d if image else nn.BatchNorm1d
-        return bn(channels, momentum=bn_momentum)
-    if norm == "ln":
-        return nn.LayerNorm((channels, *spatial))
-    if norm == "gn":
-        return nn.GroupNorm(max(1, channels // 4), channels)
-    if norm == "in":
-        if not image:
-            raise ValueError("norm_layer: InstanceNorm needs spatial positions; use it in the CNN only")
-        return nn.InstanceNorm2d(channels, affine=True)
-    raise ValueError(f"norm_layer: norm must be one of {NORMALIZERS}, got {norm!r}")
-
-
-def small_cnn(norm: str = "bn", width: int = 8, hidden: int = 64, size: int = 16, n_classes: int = 10,
-              seed: int = 0, bn_momentum: float | None = 0.1) -> nn.Sequential:
-    """Two blocks Conv3x3-Norm-ReLU-MaxPool, then a hidden Linear-Norm-ReLU and a Linear classifier:
-    ``(N, 1, size, size)`` images to ``n_classes`` logits.
-
-    Layers followed by a normalizer have no bias (the normalizer would subtract it). InstanceNorm has
-    nothing to normalize over in a feature vector (one value per channel), so with ``norm="in"`` the
-    hidden Linear layer is not normalized.
-    """
-    rng = np.random.default_rng(seed)
-    bias = norm == "none"
-    s2, s4 = size // 2, size // 4
-    head_norm = "none" if norm == "in" else norm
-    return nn.Sequential(
-        nn.Conv2d(1, width, 3, padding=1, bias=bias, rng=rng), norm_layer(norm, width, (size, size), bn_momentum), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1, bias=bias, rng=rng), norm_layer(norm, 2 * width, (s2, s2), bn_momentum),
-        nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(2 * width * s4 * s4, hidden, bias=head_norm == "none", rng=rng), norm_layer(head_norm, hidden, (), bn_momentum),
-        nn.ReLU(),
-        nn.Linear(hidden, n_classes, rng=rng),
-    )
-
-
-def deep_mlp(norm: str = "none", depth: int = 10, width: int = 64, in_features: int = 2, n_classes: int = 3,
-             init_scale: float = 1.0, seed: int = 0) -> nn.Sequential:
-    """A stem Linear-ReLU, then ``depth`` hidden blocks Linear-Norm-ReLU of ``width`` units, then a
-    Linear classifier.
-
-    A hidden Linear layer has a bias only without normalization: a normalizer would subtract a bias
-    (BN) or, worse, mix it into the statistics (LN normalizes :math:`Wh + b` per sample, and when
-    :math:`Wh` is small the output is dominated by the constant :math:`b`). The hidden weights are drawn from
-    :math:`N(0, (\\text{init\\_scale}\\cdot\\sqrt{2/\\text{fan\\_in}})^2)`: ``init_scale = 1`` is Kaiming
-    initialization, which keeps the activation scale roughly constant through ReLU layers; any other
-    scale multiplies the activations by roughly ``init_scale`` per layer. The stem keeps PyTorch's
-    default initialization and has no normalizer: a normalizer right after a Linear map of 2-D points
-    would erase the points' distance from the origin (LayerNorm of :math:`Wx` does not depend on
-    :math:`\\|x\\|`), which the spirals need.
-    """
-    rng = np.random.default_rng(seed)
-    layers: list[nn.Module] = [nn.Linear(in_features, width, rng=rng), nn.ReLU()]
-    for _ in range(depth):
-        lin = nn.Linear(width, width, bias=norm == "none", rng=rng)
-        nn.init.kaiming_normal_(lin.params["weight"], nonlinearity="relu", rng=rng)
-        lin.params["weight"] *= init_scale
-        layers += [lin, norm_layer(norm, width), nn.ReLU()]
-    layers.append(nn.Linear(width, n_classes, rng=rng))
-    return nn.Sequential(*layers)
 
 
 def shapes_data(n_samples: int, seed: int = 0):
@@ -125,6 +51,8 @@ def _train_cnn(norm, data, epochs, batch_size, lr, seed, momentum=0.9, bn_moment
     return model, hist
 
 
+@experiment("compare-normalizers", "the small CNN with no normalization, BN, LN, GN and IN: accuracy per "
+            "epoch", CHAPTER)
 def compare_normalizers(quick: bool = True, norms: tuple[str, ...] = NORMALIZERS, seed: int = 0) -> dict[str, Any]:
     """Train :func:`small_cnn` with each normalizer on the shapes set, same data, seed and optimizer
     (SGD, momentum 0.9, learning rate 0.01, batch 32).
@@ -134,13 +62,14 @@ def compare_normalizers(quick: bool = True, norms: tuple[str, ...] = NORMALIZERS
     n, epochs = (3000, 4) if quick else (6000, 8)
     data = shapes_data(n, seed)
     histories, final = {}, {}
-    for norm in norms:
+    for norm in progress(norms, "normalizers"):
         _, hist = _train_cnn(norm, data, epochs, 32, LR, seed)
         histories[norm] = hist.as_dict()
         final[norm] = hist.final_val_acc
     return {"epochs": epochs, "n_train": len(data[1]), "histories": histories, "final_acc": final}
 
 
+@experiment("batch-size-sweep", "BatchNorm against GroupNorm as the batch shrinks to 2", CHAPTER)
 def batch_size_sweep(quick: bool = True, batch_sizes: tuple[int, ...] | None = None, norms=("bn", "gn"),
                      seed: int = 0) -> dict[str, Any]:
     """Test accuracy (eval mode) of the small CNN with BN and GN for several batch sizes.
@@ -155,11 +84,10 @@ def batch_size_sweep(quick: bool = True, batch_sizes: tuple[int, ...] | None = N
     data = shapes_data(n, seed)
     acc = {norm: [] for norm in norms}
     train_acc = {norm: [] for norm in norms}
-    for norm in norms:
-        for b in batch_sizes:
-            _, hist = _train_cnn(norm, data, epochs, b, LR * b / 32, seed)
-            acc[norm].append(hist.final_val_acc)
-            train_acc[norm].append(hist.train_acc[-1])
+    for norm, b in progress([(m, b) for m in norms for b in batch_sizes], "runs (norm, batch)"):
+        _, hist = _train_cnn(norm, data, epochs, b, LR * b / 32, seed)
+        acc[norm].append(hist.final_val_acc)
+        train_acc[norm].append(hist.train_acc[-1])
     return {"batch_sizes": list(batch_sizes), "acc": acc, "train_acc": train_acc, "epochs": epochs}
 
 
@@ -169,6 +97,8 @@ def batch_size_sweep(quick: bool = True, batch_sizes: tuple[int, ...] | None = N
 INIT_SWEEP_LR = 0.005
 
 
+@experiment("init-scale-sweep", "a deep MLP from weights scaled by a factor, with and without normalization",
+            CHAPTER)
 def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None, norms=("none", "bn", "ln"),
                      depth: int = 10, seed: int = 0, lr: float = INIT_SWEEP_LR) -> dict[str, Any]:
     """Train :func:`deep_mlp` (``depth`` hidden layers) on three spirals from weights scaled by each
@@ -182,7 +112,7 @@ def init_scale_sweep(quick: bool = True, scales: tuple[float, ...] | None = None
     n, epochs = (1200, 12) if quick else (2000, 30)
     Xtr, ytr, Xte, yte = _spirals(n, seed)
     out = {"scales": list(scales), "acc": {}, "loss": {}, "diverged": {}, "depth": depth}
-    for norm in norms:
+    for norm in progress(norms, "normalizers"):
         accs, losses, div = [], [], []
         for s in scales:
             model = deep_mlp(norm, depth=depth, init_scale=s, seed=seed)
@@ -200,6 +130,8 @@ def _spirals(n: int, seed: int):
     return train_test_split(X, y, 0.25, seed=seed)
 
 
+@experiment("dead-units", "why LayerNorm fails from a small init: dead ReLU units, and the learning rate",
+            CHAPTER)
 def dead_units(quick: bool = True, runs: tuple[tuple[str, float, float], ...] | None = None, depth: int = 10,
                seed: int = 0) -> dict[str, Any]:
     """For :func:`deep_mlp` runs given as ``(norm, init_scale, learning_rate)``: the fraction of hidden
@@ -229,7 +161,7 @@ def dead_units(quick: bool = True, runs: tuple[tuple[str, float, float], ...] | 
         return float(np.mean(fractions[1:]))        # hidden blocks (not the stem)
 
     out = {"runs": [tuple(r) for r in runs], "acc": [], "dead_init": [], "dead_final": [], "depth": depth}
-    for norm, scale, lr in runs:
+    for norm, scale, lr in progress(runs, "runs"):
         model = deep_mlp(norm, depth=depth, init_scale=scale, seed=seed)
         out["dead_init"].append(dead_fraction(model))
         hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=lr, momentum=0.9), Xtr, ytr, epochs=epochs,
@@ -239,6 +171,7 @@ def dead_units(quick: bool = True, runs: tuple[tuple[str, float, float], ...] | 
     return out
 
 
+@experiment("depth-statistics", "activation and gradient spread layer by layer at initialization", CHAPTER)
 def depth_statistics(quick: bool = True, norms=("none", "bn", "ln"), scales=(0.5, 1.0, 2.0), depth: int | None = None,
                      seed: int = 0) -> dict[str, Any]:
     """The spread of the activations across the batch (after each hidden ReLU; ``act_batch_std`` of
@@ -251,15 +184,16 @@ def depth_statistics(quick: bool = True, norms=("none", "bn", "ln"), scales=(0.5
         depth = 10 if quick else 20
     X, y = make_spirals(512, n_classes=3, noise=0.15, seed=seed)
     act, grad = {}, {}
-    for norm in norms:
-        for s in scales:
-            model = deep_mlp(norm, depth=depth, init_scale=s, seed=seed)
-            rows = [r for r in layer_statistics(model, nn.CrossEntropyLoss(), X, y) if r["layer"] == "ReLU"][1:]
-            act[(norm, s)] = [r["act_batch_std"] for r in rows]
-            grad[(norm, s)] = [r["grad_std"] for r in rows]
+    for norm, s in progress([(m, s) for m in norms for s in scales], "models (norm, scale)"):
+        model = deep_mlp(norm, depth=depth, init_scale=s, seed=seed)
+        rows = [r for r in layer_statistics(model, nn.CrossEntropyLoss(), X, y) if r["layer"] == "ReLU"][1:]
+        act[(norm, s)] = [r["act_batch_std"] for r in rows]
+        grad[(norm, s)] = [r["grad_std"] for r in rows]
     return {"depth": depth, "scales": list(scales), "norms": list(norms), "act_std": act, "grad_std": grad}
 
 
+@experiment("bn-train-eval-gap", "BatchNorm's train vs eval accuracy, and recomputing the running statistics",
+            CHAPTER)
 def bn_train_eval_gap(quick: bool = True, bn_momenta: tuple[float, ...] = (0.5, 0.1, 0.01, 0.001), seed: int = 0) -> dict[str, Any]:
     """Train the BN CNN (batch 32) once per BatchNorm ``momentum``, then measure test accuracy three ways:
 
@@ -282,7 +216,7 @@ def bn_train_eval_gap(quick: bool = True, bn_momenta: tuple[float, ...] = (0.5, 
     out = {"bn_momenta": list(bn_momenta), "train_mode": [], "eval_running": [], "eval_recomputed": [],
            "train_acc": []}
     weights = []
-    for mom in bn_momenta:
+    for mom in progress(bn_momenta, "BN momenta"):
         model, hist = _train_cnn("bn", data, epochs, 32, LR, seed, bn_momentum=mom)
         weights.append(model.params["0.weight"].copy())
         out["train_acc"].append(hist.train_acc[-1])

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_array
-from ._weightchecks import as_weight_gradient, as_weight, check_dim
-from .base import Module
+from .._checks import as_float_array
+from ._checks import as_weight_gradient, as_weight, check_dim
+from ..base import Module
 
 __all__ = ["weight_norm_forward", "weight_norm_backward", "norm_except_dim", "WeightNorm"]
 
@@ -165,7 +165,7 @@ class WeightNorm(Module):
 
 
 # -- registry ------------------------------------------------------------------------------------
-from .registry import Case, Spec, register  # noqa: E402
+from ..registry import Case, Spec, register  # noqa: E402
 
 
 def _make_weight_norm(case: Case, rng: np.random.Generator, dtype: Any, kwargs: dict[str, Any]) -> WeightNorm:
@@ -174,7 +174,7 @@ def _make_weight_norm(case: Case, rng: np.random.Generator, dtype: Any, kwargs: 
 
 
 register(Spec(
-    name="WeightNorm", cls=WeightNorm, category="weight",
+    name="WeightNorm", cls=WeightNorm,
     pytorch="torch.nn.utils.parametrizations.weight_norm",
     reduces_over="all axes of the weight except dim (per output channel for dim=0); all of them for dim=None",
     differences=(

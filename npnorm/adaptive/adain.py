@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_array, check_eps
-from .backend import check_backend, pick, pick_for_cache
-from .base import Module
-from .kernels import instancenorm as _kernels
-from .standardize import standardize_backward, standardize_forward
+from .._checks import as_float_array, check_eps
+from ..backend import check_backend, pick, pick_for_cache
+from ..base import Module
+from ..kernels.adaptive import adain as _kernels
+from ..statistics.standardize import standardize_backward, standardize_forward
 
 __all__ = ["adain_forward", "adain_backward", "AdaIN"]
 
@@ -115,10 +115,10 @@ class AdaIN(Module):
 
 
 # -- registry ------------------------------------------------------------------------------------
-from .registry import Case, Spec, register  # noqa: E402
+from ..registry import Case, Spec, register  # noqa: E402
 
 register(Spec(
-    name="AdaIN", cls=AdaIN, category="activation", pytorch=None,
+    name="AdaIN", cls=AdaIN, pytorch=None,
     reduces_over="H, W, per sample and channel (content and style separately)",
     differences="Not in PyTorch. Biased variance with eps inside the square root (pytorch-AdaIN uses the unbiased one).",
     input_names=("content", "style"), reference="Huang & Belongie, 2017",

@@ -15,7 +15,7 @@ All accumulation is in float64, whatever the input dtype. The backward pass reco
 :math:`\hat x` from ``x`` and the per-row ``mean`` / ``rstd`` saved by the forward pass instead of
 storing a full-size :math:`\hat x` (less memory, less traffic).
 
-Public functions have the signatures of the NumPy reference (:func:`npnorm.layernorm.layer_norm_forward`
+Public functions have the signatures of the NumPy reference (:func:`npnorm.statistics.layernorm.layer_norm_forward`
 etc.) plus optional preallocated outputs; their caches differ from the reference's but only their
 own backward reads them.
 """
@@ -27,8 +27,8 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import _common as C
-from ._common import jit, pjit
+from .. import _common as C
+from .._common import jit, pjit
 
 __all__ = ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward"]
 

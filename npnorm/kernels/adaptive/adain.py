@@ -1,9 +1,8 @@
-r"""InstanceNorm and AdaIN on the GroupNorm kernels (one channel per group, ``G = C``).
+r"""AdaIN on the GroupNorm kernels (one channel per group, ``G = C``).
 
-InstanceNorm is GroupNorm with ``G = C``: every (sample, channel) of ``S`` contiguous elements is a
-row. AdaIN uses the same statistics kernel twice - on the content (fused with the output pass,
-whose per-(sample, channel) scale and shift are the style's standard deviation and mean) and on the
-style (statistics only) - and its backward reuses the GroupNorm backward, whose per-(n, c) sums
+AdaIN uses the statistics kernel twice - on the content (fused with the output pass, whose
+per-(sample, channel) scale and shift are the style's standard deviation and mean) and on the style
+(statistics only) - and its backward reuses the GroupNorm backward, whose per-(n, c) sums
 :math:`\sum dy` and :math:`\sum dy\,(x-\mu)` are exactly the gradients with respect to the style's
 mean and standard deviation (up to a factor :math:`r`).
 """
@@ -14,24 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _common as C
-from .affine import channel_affine
-from .groupnorm import group_norm_backward, group_norm_forward, group_stats, grouped_backward, grouped_forward
+from .. import _common as C
+from ..affine import channel_affine
+from ..statistics.groupnorm import group_stats, grouped_backward, grouped_forward
 
-__all__ = ["instance_norm_forward", "instance_norm_backward", "adain_forward", "adain_backward"]
-
-
-def instance_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
-                          eps: float = 1e-5, *, out: np.ndarray | None = None):
-    """Fused InstanceNorm forward of ``x`` (N, C, *spatial): GroupNorm with one channel per group.
-    The cache holds the instance ``mean`` and biased ``var`` of shape (N, C), as the reference's does
-    (for the running statistics)."""
-    return group_norm_forward(x, x.shape[1], weight, bias, eps, out=out)
-
-
-def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
-    """Fused InstanceNorm backward: returns ``(dx, dweight, dbias)`` (GroupNorm's, with ``G = C``)."""
-    return group_norm_backward(dout, cache, dx_out=dx_out)
+__all__ = ["adain_forward", "adain_backward"]
 
 
 def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5, *, out: np.ndarray | None = None):

@@ -27,8 +27,8 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import _common as C
-from ._common import jit, pjit
+from .. import _common as C
+from .._common import jit, pjit
 
 __all__ = ["group_norm_forward", "group_norm_backward", "group_stats", "grouped_forward", "grouped_backward"]
 

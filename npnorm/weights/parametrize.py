@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Module
+from ..base import Module
 from .spectralnorm import SpectralNorm
 from .weightnorm import WeightNorm
 from .weightstd import WeightStandardization
@@ -169,7 +169,7 @@ def spectral_norm(
     ``dim=None`` means 0, or 1 when the layer's class name contains ``ConvTranspose`` (whose weight
     is ``(in, out, kh, kw)``), as in PyTorch. The raw weight becomes
     ``params["parametrizations.<name>.original"]``; ``u``, ``v``, ``sigma`` live on
-    ``wrapper.parametrizations.<name>``. See :class:`~npnorm.spectralnorm.SpectralNorm`.
+    ``wrapper.parametrizations.<name>``. See :class:`~npnorm.weights.spectralnorm.SpectralNorm`.
     """
     weight = _take_weight(module, name, "spectral_norm")
     if dim is None:
@@ -187,7 +187,7 @@ def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Pa
 
     ``g`` becomes ``params["parametrizations.<name>.original0"]`` and ``v``
     ``params["parametrizations.<name>.original1"]``; at creation the weight is unchanged.
-    See :class:`~npnorm.weightnorm.WeightNorm`.
+    See :class:`~npnorm.weights.weightnorm.WeightNorm`.
     """
     weight = _take_weight(module, name, "weight_norm")
     try:
@@ -203,7 +203,7 @@ def weight_standardization(module: Module, name: str = "weight", eps: float | No
                            convention: str = "timm") -> ParametrizedModule:
     """Weight standardization of ``module.params[name]`` per output channel (no PyTorch equivalent;
     timm's ``StdConv2d`` is ``weight_standardization(Conv2d(...))`` with ``eps=1e-6``).
-    See :class:`~npnorm.weightstd.WeightStandardization`."""
+    See :class:`~npnorm.weights.weightstd.WeightStandardization`."""
     weight = _take_weight(module, name, "weight_standardization")
     try:
         ws = WeightStandardization(weight, eps, convention)
@@ -242,7 +242,7 @@ def wrapper_spec(
                               lambda case, rng, dtype: nn.Linear(6, 4),
                               cases=(Case("linear", {}, ((5, 6),)),), reference="Miyato et al., 2018"))
     """
-    from .registry import Spec
+    from ..registry import Spec
 
     def make_layer(case: Any, rng: np.random.Generator, dtype: Any, kwargs: dict[str, Any]) -> ParametrizedModule:
         merged = dict(wrap_kwargs or {})
@@ -252,5 +252,4 @@ def wrapper_spec(
     def setup(layer: ParametrizedModule, rng: np.random.Generator) -> None:
         converge_spectral_norm(layer)
 
-    spec_fields.setdefault("category", "weight")
     return Spec(name=name, cls=ParametrizedModule, cases=cases, make_layer=make_layer, setup=setup, **spec_fields)

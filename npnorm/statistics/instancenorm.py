@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
-from .backend import check_backend, pick, pick_for_cache
-from .base import Module
-from .kernels import batchnorm as _bn_kernels
-from .kernels import instancenorm as _kernels
+from .._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
+from ..base import Module
+from ..kernels.statistics import batchnorm as _bn_kernels
+from ..kernels.statistics import instancenorm as _kernels
 from .batchnorm import batch_norm_eval_backward, batch_norm_eval_forward
 from .standardize import standardize_backward, standardize_forward
 
@@ -178,14 +178,14 @@ class InstanceNorm2d(_InstanceNorm):
 
 
 # -- registry ------------------------------------------------------------------------------------
-from .registry import Case, Spec, register  # noqa: E402
+from ..registry import Case, Spec, register  # noqa: E402
 
 _IN_DIFF = ("A channel count other than num_features is an error even with affine=False (PyTorch warns). "
             "momentum=None is a cumulative average and num_batches_tracked counts training batches "
             "(PyTorch never updates the running statistics with momentum=None and leaves the counter at 0). "
             "Parameters and buffers are float64 by default.")
 register(Spec(
-    name="InstanceNorm1d", cls=InstanceNorm1d, category="activation", pytorch="torch.nn.InstanceNorm1d",
+    name="InstanceNorm1d", cls=InstanceNorm1d, pytorch="torch.nn.InstanceNorm1d",
     reduces_over="L, per sample and channel", differences=_IN_DIFF, reference="Ulyanov, Vedaldi & Lempitsky, 2016",
     backends=("numpy", "numba"),
     cases=(
@@ -196,7 +196,7 @@ register(Spec(
     ),
 ))
 register(Spec(
-    name="InstanceNorm2d", cls=InstanceNorm2d, category="activation", pytorch="torch.nn.InstanceNorm2d",
+    name="InstanceNorm2d", cls=InstanceNorm2d, pytorch="torch.nn.InstanceNorm2d",
     reduces_over="H, W, per sample and channel", differences=_IN_DIFF, reference="Ulyanov, Vedaldi & Lempitsky, 2016",
     backends=("numpy", "numba"),
     cases=(

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _common as C
-from .affine import channel_affine, channel_affine2, channel_sums
+from .. import _common as C
+from ..affine import channel_affine, channel_affine2, channel_sums
 from .groupnorm import group_stats
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward", "batch_norm_eval_backward"]

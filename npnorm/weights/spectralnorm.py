@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_array, check_eps, check_positive_int
-from ._weightchecks import as_weight_gradient, as_rng, as_weight, check_dim
-from .base import Module
+from .._checks import as_float_array, check_eps, check_positive_int
+from ._checks import as_weight_gradient, as_rng, as_weight, check_dim
+from ..base import Module
 
 __all__ = [
     "weight_to_matrix",
@@ -461,7 +461,7 @@ def conv2d_operator_norm(
 
 
 # -- registry ------------------------------------------------------------------------------------
-from .registry import Case, Spec, register  # noqa: E402
+from ..registry import Case, Spec, register  # noqa: E402
 
 
 def _make_spectral_norm(case: Case, rng: np.random.Generator, dtype: Any, kwargs: dict[str, Any]) -> SpectralNorm:
@@ -496,7 +496,7 @@ def _setup_spectral_norm(layer: SpectralNorm, rng: np.random.Generator, case: Ca
 
 
 register(Spec(
-    name="SpectralNorm", cls=SpectralNorm, category="weight",
+    name="SpectralNorm", cls=SpectralNorm,
     pytorch="torch.nn.utils.parametrizations.spectral_norm",
     reduces_over="the largest singular value of the weight reshaped to (W.shape[dim], -1)",
     differences=(

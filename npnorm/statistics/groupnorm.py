@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_array, check_channels, check_eps, check_ndim, check_positive_int
-from .backend import check_backend, pick, pick_for_cache
-from .base import Module
-from .kernels import groupnorm as _kernels
+from .._checks import as_float_array, check_channels, check_eps, check_ndim, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
+from ..base import Module
+from ..kernels.statistics import groupnorm as _kernels
 from .standardize import standardize_backward, standardize_forward
 
 __all__ = ["group_norm_forward", "group_norm_backward", "GroupNorm"]
@@ -109,10 +109,10 @@ class GroupNorm(Module):
 
 
 # -- registry ------------------------------------------------------------------------------------
-from .registry import Case, Spec, register  # noqa: E402
+from ..registry import Case, Spec, register  # noqa: E402
 
 register(Spec(
-    name="GroupNorm", cls=GroupNorm, category="activation", pytorch="torch.nn.GroupNorm",
+    name="GroupNorm", cls=GroupNorm, pytorch="torch.nn.GroupNorm",
     reduces_over="C/G channels and H, W, per sample and group",
     differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
     reference="Wu & He, 2018", backends=("numpy", "numba"),

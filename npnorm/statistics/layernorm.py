@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_array, check_eps, normalize_shape
-from .backend import check_backend, pick, pick_for_cache
-from .base import Module
-from .kernels import layernorm as _kernels
+from .._checks import as_float_array, check_eps, normalize_shape
+from ..backend import check_backend, pick, pick_for_cache
+from ..base import Module
+from ..kernels.statistics import layernorm as _kernels
 from .standardize import standardize_backward, standardize_forward
 
 __all__ = [
@@ -222,10 +222,10 @@ class RMSNorm(Module):
 
 
 # -- registry ------------------------------------------------------------------------------------
-from .registry import Case, Spec, register  # noqa: E402
+from ..registry import Case, Spec, register  # noqa: E402
 
 register(Spec(
-    name="LayerNorm", cls=LayerNorm, category="activation", pytorch="torch.nn.LayerNorm",
+    name="LayerNorm", cls=LayerNorm, pytorch="torch.nn.LayerNorm",
     reduces_over="the trailing normalized_shape dims, per sample",
     differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
     reference="Ba, Kiros & Hinton, 2016", backends=("numpy", "numba"),
@@ -237,7 +237,7 @@ register(Spec(
     ),
 ))
 register(Spec(
-    name="RMSNorm", cls=RMSNorm, category="activation", pytorch="torch.nn.RMSNorm",
+    name="RMSNorm", cls=RMSNorm, pytorch="torch.nn.RMSNorm",
     reduces_over="the trailing normalized_shape dims, per sample (no centring)",
     differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
     reference="Zhang & Sennrich, 2019", backends=("numpy", "numba"),

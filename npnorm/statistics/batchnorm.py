@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
-from .backend import check_backend, pick, pick_for_cache
-from .base import Module
-from .kernels import batchnorm as _kernels
+from .._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
+from ..base import Module
+from ..kernels.statistics import batchnorm as _kernels
 
 __all__ = [
     "batch_norm_forward",
@@ -322,11 +322,11 @@ class BatchNorm2d(_BatchNorm):
 
 
 # -- registry ------------------------------------------------------------------------------------
-from .registry import Case, Spec, register  # noqa: E402
+from ..registry import Case, Spec, register  # noqa: E402
 
 _BN_DIFF = "Parameters and buffers are float64 by default (dtype argument); PyTorch uses float32."
 register(Spec(
-    name="BatchNorm1d", cls=BatchNorm1d, category="activation", pytorch="torch.nn.BatchNorm1d",
+    name="BatchNorm1d", cls=BatchNorm1d, pytorch="torch.nn.BatchNorm1d",
     reduces_over="N (and L), per channel", differences=_BN_DIFF, reference="Ioffe & Szegedy, 2015",
     backends=("numpy", "numba"),
     cases=(
@@ -338,7 +338,7 @@ register(Spec(
     ),
 ))
 register(Spec(
-    name="BatchNorm2d", cls=BatchNorm2d, category="activation", pytorch="torch.nn.BatchNorm2d",
+    name="BatchNorm2d", cls=BatchNorm2d, pytorch="torch.nn.BatchNorm2d",
     reduces_over="N, H, W per channel", differences=_BN_DIFF, reference="Ioffe & Szegedy, 2015",
     backends=("numpy", "numba"),
     cases=(

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_eps
-from ._weightchecks import as_weight_gradient, as_weight
-from .base import Module
-from .standardize import standardize_backward, standardize_forward
+from .._checks import check_eps
+from ._checks import as_weight_gradient, as_weight
+from ..base import Module
+from ..statistics.standardize import standardize_backward, standardize_forward
 
 __all__ = ["weight_standardization_forward", "weight_standardization_backward", "WeightStandardization",
            "WS_CONVENTIONS"]
@@ -151,7 +151,7 @@ class WeightStandardization(Module):
 
 
 # -- registry ------------------------------------------------------------------------------------
-from .registry import Case, Spec, register  # noqa: E402
+from ..registry import Case, Spec, register  # noqa: E402
 
 
 def _make_ws(case: Case, rng: np.random.Generator, dtype: Any, kwargs: dict[str, Any]) -> WeightStandardization:
@@ -161,7 +161,7 @@ def _make_ws(case: Case, rng: np.random.Generator, dtype: Any, kwargs: dict[str,
 
 
 register(Spec(
-    name="WeightStandardization", cls=WeightStandardization, category="weight", pytorch=None,
+    name="WeightStandardization", cls=WeightStandardization, pytorch=None,
     reduces_over="in, kh, kw per output channel",
     differences=(
         "Not in PyTorch. Default convention 'timm' (biased variance, eps=1e-6 inside the square root, as "

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import as_float_array
+from .._checks import as_float_array
 
 __all__ = ["as_weight", "check_dim", "as_rng", "as_weight_gradient"]
 

@@ -1,0 +1,27 @@
+"""Statistics normalizers: standardize activations over a set, then apply a learned affine map.
+
+Every member computes a mean (or only a second moment) over a *normalization set* of the
+activations, divides by the matching standard deviation (or root mean square), and applies a
+per-channel scale and shift. The members differ in the set:
+
+========================  ==========================================================
+layer                     the set its statistics are taken over
+========================  ==========================================================
+BatchNorm1d/2d            the batch and every spatial position, per channel
+LayerNorm                 each sample's trailing ``normalized_shape`` dims
+RMSNorm                   the same, root mean square only (no centring)
+GroupNorm                 each sample's group of channels and their positions
+InstanceNorm1d/2d         each sample's channel, over its positions
+========================  ==========================================================
+
+Shared by all: :mod:`.standardize` (the centring-and-scaling step and its backward).
+Their Numba twins are in :mod:`npnorm.kernels.statistics`.
+"""
+
+from .batchnorm import BatchNorm1d, BatchNorm2d
+from .layernorm import LayerNorm, RMSNorm
+from .groupnorm import GroupNorm
+from .instancenorm import InstanceNorm1d, InstanceNorm2d
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
+           "InstanceNorm2d"]
