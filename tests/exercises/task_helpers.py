@@ -126,3 +126,32 @@ def failure_message(check: Callable[[], Any]) -> str:
 
 def mentions(message: str, *patterns: str) -> bool:
     return all(re.search(p, message) for p in patterns)
+
+
+# --- the catalogue of common mistakes -------------------------------------------------------------
+# Every chapter's task test module (tests/exercises/test_chN_*.py) defines a module-level
+# ``MISTAKES: list[Mistake]``: for each task, the mistakes learners commonly make, each as the wrong
+# implementation itself. ``npnorm.check`` recognizes a mistake by running the wrong implementation on
+# the task's inputs and comparing with the learner's result, and prints the mistake's own message;
+# the mutation tests plant each catalogued mistake into a copy of the solutions and assert that the
+# check names it.
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+
+@_dataclass(frozen=True)
+class Mistake:
+    """One common mistake of one task.
+
+    task : the task id (``"2.3"``).
+    name : a short id, unique within the task (``"missing-mean-term"``).
+    function : the name of the task's function that the mistake is made in (``"batchnorm_backward_fused"``).
+    wrong : a callable with that function's signature that returns what the mistake produces.
+    message : what the check prints when it recognizes the mistake: names it and says how to fix it.
+    """
+
+    task: str
+    name: str
+    function: str
+    wrong: Callable[..., Any]
+    message: str
