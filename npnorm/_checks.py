@@ -20,6 +20,7 @@ __all__ = [
     "check_ndim",
     "check_channels",
     "normalize_shape",
+    "check_dout",
 ]
 
 
@@ -110,3 +111,15 @@ def normalize_shape(shape: object, name: str = "normalized_shape", where: str = 
         if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
             raise ValueError(f"{prefix}{name} must contain positive ints, got {shape!r}")
     return tuple(int(d) for d in dims)
+
+
+def check_dout(dout: object, shape: tuple[int, ...], where: str = "", name: str = "dout") -> np.ndarray:
+    """The upstream gradient of a backward pass: a real floating array of exactly ``shape`` (the shape
+    of the forward pass's output), or a clear ``ValueError`` / ``TypeError`` naming the layer, the
+    expected shape and the given one. Never broadcast or reshaped silently."""
+    arr = as_float_array(dout, name, where)
+    if arr.shape != tuple(shape):
+        prefix = f"{where}: " if where else ""
+        raise ValueError(f"{prefix}{name} must have the shape of the forward output {tuple(shape)}, "
+                         f"got {arr.shape}")
+    return arr
