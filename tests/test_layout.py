@@ -148,6 +148,19 @@ def test_no_stale_module_path_in_the_prose():
     assert not stale, "names that do not exist:\n" + "\n".join(sorted(set(stale)))
 
 
+DOCSTRING_REF_RE = re.compile(r":(?:mod|func|class|meth|data|attr):`~?(npnorm(?:\.\w+)+)`")
+
+
+def test_no_stale_cross_reference_in_docstrings():
+    """Every ``:mod:`npnorm...``` (``:func:``, ``:class:``, ...) in the library's docstrings resolves."""
+    stale = []
+    for path in sorted(PKG.rglob("*.py")):
+        for m in DOCSTRING_REF_RE.finditer(path.read_text()):
+            if not _resolves(m.group(1)):
+                stale.append(f"{path.relative_to(ROOT)}: {m.group(1)}")
+    assert not stale, "docstring references that do not exist:\n" + "\n".join(sorted(set(stale)))
+
+
 def test_the_stale_path_check_can_fail():
     assert not _resolves("npnorm.layernorm")          # the flat layout's path
     assert _resolves("npnorm.statistics.layernorm.layer_norm_forward")

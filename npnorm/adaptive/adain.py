@@ -77,7 +77,7 @@ class AdaIN(Module):
     returns ``(dcontent, dstyle)``. No parameters; same in train and eval. Not in PyTorch.
 
     ``backend`` (keyword-only): ``"numba"`` (the instance-statistics kernels, see
-    :mod:`npnorm.kernels.instancenorm`), ``"numpy"`` (the reference) or ``None`` (the global default).
+    :mod:`npnorm.kernels.adaptive.adain`), ``"numpy"`` (the reference) or ``None`` (the global default).
     """
 
     def __init__(self, eps: float = 1e-5, *, backend: str | None = None) -> None:

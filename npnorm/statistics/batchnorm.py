@@ -301,7 +301,7 @@ class BatchNorm1d(_BatchNorm):
     Deliberate difference from PyTorch: parameters and buffers are float64 unless ``dtype`` says
     otherwise (PyTorch: float32); the output always has the input's dtype.
 
-    ``backend`` (keyword-only): ``"numba"`` (fused kernels, :mod:`npnorm.kernels.batchnorm`; evaluation
+    ``backend`` (keyword-only): ``"numba"`` (fused kernels, :mod:`npnorm.kernels.statistics.batchnorm`; evaluation
     mode uses the affine-map kernel), ``"numpy"`` (the reference functions of this module) or ``None``
     (the global default, :func:`npnorm.get_backend`).
     """

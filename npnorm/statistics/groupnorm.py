@@ -64,7 +64,7 @@ class GroupNorm(Module):
     Input ``(N, C, *)`` with ``C == num_channels``; ``num_groups`` must divide ``num_channels``.
     Parameters ``weight`` (ones) and ``bias`` (zeros) of shape ``(C,)``. Same in train and eval.
     Deliberate difference: float64 parameters by default (``dtype``); output in the input's dtype.
-    ``backend`` (keyword-only): ``"numba"`` (fused kernel, :mod:`npnorm.kernels.groupnorm`),
+    ``backend`` (keyword-only): ``"numba"`` (fused kernel, :mod:`npnorm.kernels.statistics.groupnorm`),
     ``"numpy"`` (the reference :func:`group_norm_forward`) or ``None`` (the global default).
     """
 

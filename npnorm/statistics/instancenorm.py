@@ -162,7 +162,7 @@ class InstanceNorm1d(_InstanceNorm):
     * parameters and buffers are float64 unless ``dtype`` says otherwise.
 
     ``backend`` (keyword-only): ``"numba"`` (the GroupNorm kernels with one channel per group, see
-    :mod:`npnorm.kernels.instancenorm`), ``"numpy"`` (the reference) or ``None`` (the global default).
+    :mod:`npnorm.kernels.statistics.instancenorm`), ``"numpy"`` (the reference) or ``None`` (the global default).
     """
 
     _spatial_dims = 1

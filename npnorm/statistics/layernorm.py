@@ -133,7 +133,7 @@ class LayerNorm(Module):
         Dtype of the parameters. Deliberate difference: PyTorch defaults to float32. The output
         always has the input's dtype.
     backend : {"numba", "numpy"} or None, default None
-        ``"numba"``: the fused kernel (:mod:`npnorm.kernels.layernorm`); ``"numpy"``: the reference
+        ``"numba"``: the fused kernel (:mod:`npnorm.kernels.statistics.layernorm`); ``"numpy"``: the reference
         :func:`layer_norm_forward`; ``None``: the global default (:func:`npnorm.get_backend`).
 
     Same computation in train and eval mode; no running statistics.
