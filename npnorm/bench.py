@@ -278,6 +278,67 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
     return fwd, lambda c_: bwd(fwd_for_bwd())
 
 
+# -- a training step of the book's CNN ------------------------------------------------------------
+#: The chapter-8 CNN's training step: batch, image size, normalizers.
+TRAIN_STEP = {"batch": 64, "size": 16, "norms": ("bn", "gn"), "lr": 0.01, "momentum": 0.9}
+
+
+def training_step_impls(norm: str, dtype: str, torch_mod, batch: int = 64, size: int = 16) -> dict[str, Callable]:
+    """One SGD step (forward, cross-entropy, backward, update) of :func:`npnorm.models.small_cnn` on a
+    batch of ``(batch, 1, size, size)`` images, in npnorm (parameters in ``dtype``: float32 is the
+    float32 path end to end) and, when ``torch_mod`` is given, the same network in PyTorch."""
+    from . import nn
+    from .models import small_cnn
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((batch, 1, size, size)).astype(dtype)
+    y = rng.integers(0, 10, batch)
+    model = small_cnn(norm, size=size, dtype=np.dtype(dtype), seed=0)
+    crit = nn.CrossEntropyLoss()
+    opt = nn.SGD(model, lr=TRAIN_STEP["lr"], momentum=TRAIN_STEP["momentum"])
+
+    def npnorm_step():
+        loss = crit(model(X), y)
+        model.backward(crit.backward())
+        opt.step()
+        return loss
+
+    impls = {"layer": npnorm_step}
+    if torch_mod is not None:
+        impls["torch"] = _torch_training_step(torch_mod, norm, X, y, size)
+    return impls
+
+
+def _torch_training_step(torch, norm, X, y, size):
+    tnn = torch.nn
+    w = 8
+
+    def norm2d(c):
+        return tnn.BatchNorm2d(c) if norm == "bn" else tnn.GroupNorm(max(1, c // 4), c)
+
+    def norm1d(c):
+        return tnn.BatchNorm1d(c) if norm == "bn" else tnn.GroupNorm(max(1, c // 4), c)
+
+    s4 = size // 4
+    model = tnn.Sequential(
+        tnn.Conv2d(1, w, 3, padding=1, bias=False), norm2d(w), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Conv2d(w, 2 * w, 3, padding=1, bias=False), norm2d(2 * w), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Flatten(), tnn.Linear(2 * w * s4 * s4, 64, bias=False), norm1d(64), tnn.ReLU(), tnn.Linear(64, 10))
+    model = model.to(torch.float64 if X.dtype == np.float64 else torch.float32)
+    opt = torch.optim.SGD(model.parameters(), lr=TRAIN_STEP["lr"], momentum=TRAIN_STEP["momentum"])
+    crit = tnn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = crit(model(Xt), yt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
 # -- measuring -----------------------------------------------------------------------------------
 def _time(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
     for _ in range(warmup):
@@ -405,7 +466,8 @@ def _tune_malloc() -> str:
 
 def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "full", repeats: int = 5,
         threads: int | None = None, implementations=IMPLEMENTATIONS, copy_bytes: int | None = None,
-        tune_malloc: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        tune_malloc: bool = True, progress: Callable[[str], None] | None = None,
+        train_step: bool = True) -> dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict ``{"meta": ..., "results": [...]}``."""
     import numba
 
@@ -430,7 +492,8 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
         "traffic_model": "forward 2*x.nbytes, forward+backward 5*x.nbytes",
         "threading_layer": _threading_layer(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
-    results = []
+    results: list[dict[str, Any]] = []
+    train_results: list[dict[str, Any]] = []
     rng = np.random.default_rng(0)
     for case in cases:
         shape = case.sized(size)
@@ -454,6 +517,19 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
                         "best_GBps": TRAFFIC[pss] * x.nbytes / min(times) / 1e9,
                     })
             del impls, x, dy
+    if train_step:
+        for norm in TRAIN_STEP["norms"]:
+            for dtype in dtypes:
+                impls_t = training_step_impls(norm, dtype, torch_mod, TRAIN_STEP["batch"], TRAIN_STEP["size"])
+                names = [n for n in ("layer", "torch") if n in impls_t]
+                if progress:
+                    progress(f"training step, CNN with {norm}, {dtype}: {', '.join(names)}")
+                timings = _time_round_robin([impls_t[n] for n in names], 5 * repeats)
+                for name, times in zip(names, timings):
+                    train_results.append({"case": f"CNN step ({norm})", "norm": norm, "dtype": dtype,
+                                          "batch": TRAIN_STEP["batch"], "impl": name, "times": times,
+                                          "median": float(np.median(times)), "min": float(min(times)),
+                                          "max": float(max(times))})
     bw_end = bounds(info, copy_bytes)
     bw = {k: max(bw_start[k], bw_end[k]) for k in ("DRAM", "cache")}
     meta.update(copy_bandwidth_GBps=bw["DRAM"], copy_bandwidth_start_end_GBps=[bw_start["DRAM"], bw_end["DRAM"]],
@@ -463,7 +539,7 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
         # a working set that fits in half the last-level cache streams from the cache, not from DRAM
         r["bound"] = "cache" if r["working_set"] <= bw_start["llc_bytes"] // 2 else "DRAM"
         r["roofline"], r["best_roofline"] = r["GBps"] / bw[r["bound"]], r["best_GBps"] / bw[r["bound"]]
-    return {"meta": meta, "results": results}
+    return {"meta": meta, "results": results, "training_step": train_results}
 
 
 # -- reporting -----------------------------------------------------------------------------------
@@ -524,6 +600,19 @@ def format_table(data: dict[str, Any]) -> str:
         fmt.format(*["-" * w for w in widths]),
     ]
     out += [fmt.format(*line) for line in lines]
+    steps = data.get("training_step") or []
+    if steps:
+        out += ["", f"training step of the chapter-8 CNN (batch {steps[0]['batch']}, SGD), median ms; "
+                    "torch/npnorm > 1: npnorm faster"]
+        by: dict[tuple, dict[str, dict]] = {}
+        for r in steps:
+            by.setdefault((r["case"], r["dtype"]), {})[r["impl"]] = r
+        for (case, dtype), d in by.items():
+            line = f"  {case:<14} {dtype:<8} npnorm {d['layer']['median'] * 1e3:7.2f}"
+            if "torch" in d:
+                line += (f"  torch {d['torch']['median'] * 1e3:7.2f}  "
+                         f"torch/npnorm {d['torch']['median'] / d['layer']['median']:.2f}")
+            out.append(line)
     return "\n".join(out)
 
 
@@ -581,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", default=None, help="comma-separated, default float32,float64 (--quick: float32)")
     parser.add_argument("--cases", default=None, help="comma-separated case-name prefixes, e.g. LayerNorm,RMSNorm")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--no-train-step", action="store_true", help="skip the CNN training-step comparison")
     parser.add_argument("--sizes", choices=("full", "quick", "small", "tiny"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -600,7 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     copy_bytes = (8 << 20) if size == "tiny" else None
     t0 = time.perf_counter()
     data = run(cases, dtypes, size=size, repeats=repeats, threads=args.threads, implementations=impls,
-               copy_bytes=copy_bytes, progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+               copy_bytes=copy_bytes, progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
+               train_step=not args.no_train_step)
     data["meta"]["wall_seconds"] = time.perf_counter() - t0
     print(format_table(data))
     if size != "full":

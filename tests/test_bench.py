@@ -33,6 +33,9 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
     for r in data["results"]:
         assert len(r["times"]) == 2 and r["min"] <= r["median"] <= r["max"]
     assert out_png.stat().st_size > 1000 and out_png.read_bytes()[:4] == b"\x89PNG"
+    steps = {(r["case"], r["dtype"], r["impl"]) for r in data["training_step"]}
+    assert steps == {(f"CNN step ({n})", d, "layer") for n in ("bn", "gn") for d in ("float32", "float64")}
+    assert "training step of the chapter-8 CNN" in res.stdout
 
 
 def test_bench_rejects_bad_options(tmp_path):
