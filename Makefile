@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 
 help:
 	@echo "make test          run the whole test suite (creates .venv if needed)"
-	@echo "make bench         benchmark the kernels (table, bench-results/bench.json and .png)"
+	@echo "make bench         benchmark against PyTorch CPU in .venv-bench (ARGS='--quick' etc.)"
 	@echo "make book          build the book to HTML and print where to open it"
 	@echo "make book-learner  build the learner edition (no solutions)"
 	@echo "make lab           open the book's notebooks in JupyterLab"
@@ -34,9 +34,21 @@ $(STAMP): requirements.txt constraints.txt
 test: $(STAMP)
 	$(PY) -m pytest
 
-bench: $(STAMP)
+# The benchmark runs in its own environment, .venv-bench: npnorm's numerics plus PyTorch CPU (the
+# comparison column). PyTorch never enters .venv, the project's environment.
+BENCH_VENV  ?= .venv-bench
+BENCH_PY    := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.npnorm-bench-installed
+
+$(BENCH_STAMP): tools/requirements-bench.txt constraints.txt
+	@test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(BENCH_PY) -m pip install --quiet -r tools/requirements-bench.txt
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	@mkdir -p bench-results
-	$(PY) -m npnorm.bench --json bench-results/bench.json --plot bench-results/bench.png
+	PYTHONPATH=$(CURDIR) $(BENCH_PY) -m npnorm.bench --json bench-results/bench.json --plot bench-results/bench.png $(ARGS)
 
 book: $(STAMP)
 	$(PY) -m npnorm.tools.build_book
@@ -54,4 +66,4 @@ clean:
 	rm -rf book/_build .pytest_cache .hypothesis .numba_cache .jupyter-lab-settings
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(BENCH_VENV)

@@ -47,7 +47,7 @@ import numpy as np
 
 __all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "run", "copy_bandwidth", "format_table", "plot", "main"]
 
-IMPLEMENTATIONS = ("textbook", "reference", "numba", "torch")
+IMPLEMENTATIONS = ("textbook", "reference", "numba", "layer", "torch")
 PASSES = ("forward", "forward+backward")
 #: Minimum memory traffic of each pass, in units of ``x.nbytes``.
 TRAFFIC = {"forward": 2, "forward+backward": 5}
@@ -135,8 +135,26 @@ def _import_torch():
     return torch
 
 
+def _layer_impl(layer, x, dy):
+    """The layer API as a user calls it: ``y = layer(x); layer.backward(dy)``, outputs allocated."""
+    def fwd():
+        return layer(x), None
+
+    def bwd(_):
+        dx = layer.backward(dy)
+        return (dx, *(layer.grads[k] for k in ("weight", "bias") if k in layer.grads))
+
+    return fwd, bwd
+
+
 def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) -> dict[str, dict[str, Callable]]:
-    """``{impl: {pass: callable}}`` for one case and input."""
+    """``{impl: {pass: callable}}`` for one case and input.
+
+    Every callable returns what it computed - the forward pass ``(out, cache)``, the forward+backward
+    pass the gradients ``(dx, dweight[, dbias])`` - so that the tests can check each implementation
+    against the reference (``tests/test_bench.py``): a ratio against a wrong baseline would compare
+    different computations."""
+    from . import statistics as S
     from .statistics import batchnorm as bn, groupnorm as gn, instancenorm as inorm, layernorm as ln
     from .kernels.statistics import batchnorm as kbn, groupnorm as kgn, instancenorm as kin, layernorm as kln
 
@@ -149,7 +167,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
     y, dx = np.empty_like(x), np.empty_like(x)
     ns = (x.shape[-1],)
     chan = (1, -1) + (1,) * (x.ndim - 2)
-    impls: dict[str, tuple[Callable, Callable, Callable, Callable]] = {}
+    impls: dict[str, tuple[Callable, Callable]] = {}
 
     if fam == "layernorm":
         impls["textbook"] = (lambda: textbook_norm_forward(x, (-1,), w, b, eps),
@@ -158,12 +176,14 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
                               lambda c_: ln.layer_norm_backward(dy, c_[1]))
         impls["numba"] = (lambda: kln.layer_norm_forward(x, ns, w64, b64, eps, out=y),
                           lambda c_: kln.layer_norm_backward(dy, c_[1], dx_out=dx))
+        layer = S.LayerNorm(ns, eps=eps, dtype=dt)
     elif fam == "rmsnorm":
         impls["textbook"] = (lambda: textbook_rms_forward(x, w, eps), lambda c_: textbook_rms_backward(dy, c_[1]))
         impls["reference"] = (lambda: ln.rms_norm_forward(x, ns, w64, eps),
                               lambda c_: ln.rms_norm_backward(dy, c_[1]))
         impls["numba"] = (lambda: kln.rms_norm_forward(x, ns, w64, eps, out=y),
                           lambda c_: kln.rms_norm_backward(dy, c_[1], dx_out=dx))
+        layer = S.RMSNorm(ns, eps=eps, dtype=dt)
     elif fam == "groupnorm":
         g = case.groups
         xg_shape = (x.shape[0], g, -1)
@@ -183,23 +203,30 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
                               lambda c_: gn.group_norm_backward(dy, c_[1]))
         impls["numba"] = (lambda: kgn.group_norm_forward(x, g, w64, b64, eps, out=y),
                           lambda c_: kgn.group_norm_backward(dy, c_[1], dx_out=dx))
+        layer = S.GroupNorm(g, c, eps=eps, dtype=dt)
     elif fam == "instancenorm":
         impls["textbook"] = (lambda: textbook_norm_forward(x, (2, 3), w.reshape(chan), b.reshape(chan), eps),
-                             lambda c_: textbook_norm_backward(dy, c_[1], (0, 2, 3)))
+                             lambda c_: _sum_param_grads(textbook_norm_backward(dy, c_[1], (0, 2, 3))))
         impls["reference"] = (lambda: inorm.instance_norm_forward(x, w64, b64, eps),
                               lambda c_: inorm.instance_norm_backward(dy, c_[1]))
         impls["numba"] = (lambda: kin.instance_norm_forward(x, w64, b64, eps, out=y),
                           lambda c_: kin.instance_norm_backward(dy, c_[1], dx_out=dx))
+        layer = S.InstanceNorm2d(c, eps=eps, affine=True, dtype=dt)
     elif fam == "batchnorm":
         impls["textbook"] = (lambda: textbook_norm_forward(x, (0, 2, 3), w.reshape(chan), b.reshape(chan), eps),
-                             lambda c_: textbook_norm_backward(dy, c_[1], (0, 2, 3)))
+                             lambda c_: _sum_param_grads(textbook_norm_backward(dy, c_[1], (0, 2, 3))))
         impls["reference"] = (lambda: bn.batch_norm_forward(x, w64, b64, eps),
                               lambda c_: bn.batch_norm_backward(dy, c_[1]))
         impls["numba"] = (lambda: kbn.batch_norm_forward(x, w64, b64, eps, out=y),
                           lambda c_: kbn.batch_norm_backward(dy, c_[1], dx_out=dx))
+        layer = S.BatchNorm2d(c, eps=eps, dtype=dt)
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
+    layer.params["weight"][...] = w
+    if "bias" in layer.params:
+        layer.params["bias"][...] = b
+    impls["layer"] = _layer_impl(layer, x, dy)
     if torch_mod is not None:
         impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps)
 
@@ -209,6 +236,12 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
             return bwd(fwd())
         result[name] = {"forward": fwd, "forward+backward": fwd_bwd}
     return result
+
+
+def _sum_param_grads(grads):
+    """``(dx, dweight, dbias)`` with the parameter gradients flattened to ``(C,)`` like the others'."""
+    dx, *params = grads
+    return (dx, *(None if g is None else np.asarray(g).reshape(-1) for g in params))
 
 
 def _torch_impl(torch, case, x, dy, w, b, eps):
@@ -245,6 +278,67 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
     return fwd, lambda c_: bwd(fwd_for_bwd())
 
 
+# -- a training step of the book's CNN ------------------------------------------------------------
+#: The chapter-8 CNN's training step: batch, image size, normalizers.
+TRAIN_STEP = {"batch": 64, "size": 16, "norms": ("bn", "gn"), "lr": 0.01, "momentum": 0.9}
+
+
+def training_step_impls(norm: str, dtype: str, torch_mod, batch: int = 64, size: int = 16) -> dict[str, Callable]:
+    """One SGD step (forward, cross-entropy, backward, update) of :func:`npnorm.models.small_cnn` on a
+    batch of ``(batch, 1, size, size)`` images, in npnorm (parameters in ``dtype``: float32 is the
+    float32 path end to end) and, when ``torch_mod`` is given, the same network in PyTorch."""
+    from . import nn
+    from .models import small_cnn
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((batch, 1, size, size)).astype(dtype)
+    y = rng.integers(0, 10, batch)
+    model = small_cnn(norm, size=size, dtype=np.dtype(dtype), seed=0)
+    crit = nn.CrossEntropyLoss()
+    opt = nn.SGD(model, lr=TRAIN_STEP["lr"], momentum=TRAIN_STEP["momentum"])
+
+    def npnorm_step():
+        loss = crit(model(X), y)
+        model.backward(crit.backward())
+        opt.step()
+        return loss
+
+    impls = {"layer": npnorm_step}
+    if torch_mod is not None:
+        impls["torch"] = _torch_training_step(torch_mod, norm, X, y, size)
+    return impls
+
+
+def _torch_training_step(torch, norm, X, y, size):
+    tnn = torch.nn
+    w = 8
+
+    def norm2d(c):
+        return tnn.BatchNorm2d(c) if norm == "bn" else tnn.GroupNorm(max(1, c // 4), c)
+
+    def norm1d(c):
+        return tnn.BatchNorm1d(c) if norm == "bn" else tnn.GroupNorm(max(1, c // 4), c)
+
+    s4 = size // 4
+    model = tnn.Sequential(
+        tnn.Conv2d(1, w, 3, padding=1, bias=False), norm2d(w), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Conv2d(w, 2 * w, 3, padding=1, bias=False), norm2d(2 * w), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Flatten(), tnn.Linear(2 * w * s4 * s4, 64, bias=False), norm1d(64), tnn.ReLU(), tnn.Linear(64, 10))
+    model = model.to(torch.float64 if X.dtype == np.float64 else torch.float32)
+    opt = torch.optim.SGD(model.parameters(), lr=TRAIN_STEP["lr"], momentum=TRAIN_STEP["momentum"])
+    crit = tnn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = crit(model(Xt), yt)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
 # -- measuring -----------------------------------------------------------------------------------
 def _time(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
     for _ in range(warmup):
@@ -257,11 +351,18 @@ def _time(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
     return times
 
 
-def _time_round_robin(fns: list[Callable], repeats: int) -> list[list[float]]:
-    """Time several functions in turns (one warm-up call each, then ``repeats`` rounds of one call
-    each), so that a change in the machine's load during the measurement hits them all alike."""
+def _time_round_robin(fns: list[Callable], repeats: int, warmup_seconds: float = 0.2) -> list[list[float]]:
+    """Time several functions in turns (warm-up, then ``repeats`` rounds of one call each), so that a
+    change in the machine's load during the measurement hits them all alike.
+
+    The warm-up calls each function at least twice (the first call may compile a kernel) and until
+    ``warmup_seconds`` have passed: the first calls that allocate large outputs pay page faults until
+    the allocator has memory to reuse, and thread pools start lazily."""
     for fn in fns:
-        fn()
+        t0, calls = time.perf_counter(), 0
+        while calls < 2 or (time.perf_counter() - t0 < warmup_seconds and calls < 50):
+            fn()
+            calls += 1
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for k, fn in enumerate(fns):
@@ -288,6 +389,62 @@ def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 10) -> float:
     return best
 
 
+def machine_info() -> dict[str, Any]:
+    """The CPU model, logical CPUs, SIMD extensions and cache sizes (bytes) of this machine, read from
+    ``/proc/cpuinfo`` and ``/sys/devices/system/cpu`` where they exist (Linux), else what
+    :mod:`platform` knows."""
+    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                            "simd": [], "caches": {}}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text = fh.read()
+        for line in text.splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                info["simd"] = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16")
+                                if f in flags]
+                break
+    except OSError:
+        pass
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            d = os.path.join(base, entry)
+            if not entry.startswith("index"):
+                continue
+            level = open(os.path.join(d, "level")).read().strip()
+            kind = open(os.path.join(d, "type")).read().strip()
+            size = open(os.path.join(d, "size")).read().strip()
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1], 1)
+            nbytes = int(size.rstrip("KMG")) * mult
+            if kind == "Instruction":
+                continue
+            name = f"L{level}" + ("d" if kind == "Data" else "")
+            info["caches"][name] = nbytes
+    except (OSError, ValueError):
+        pass
+    return info
+
+
+def bounds(info: dict[str, Any], dram_bytes: int | None = None, repeats: int = 10) -> dict[str, Any]:
+    """The two streaming bounds a kernel is placed against: the fastest copy of a buffer far larger
+    than the last-level cache (``"DRAM"``) and of one that fits in it (``"cache"``), in GB/s, with the
+    buffer sizes used."""
+    llc = max(info["caches"].values(), default=8 << 20)
+    dram = dram_bytes or max(256 << 20, 8 * llc)
+    in_cache = max(1 << 20, llc // 4)
+    return {"DRAM": copy_bandwidth(dram, repeats), "DRAM_bytes": dram,
+            "cache": copy_bandwidth(in_cache, repeats * 4), "cache_bytes": in_cache, "llc_bytes": llc}
+
+
+def working_set(pss: str, nbytes: int) -> int:
+    """Bytes a pass touches at least: ``x`` and ``y`` forward; ``x``, ``y``, ``dy`` and ``dx`` forward and
+    backward."""
+    return (2 if pss == "forward" else 4) * nbytes
+
+
 def _threading_layer() -> str | None:
     import numba
     try:
@@ -308,8 +465,9 @@ def _tune_malloc() -> str:
 
 
 def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "full", repeats: int = 5,
-        threads: int | None = None, implementations=IMPLEMENTATIONS, copy_bytes: int = 256 << 20,
-        tune_malloc: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        threads: int | None = None, implementations=IMPLEMENTATIONS, copy_bytes: int | None = None,
+        tune_malloc: bool = True, progress: Callable[[str], None] | None = None,
+        train_step: bool = True) -> dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict ``{"meta": ..., "results": [...]}``."""
     import numba
 
@@ -320,18 +478,22 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
     if torch_mod is not None:
         torch_mod.set_num_threads(threads)
     malloc = _tune_malloc() if tune_malloc else "default malloc"
-    bw_start = copy_bandwidth(copy_bytes)
+    info = machine_info()
+    bw_start = bounds(info, copy_bytes)
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": threads,
+        "machine": info["cpu"], "cpus": os.cpu_count(), "threads": threads, "simd": info["simd"],
+        "caches": info["caches"],
         "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
         "torch": None if torch_mod is None else torch_mod.__version__, "size": size, "repeats": repeats,
         "copy_bandwidth_GBps": None, "copy_bytes": copy_bytes,
-        "outputs": "numba: preallocated (out=, dx_out=); textbook/reference/torch: allocated per call, " + malloc,
+        "outputs": "layer, torch, textbook, reference: outputs allocated per call, as a user gets them; "
+                   "numba (the bare kernel): preallocated (out=, dx_out=); " + malloc,
         "traffic_model": "forward 2*x.nbytes, forward+backward 5*x.nbytes",
         "threading_layer": _threading_layer(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
-    results = []
+    results: list[dict[str, Any]] = []
+    train_results: list[dict[str, Any]] = []
     rng = np.random.default_rng(0)
     for case in cases:
         shape = case.sized(size)
@@ -349,61 +511,108 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
                     results.append({  # roofline fractions are filled in below
                         "case": case.name, "family": case.family, "shape": list(shape), "dtype": dtype,
                         "pass": pss, "impl": name, "bytes": TRAFFIC[pss] * x.nbytes, "MiB": x.nbytes / 2**20,
+                        "working_set": working_set(pss, x.nbytes),
                         "times": times, "median": med, "min": float(min(times)), "max": float(max(times)),
                         "GBps": TRAFFIC[pss] * x.nbytes / med / 1e9,
                         "best_GBps": TRAFFIC[pss] * x.nbytes / min(times) / 1e9,
                     })
             del impls, x, dy
-    bw_end = copy_bandwidth(copy_bytes)
-    bw = max(bw_start, bw_end)
-    meta.update(copy_bandwidth_GBps=bw, copy_bandwidth_start_end_GBps=[bw_start, bw_end])
+    if train_step:
+        for norm in TRAIN_STEP["norms"]:
+            for dtype in dtypes:
+                impls_t = training_step_impls(norm, dtype, torch_mod, TRAIN_STEP["batch"], TRAIN_STEP["size"])
+                names = [n for n in ("layer", "torch") if n in impls_t]
+                if progress:
+                    progress(f"training step, CNN with {norm}, {dtype}: {', '.join(names)}")
+                timings = _time_round_robin([impls_t[n] for n in names], 5 * repeats)
+                for name, times in zip(names, timings):
+                    train_results.append({"case": f"CNN step ({norm})", "norm": norm, "dtype": dtype,
+                                          "batch": TRAIN_STEP["batch"], "impl": name, "times": times,
+                                          "median": float(np.median(times)), "min": float(min(times)),
+                                          "max": float(max(times))})
+    bw_end = bounds(info, copy_bytes)
+    bw = {k: max(bw_start[k], bw_end[k]) for k in ("DRAM", "cache")}
+    meta.update(copy_bandwidth_GBps=bw["DRAM"], copy_bandwidth_start_end_GBps=[bw_start["DRAM"], bw_end["DRAM"]],
+                cache_bandwidth_GBps=bw["cache"], cache_copy_bytes=bw_start["cache_bytes"],
+                copy_bytes=bw_start["DRAM_bytes"], llc_bytes=bw_start["llc_bytes"])
     for r in results:
-        r["roofline"], r["best_roofline"] = r["GBps"] / bw, r["best_GBps"] / bw
-    return {"meta": meta, "results": results}
+        # a working set that fits in half the last-level cache streams from the cache, not from DRAM
+        r["bound"] = "cache" if r["working_set"] <= bw_start["llc_bytes"] // 2 else "DRAM"
+        r["roofline"], r["best_roofline"] = r["GBps"] / bw[r["bound"]], r["best_GBps"] / bw[r["bound"]]
+    return {"meta": meta, "results": results, "training_step": train_results}
 
 
 # -- reporting -----------------------------------------------------------------------------------
 def format_table(data: dict[str, Any]) -> str:
-    """A plain-text table: one row per case, dtype and pass; times in ms (median, [min-max] for numba)."""
+    """A plain-text table: one row per case, dtype and pass; times in ms (medians).
+
+    ``layer/torch`` is the like-for-like ratio (both allocate their outputs): PyTorch's time divided by
+    npnorm's layer API time (> 1: npnorm faster). The bare kernel's bandwidth is placed against the
+    bound that applies to its working set (in-cache or DRAM copy)."""
     meta, res = data["meta"], data["results"]
     bw_start, bw_end = meta["copy_bandwidth_start_end_GBps"]
     impls = [i for i in IMPLEMENTATIONS if any(r["impl"] == i for r in res)]
     rows: dict[tuple, dict[str, dict]] = {}
     for r in res:
         rows.setdefault((r["case"], tuple(r["shape"]), r["dtype"], r["pass"]), {})[r["impl"]] = r
-    head = ["case", "shape", "dtype", "pass", "MiB"] + [f"{i} ms" for i in impls] + \
-           ["numba min-max", "numba GB/s", "% copy", "best %"] + [f"x {i}" for i in impls if i != "numba"]
+    head = ["case", "shape", "dtype", "pass", "MiB"] + [f"{i} ms" for i in impls]
+    head += ["layer/torch"] if "torch" in impls else []
+    head += ["kernel GB/s", "bound", "% bound", "best %"] + [f"{i}/kernel" for i in impls if i != "numba"]
     lines = []
     for (case, shape, dtype, pss), by in rows.items():
         nb = by.get("numba")
         any_r = next(iter(by.values()))
-        line = [case, "x".join(map(str, shape)), dtype, "fwd" if pss == "forward" else "fwd+bwd", f"{any_r['MiB']:.1f}"]
+        line = [case, "x".join(map(str, shape)), dtype, "fwd" if pss == "forward" else "fwd+bwd",
+                f"{any_r['MiB']:.1f}"]
         line += [f"{by[i]['median'] * 1e3:.2f}" if i in by else "-" for i in impls]
+        if "torch" in impls:
+            line.append(f"{by['torch']['median'] / by['layer']['median']:.2f}"
+                        if "torch" in by and "layer" in by else "-")
         if nb:
-            line += [f"{nb['min'] * 1e3:.2f}-{nb['max'] * 1e3:.2f}", f"{nb['GBps']:.1f}",
-                     f"{100 * nb['roofline']:.0f}%", f"{100 * nb['best_roofline']:.0f}%"]
+            line += [f"{nb['GBps']:.1f}", nb["bound"], f"{100 * nb['roofline']:.0f}%",
+                     f"{100 * nb['best_roofline']:.0f}%"]
             line += [f"{by[i]['median'] / nb['median']:.2f}" if i in by else "-" for i in impls if i != "numba"]
         else:
             line += ["-"] * (4 + len(impls) - 1)
         lines.append(line)
     widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" if k < 4 else f"{{:>{w}}}" for k, w in enumerate(widths))
+    caches = ", ".join(f"{k} {v >> 10} KiB" for k, v in meta.get("caches", {}).items()) or "unknown"
     out = [
-        f"npnorm benchmark - {meta['date']} - {meta['machine']}, {meta['cpus']} CPUs, threads={meta['threads']} "
-        f"(numba and torch), NumPy {meta['numpy']}, Numba {meta['numba']} ({meta.get('threading_layer')} layer, "
-        f"OMP_WAIT_POLICY={meta.get('OMP_WAIT_POLICY')}), PyTorch {meta['torch'] or 'not installed'}",
-        f"copy bandwidth (roofline): {meta['copy_bandwidth_GBps']:.1f} GB/s, fastest copy of "
-        f"{meta['copy_bytes'] >> 20} MiB (start {bw_start:.1f}, end {bw_end:.1f}); "
-        f"traffic model: {meta['traffic_model']}",
-        "numba GB/s and % copy from the median time; best % from the fastest run",
+        f"npnorm benchmark - {meta['date']}",
+        f"machine: {meta['machine']}, {meta['cpus']} logical CPUs, SIMD {'/'.join(meta.get('simd') or []) or '?'}, "
+        f"caches {caches}",
+        f"threads={meta['threads']} (numba and torch), NumPy {meta['numpy']}, Numba {meta['numba']} "
+        f"({meta.get('threading_layer')} layer, OMP_WAIT_POLICY={meta.get('OMP_WAIT_POLICY')}), "
+        f"PyTorch {meta['torch'] or 'not installed'}",
+        f"bounds: DRAM copy {meta['copy_bandwidth_GBps']:.1f} GB/s ({meta['copy_bytes'] >> 20} MiB buffer; "
+        f"start {bw_start:.1f}, end {bw_end:.1f}), in-cache copy {meta['cache_bandwidth_GBps']:.1f} GB/s "
+        f"({meta['cache_copy_bytes'] >> 20} MiB buffer); a pass whose working set fits in half the "
+        f"last-level cache is placed against the in-cache bound",
+        f"traffic model: {meta['traffic_model']}; kernel GB/s and % bound from the median time, best % "
+        "from the fastest run",
         f"outputs: {meta['outputs']}",
-        f"times: median of {meta['repeats']} runs after a warm-up; "
-        "'x impl' = impl time / numba time (>1: numba faster)",
+        f"times: median of {meta['repeats']} runs, implementations in turns, after a warm-up; "
+        "'layer/torch' > 1: npnorm's layer API faster than PyTorch's module; 'impl/kernel' = impl time / "
+        "bare kernel time",
         "",
         fmt.format(*head),
         fmt.format(*["-" * w for w in widths]),
     ]
     out += [fmt.format(*line) for line in lines]
+    steps = data.get("training_step") or []
+    if steps:
+        out += ["", f"training step of the chapter-8 CNN (batch {steps[0]['batch']}, SGD), median ms; "
+                    "torch/npnorm > 1: npnorm faster"]
+        by: dict[tuple, dict[str, dict]] = {}
+        for r in steps:
+            by.setdefault((r["case"], r["dtype"]), {})[r["impl"]] = r
+        for (case, dtype), d in by.items():
+            line = f"  {case:<14} {dtype:<8} npnorm {d['layer']['median'] * 1e3:7.2f}"
+            if "torch" in d:
+                line += (f"  torch {d['torch']['median'] * 1e3:7.2f}  "
+                         f"torch/npnorm {d['torch']['median'] / d['layer']['median']:.2f}")
+            out.append(line)
     return "\n".join(out)
 
 
@@ -421,6 +630,7 @@ def plot(data: dict[str, Any], path: str | None = None, dtype: str | None = None
     res = data["results"]
     dtype = dtype or res[0]["dtype"]
     bw = data["meta"]["copy_bandwidth_GBps"]
+    bw_cache = data["meta"].get("cache_bandwidth_GBps")
     impls = [i for i in IMPLEMENTATIONS if any(r["impl"] == i for r in res)]
     passes = [p for p in PASSES if any(r["pass"] == p for r in res)]
     fig, axes = plt.subplots(1, len(passes), figsize=(6.5 * len(passes), 4.2), squeeze=False, sharey=True)
@@ -433,7 +643,11 @@ def plot(data: dict[str, Any], path: str | None = None, dtype: str | None = None
             xs = [i + (k - (len(impls) - 1) / 2) * width for i in range(len(labels))]
             ax.bar(xs, [vals.get(lbl, 0.0) for lbl in labels], width, label=impl)
         ax.axhline(bw, color="k", ls="--", lw=1)
-        ax.text(len(labels) - 0.5, bw, f"copy {bw:.0f} GB/s", ha="right", va="bottom", fontsize=8)
+        ax.text(len(labels) - 0.5, bw, f"DRAM copy {bw:.0f} GB/s", ha="right", va="bottom", fontsize=8)
+        if bw_cache:
+            ax.axhline(bw_cache, color="k", ls=":", lw=1)
+            ax.text(len(labels) - 0.5, bw_cache, f"in-cache copy {bw_cache:.0f} GB/s", ha="right", va="bottom",
+                    fontsize=8)
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(f"{pss}, {dtype}, {data['meta']['threads']} thread(s)")
         ax.set_ylabel("effective GB/s (minimum traffic / time)")
@@ -456,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", default=None, help="comma-separated, default float32,float64 (--quick: float32)")
     parser.add_argument("--cases", default=None, help="comma-separated case-name prefixes, e.g. LayerNorm,RMSNorm")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--no-train-step", action="store_true", help="skip the CNN training-step comparison")
     parser.add_argument("--sizes", choices=("full", "quick", "small", "tiny"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -472,10 +687,11 @@ def main(argv: list[str] | None = None) -> int:
         if not cases:
             parser.error(f"--cases: no case starts with {wanted}; cases: {sorted({c.name for c in CASES})}")
     impls = tuple(i for i in IMPLEMENTATIONS if not (args.no_torch and i == "torch"))
-    copy_bytes = (8 << 20) if size == "tiny" else (256 << 20)
+    copy_bytes = (8 << 20) if size == "tiny" else None
     t0 = time.perf_counter()
     data = run(cases, dtypes, size=size, repeats=repeats, threads=args.threads, implementations=impls,
-               copy_bytes=copy_bytes, progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True))
+               copy_bytes=copy_bytes, progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
+               train_step=not args.no_train_step)
     data["meta"]["wall_seconds"] = time.perf_counter() - t0
     print(format_table(data))
     if size != "full":

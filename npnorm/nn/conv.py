@@ -48,7 +48,8 @@ from . import init
 __all__ = [
     "conv_output_size", "im2col", "col2im", "im2col_numba", "col2im_numba",
     "conv2d_forward", "conv2d_backward", "Conv2d",
-    "max_pool2d_forward", "max_pool2d_backward", "MaxPool2d",
+    "compute_dtype", "max_pool2d_forward", "max_pool2d_backward", "max_pool2d_forward_numba",
+    "max_pool2d_backward_numba", "MaxPool2d",
     "avg_pool2d_forward", "avg_pool2d_backward", "AvgPool2d",
 ]
 
@@ -157,17 +158,97 @@ def col2im_numba(cols, x_shape, kernel, stride, padding):
 _IM2COL = {"numpy": (im2col, col2im), "numba": (im2col_numba, col2im_numba)}
 
 
+# -- the transposed layout the numba convolution uses ---------------------------------------------
+# ``cols_t`` = ``im2col(x).T``: one row per (c, i, j), one column per output position (n, a, b). Filling
+# it walks the padded input row by row and writes contiguous memory (a copy loop the compiler
+# vectorizes), where the row-per-position layout scatters every write C*kh*kw apart.
+@numba.njit(cache=True)
+def _im2col_t_kernel(xp, kh, kw, sh, sw, oh, ow):  # pragma: no cover - compiled
+    n, c = xp.shape[0], xp.shape[1]
+    cols = np.empty((c * kh * kw, n * oh * ow), dtype=xp.dtype)
+    for ch in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                r = (ch * kh + i) * kw + j
+                for b in range(n):
+                    for a in range(oh):
+                        src = xp[b, ch, a * sh + i]
+                        base = (b * oh + a) * ow
+                        for e in range(ow):
+                            cols[r, base + e] = src[e * sw + j]
+    return cols
+
+
+@numba.njit(cache=True)
+def _col2im_t_kernel(cols, n, c, hp, wp, kh, kw, sh, sw, oh, ow):  # pragma: no cover - compiled
+    dxp = np.zeros((n, c, hp, wp), dtype=cols.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    r = (ch * kh + i) * kw + j
+                    for a in range(oh):
+                        dst = dxp[b, ch, a * sh + i]
+                        base = (b * oh + a) * ow
+                        for e in range(ow):
+                            dst[e * sw + j] += cols[r, base + e]
+    return dxp
+
+
+def _conv2d_forward_t(x, weight, bias, stride, padding, ct):
+    """The numba backend's convolution: ``W2 @ cols_t`` (same numbers as the reference's ``cols @ W2.T``)."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, _, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    xp = np.pad(np.asarray(x, dtype=ct), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols_t = _im2col_t_kernel(xp, kh, kw, sh, sw, oh, ow)             # (C*kh*kw, N*OH*OW)
+    w2 = np.array(weight, dtype=ct).reshape(o, -1)                    # (O, C*kh*kw), a copy
+    out_t = w2 @ cols_t                                                 # (O, N*OH*OW)
+    if bias is not None:
+        out_t += np.asarray(bias, dtype=ct)[:, None]
+    out = out_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
+    cache = {"cols_t": cols_t, "w2": w2, "x_shape": x.shape, "w_shape": weight.shape, "stride": stride,
+             "padding": padding, "has_bias": bias is not None, "dtype": x.dtype, "backend": "numba"}
+    return np.ascontiguousarray(out, dtype=x.dtype), cache
+
+
+def _conv2d_backward_t(dout, cache):
+    cols_t, w2 = cache["cols_t"], cache["w2"]
+    o, c, kh, kw = cache["w_shape"]
+    n, _, h, w = cache["x_shape"]
+    (sh, sw), (ph, pw) = cache["stride"], cache["padding"]
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    g_t = np.ascontiguousarray(np.asarray(dout, dtype=cols_t.dtype).transpose(1, 0, 2, 3)).reshape(o, -1)
+    dweight = (g_t @ cols_t.T).reshape(cache["w_shape"])
+    dbias = g_t.sum(axis=1) if cache["has_bias"] else None
+    dcols_t = w2.T @ g_t                                                # (C*kh*kw, N*OH*OW)
+    dxp = _col2im_t_kernel(dcols_t, n, c, h + 2 * ph, w + 2 * pw, kh, kw, sh, sw, oh, ow)
+    dx = dxp[:, :, ph:ph + h, pw:pw + w]
+    return dx.astype(cache["dtype"]), dweight, dbias
+
+
 # -- convolution ----------------------------------------------------------------------------------
+def compute_dtype(x: np.ndarray, *params: np.ndarray | None) -> np.dtype:
+    """The dtype a network layer computes in: float32 only when the input and every parameter are
+    float32 (the float32 path, as PyTorch computes), float64 otherwise (npnorm's default float64
+    parameters make every layer compute in float64, whatever the input's dtype)."""
+    return np.result_type(np.float32, x.dtype, *(p.dtype for p in params if p is not None))
+
+
 def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1, 1), padding=(0, 0),
                    backend: str = "numpy") -> tuple[np.ndarray, dict]:
-    """Equation (CONV) as ``im2col`` + one matrix product. Returns ``(out, cache)``."""
+    """Equation (CONV) as ``im2col`` + one matrix product, computed in :func:`compute_dtype`. Returns
+    ``(out, cache)``."""
+    ct = compute_dtype(x, weight, bias)
+    if backend == "numba":
+        return _conv2d_forward_t(x, weight, bias, stride, padding, ct)
     to_cols = _IM2COL[backend][0]
-    x64 = np.asarray(x, dtype=np.float64)
     n, _, h, w = x.shape
     o, _, kh, kw = weight.shape
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
-    cols = to_cols(x64, (kh, kw), stride, padding)                   # (N*OH*OW, C*kh*kw)
-    w2 = np.asarray(weight, dtype=np.float64).reshape(o, -1)        # (O, C*kh*kw)
+    cols = to_cols(np.asarray(x, dtype=ct), (kh, kw), stride, padding)   # (N*OH*OW, C*kh*kw), a new array
+    w2 = np.array(weight, dtype=ct).reshape(o, -1)                  # (O, C*kh*kw), a copy
     out = cols @ w2.T                                                # (N*OH*OW, O)
     if bias is not None:
         out += bias
@@ -179,9 +260,11 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, s
 
 def conv2d_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns ``(dx, dweight, dbias)``: the Linear backward on patches, then ``col2im``."""
+    if "cols_t" in cache:
+        return _conv2d_backward_t(dout, cache)
     from_cols = _IM2COL[cache["backend"]][1]
     o = cache["w_shape"][0]
-    g = np.asarray(dout, dtype=np.float64).transpose(0, 2, 3, 1).reshape(-1, o)   # (N*OH*OW, O)
+    g = np.asarray(dout, dtype=cache["cols"].dtype).transpose(0, 2, 3, 1).reshape(-1, o)   # (N*OH*OW, O)
     dweight = (g.T @ cache["cols"]).reshape(cache["w_shape"])
     dbias = g.sum(axis=0) if cache["has_bias"] else None
     dcols = g @ cache["w2"]
@@ -286,6 +369,103 @@ def _scatter(per_offset, x_shape, kernel, stride, padding) -> np.ndarray:
     return dxp[:, :, ph:ph + h, pw:pw + w]
 
 
+@numba.njit(cache=True)
+def _max_pool_fwd_kernel(x, kh, kw, sh, sw, ph, pw, oh, ow):  # pragma: no cover - compiled
+    n, c, h, w = x.shape
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, c, oh, ow), dtype=np.int32)        # flat index y * w + z of the maximum
+    for b in range(n):
+        for ch in range(c):
+            for a in range(oh):
+                for e in range(ow):
+                    best = -np.inf
+                    where = -1
+                    for i in range(kh):
+                        y = a * sh + i - ph
+                        if y < 0 or y >= h:
+                            continue
+                        for j in range(kw):
+                            z = e * sw + j - pw
+                            if z < 0 or z >= w:
+                                continue
+                            v = x[b, ch, y, z]
+                            # the first maximum on ties; the first NaN wins and stays (as np.argmax and
+                            # PyTorch): once best is NaN, both comparisons are False. A select, not a
+                            # branch: on random data a branch is mispredicted half the time.
+                            gt = (where < 0) | (v > best) | ((v != v) & (best == best))
+                            best = v if gt else best
+                            where = (y * w + z) if gt else where
+                    out[b, ch, a, e] = best
+                    arg[b, ch, a, e] = where
+    return out, arg
+
+
+@numba.njit(cache=True)
+def _max_pool_2x2_kernel(x, oh, ow):  # pragma: no cover - compiled
+    """The common case, kernel 2, stride 2, no padding, written out: with fixed trip counts LLVM
+    vectorizes across the output row (measured about 9x faster than the general loop)."""
+    n, c, h, w = x.shape
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, c, oh, ow), dtype=np.int32)
+    for b in range(n):
+        for ch in range(c):
+            for a in range(oh):
+                r0 = x[b, ch, 2 * a]
+                r1 = x[b, ch, 2 * a + 1]
+                base = 2 * a * w
+                for e in range(ow):
+                    best = r0[2 * e]
+                    where = 0
+                    v = r0[2 * e + 1]
+                    gt = (v > best) | ((v != v) & (best == best))
+                    best = v if gt else best
+                    where = 1 if gt else where
+                    v = r1[2 * e]
+                    gt = (v > best) | ((v != v) & (best == best))
+                    best = v if gt else best
+                    where = w if gt else where
+                    v = r1[2 * e + 1]
+                    gt = (v > best) | ((v != v) & (best == best))
+                    best = v if gt else best
+                    where = w + 1 if gt else where
+                    out[b, ch, a, e] = best
+                    arg[b, ch, a, e] = base + 2 * e + where
+    return out, arg
+
+
+@numba.njit(cache=True)
+def _max_pool_bwd_kernel(g, arg, h, w):  # pragma: no cover - compiled
+    n, c, oh, ow = g.shape
+    dx = np.zeros((n, c, h * w), dtype=np.float64)       # overlapping windows add up: in float64
+    for b in range(n):
+        for ch in range(c):
+            for a in range(oh):
+                for e in range(ow):
+                    dx[b, ch, arg[b, ch, a, e]] += g[b, ch, a, e]
+    return dx.reshape(n, c, h, w)
+
+
+def max_pool2d_forward_numba(x, kernel, stride, padding):
+    """Numba version of :func:`max_pool2d_forward`: one pass, the maximum and its position, in the
+    input's dtype (a maximum is exact in any dtype)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    h, w = x.shape[2:]
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    xc = np.ascontiguousarray(x)
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+        out, arg = _max_pool_2x2_kernel(xc, oh, ow)
+    else:
+        out, arg = _max_pool_fwd_kernel(xc, kh, kw, sh, sw, ph, pw, oh, ow)
+    return out, {"arg_flat": arg, "x_shape": x.shape, "dtype": x.dtype}
+
+
+def max_pool2d_backward_numba(dout, cache):
+    """Numba version of :func:`max_pool2d_backward`: each window's gradient to its maximum."""
+    n, c, h, w = cache["x_shape"]
+    g = np.ascontiguousarray(dout, dtype=cache["dtype"])
+    return _max_pool_bwd_kernel(g, cache["arg_flat"], h, w).astype(cache["dtype"], copy=False)
+
+
 def max_pool2d_forward(x, kernel, stride, padding):
     """Max over each window (padding counts as :math:`-\\infty`). Returns ``(out, cache)``."""
     x64 = np.asarray(x, dtype=np.float64)
@@ -325,10 +505,12 @@ def avg_pool2d_backward(dout, cache):
 class _Pool2d(Module):
     _forward = staticmethod(max_pool2d_forward)
     _backward = staticmethod(max_pool2d_backward)
+    _numba: tuple | None = None
 
     def __init__(self, kernel_size, stride=None, padding=0) -> None:
         super().__init__()
         name = type(self).__name__
+        self.backend = "numpy"
         self.kernel_size = _pair(kernel_size, "kernel_size", name)
         self.stride = self.kernel_size if stride is None else _pair(stride, "stride", name)
         self.padding = _pair(padding, "padding", name, minimum=0)
@@ -342,11 +524,14 @@ class _Pool2d(Module):
         ow = conv_output_size(x.shape[3], self.kernel_size[1], self.stride[1], self.padding[1])
         if oh < 1 or ow < 1:
             raise ValueError(f"{self!r}: input of shape {x.shape} is smaller than the window {self.kernel_size}")
-        out, self._cache = self._forward(x, self.kernel_size, self.stride, self.padding)
+        fwd = self._numba[0] if self.backend == "numba" and self._numba else self._forward
+        out, self._cache = fwd(x, self.kernel_size, self.stride, self.padding)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        return self._backward(dout, self._require_cache())
+        cache = self._require_cache()
+        bwd = self._numba[1] if "arg_flat" in cache else self._backward
+        return bwd(dout, cache)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -355,10 +540,18 @@ class _Pool2d(Module):
 class MaxPool2d(_Pool2d):
     """Max pooling, as ``torch.nn.MaxPool2d(kernel_size, stride=None, padding=0)`` (``stride`` defaults
     to ``kernel_size``; no dilation, ``ceil_mode=False``). The gradient of a window goes to its
-    (first) maximum."""
+    (first) maximum. ``backend="numba"`` (default) runs one compiled pass that finds each maximum and
+    its position; ``"numpy"`` the reference (windows, ``argmax``); both give the same numbers."""
 
     _forward = staticmethod(max_pool2d_forward)
     _backward = staticmethod(max_pool2d_backward)
+    _numba = (max_pool2d_forward_numba, max_pool2d_backward_numba)
+
+    def __init__(self, kernel_size, stride=None, padding=0, *, backend: str = "numba") -> None:
+        super().__init__(kernel_size, stride, padding)
+        if backend not in BACKENDS:
+            raise ValueError(f"MaxPool2d: backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
 
 
 class AvgPool2d(_Pool2d):
@@ -396,7 +589,7 @@ register(Spec(
     ),
 ))
 register(Spec(
-    name="MaxPool2d", cls=MaxPool2d, pytorch="torch.nn.MaxPool2d", make_inputs=_distinct,
+    name="MaxPool2d", cls=MaxPool2d, pytorch="torch.nn.MaxPool2d", make_inputs=_distinct, backends=BACKENDS,
     differences="No dilation, ceil_mode or return_indices.",
     cases=(
         Case("k2", {"kernel_size": 2}, ((2, 2, 4, 5),)),

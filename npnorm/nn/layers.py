@@ -38,19 +38,22 @@ __all__ = [
 
 # -- Linear ---------------------------------------------------------------------------------------
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, dict]:
-    """:math:`y = x W^\\top + b` for ``x`` of shape ``(*, in)``, ``W`` of shape ``(out, in)``."""
-    x64 = np.asarray(x, dtype=np.float64)
-    out = x64 @ np.asarray(weight, dtype=np.float64).T
+    """:math:`y = x W^\\top + b` for ``x`` of shape ``(*, in)``, ``W`` of shape ``(out, in)``, computed in
+    float32 when ``x`` and the parameters are float32, else float64 (:func:`npnorm.nn.conv.compute_dtype`)."""
+    ct = np.result_type(np.float32, x.dtype, weight.dtype, *(() if bias is None else (bias.dtype,)))
+    xc = np.array(x, dtype=ct)                       # a copy: the cache never sees the caller's later edits
+    wc = np.array(weight, dtype=ct)
+    out = xc @ wc.T
     if bias is not None:
-        out = out + bias
-    return out.astype(x.dtype, copy=False), {"x": x64, "weight": weight, "has_bias": bias is not None,
+        out += bias
+    return out.astype(x.dtype, copy=False), {"x": xc, "weight": wc, "has_bias": bias is not None,
                                              "dtype": x.dtype}
 
 
 def linear_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns ``(dx, dweight, dbias)``: :math:`gW`, :math:`g^\\top x`, :math:`\\sum g` (over all leading axes)."""
-    x, w = cache["x"], np.asarray(cache["weight"], dtype=np.float64)
-    g = np.asarray(dout, dtype=np.float64)
+    x, w = cache["x"], cache["weight"]
+    g = np.asarray(dout, dtype=x.dtype)
     g2 = g.reshape(-1, g.shape[-1])
     dweight = g2.T @ x.reshape(-1, x.shape[-1])
     dbias = g2.sum(axis=0) if cache["has_bias"] else None
