@@ -96,6 +96,15 @@ class Spec:
         Backends the layer offers (the backend-agreement tests cover all of them).
     reference : str
         The paper (author, year) for the book's tables.
+    batch_axis : int or None
+        The axis of every input that holds the batch (default 0). The reliability tests
+        (``tests/test_reliability.py``) feed the layer an empty batch along it; ``None`` means the
+        layer has no batch axis (the empty-batch test then skips it).
+    signature_twin : callable, optional
+        The npnorm callable whose signature must accept the PyTorch twin's full constructor
+        signature (``pytorch``, up to the first parenthesis). Default: ``cls``. The weight
+        normalizers' twins are PyTorch functions taking a module, mirrored by
+        :func:`npnorm.weights.parametrize.weight_norm` etc., not by the classes.
     """
 
     name: str
@@ -114,6 +123,8 @@ class Spec:
     gradcheck: Mapping[str, Any] = field(default_factory=dict)
     backends: tuple[str, ...] = ("numpy",)
     reference: str = ""
+    batch_axis: int | None = 0
+    signature_twin: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.family:

@@ -154,17 +154,23 @@ def test_issue_example_layernorm_transposed_dout(backend):
 
 
 # -- 3. empty batches ---------------------------------------------------------------------------------
+def _batch_axis(spec, case):
+    """The spec's ``batch_axis``; a case may override it with ``extra={"batch_axis": ...}`` (``None``
+    for unbatched input)."""
+    return case.extra.get("batch_axis", spec.batch_axis)
+
+
 def _empty_cases():
     for p in _all_cases(only_with_inputs=True):
-        spec = p.values[0]
-        if spec.batch_axis is not None:
+        spec, case = p.values[:2]
+        if _batch_axis(spec, case) is not None:
             yield p
 
 
 @pytest.mark.parametrize("spec, case, mode, backend", list(_empty_cases()))
 def test_empty_batch(spec, case, mode, backend):
     layer, inputs = _build(spec, case, mode, backend)
-    ax = spec.batch_axis
+    ax = _batch_axis(spec, case)
     empty = [np.take(x, [], axis=ax) for x in inputs]
     before = {k: v.copy() for k, v in _buffers(layer).items()}
     counts = [getattr(m, "num_batches_tracked", None) for m in layer.modules()]
