@@ -31,6 +31,8 @@ __all__ = [
     "check_running_stats",
     "check_groups",
     "check_spatial",
+    "check_trailing",
+    "check_rows_input",
 ]
 
 
@@ -255,3 +257,27 @@ def check_spatial(x: np.ndarray, where: str, shape: tuple[int, ...] | None = Non
         raise ValueError(f"{where}: expected more than 1 spatial element per channel when using instance "
                          f"statistics, got input of shape {shape if shape is not None else x.shape}")
     return m
+
+
+def check_trailing(x: np.ndarray, normalized_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """The trailing axes of ``x`` that must equal ``normalized_shape`` (LayerNorm, RMSNorm)."""
+    k = len(normalized_shape)
+    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != tuple(normalized_shape):
+        raise ValueError(
+            f"{where}: the trailing dimensions of x must equal normalized_shape={tuple(normalized_shape)}, "
+            f"got x of shape {x.shape}"
+        )
+    return tuple(range(x.ndim - k, x.ndim))
+
+
+def check_rows_input(x: object, normalized_shape: object, params: dict, eps: object, where: str,
+                     eps_none: bool = False):
+    """Shared checks of the LayerNorm/RMSNorm functional forms (reference and Numba twin): ``x``
+    floating, its trailing dimensions ``normalized_shape``, each parameter ``None`` or of shape
+    ``normalized_shape`` (private float64 copies), ``eps > 0`` (or ``None`` when allowed)."""
+    x = as_float_array(x, "x", where)
+    normalized_shape = normalize_shape(normalized_shape, where=where)
+    check_trailing(x, normalized_shape, where)
+    checked = {k: check_param(v, normalized_shape, k, where) for k, v in params.items()}
+    eps = None if (eps is None and eps_none) else check_eps(eps, where=where)
+    return x, normalized_shape, checked, eps
