@@ -33,6 +33,7 @@ __all__ = [
     "check_spatial",
     "check_trailing",
     "check_rows_input",
+    "check_adain_input",
 ]
 
 
@@ -281,3 +282,27 @@ def check_rows_input(x: object, normalized_shape: object, params: dict, eps: obj
     checked = {k: check_param(v, normalized_shape, k, where) for k, v in params.items()}
     eps = None if (eps is None and eps_none) else check_eps(eps, where=where)
     return x, normalized_shape, checked, eps
+
+
+def check_adain_input(content: object, style: object, eps: object, where: str):
+    """AdaIN's inputs (functional forms and class): floating ``content`` ``(N, C, *spatial)`` and
+    ``style`` ``(N or 1, C, *spatial')`` with the same number of dimensions and channels, more than
+    one spatial element each (the statistics of one value are undefined), and ``eps > 0``."""
+    content = as_float_array(content, "content", where)
+    style = as_float_array(style, "style", where)
+    for name, arr in (("content", content), ("style", style)):
+        if arr.ndim < 3:
+            raise ValueError(f"{where}: expected {name} of shape (N, C, *spatial) with at least one spatial "
+                             f"dimension, got shape {arr.shape}")
+        if int(np.prod(arr.shape[2:], dtype=np.int64)) < 2:
+            raise ValueError(f"{where}: {name} needs more than 1 spatial element per channel, got shape {arr.shape}")
+    if style.ndim != content.ndim:
+        raise ValueError(f"{where}: content and style must have the same number of dimensions, got shapes "
+                         f"{content.shape} and {style.shape}")
+    if style.shape[1] != content.shape[1]:
+        raise ValueError(f"{where}: content has {content.shape[1]} channels but style has {style.shape[1]} "
+                         f"(shapes {content.shape} and {style.shape})")
+    if style.shape[0] not in (1, content.shape[0]):
+        raise ValueError(f"{where}: style batch size must be 1 or equal the content's ({content.shape[0]}), "
+                         f"got shapes {content.shape} and {style.shape}")
+    return content, style, check_eps(eps, where=where)

@@ -386,7 +386,7 @@ def test_constructor_accepts_pytorch_signature(spec):
     assert torch_name in SIGNATURES["signatures"], (
         f"{spec.name}: no recorded signature for {torch_name}; add it to tools/pytorch_ref_signatures.py")
     theirs = SIGNATURES["signatures"][torch_name]
-    twin = spec.signature_twin or spec.cls
+    twin = spec.twin()
     ours = [p for p in inspect.signature(twin).parameters.values() if p.name != "self"]
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
     for i, t in enumerate(theirs):
@@ -415,7 +415,7 @@ def test_constructor_accepts_pytorch_signature(spec):
 
 
 @pytest.mark.parametrize("spec", [s for s in specs() if s.pytorch and "(" not in s.pytorch
-                                  and "device" in inspect.signature(s.signature_twin or s.cls).parameters],
+                                  and "device" in inspect.signature(s.twin()).parameters],
                          ids=lambda s: s.name)
 def test_device_means_cpu(spec):
     case = spec.cases[0]
@@ -428,7 +428,7 @@ def test_device_means_cpu(spec):
 @pytest.mark.parametrize("spec", [s for s in specs() if s.differences or s.pytorch], ids=lambda s: s.name)
 def test_rejected_arguments_are_documented(spec):
     """What npnorm rejects on purpose (eps <= 0, momentum outside [0, 1]) is in the docstring."""
-    params = inspect.signature(spec.signature_twin or spec.cls).parameters
+    params = inspect.signature(spec.twin()).parameters
     doc = inspect.getdoc(spec.cls) or ""
     if "eps" in params and spec.family == "statistics":
         assert re.search(r"eps\s*<=\s*0", doc), f"{spec.name}: docstring does not say eps <= 0 is rejected"
