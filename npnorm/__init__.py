@@ -17,8 +17,8 @@ from . import gradcheck, registry
 # Import order is registration order, which is the order of the book's tables: family by family.
 from .backend import get_backend, set_backend, use_backend
 from .base import Module
-from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
-                         RMSNorm)
+from .statistics import (BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
+                         InstanceNorm3d, LayerNorm, RMSNorm)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
@@ -34,11 +34,13 @@ __all__ = [
     "use_backend",
     "BatchNorm1d",
     "BatchNorm2d",
+    "BatchNorm3d",
     "LayerNorm",
     "RMSNorm",
     "GroupNorm",
     "InstanceNorm1d",
     "InstanceNorm2d",
+    "InstanceNorm3d",
     "AdaIN",
     "WeightNorm",
     "SpectralNorm",

@@ -11,6 +11,13 @@ and ``*_backward`` taking ``(dout, cache)``). The class holds
 ``y = layer(x)`` runs the forward pass and keeps what the backward pass needs;
 ``dx = layer.backward(dy)`` returns the input gradient (a tuple when the layer has several inputs)
 and fills ``layer.grads``.
+
+Correct by construction: every subclass's ``forward`` is wrapped so that the layer records the shape
+of the output it returned, and every ``backward`` so that the upstream gradient is validated against
+it (:func:`npnorm._checks.check_dout`) before the layer's own code sees it: a ``dout`` of another
+shape raises a ``ValueError`` naming the layer, the expected and the given shape, and a
+non-floating one a ``TypeError`` - never a silent broadcast or reshape. A layer added later gets
+both without writing a line.
 """
 
 from __future__ import annotations
@@ -18,9 +25,52 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import functools
+
 import numpy as np
 
+from ._checks import check_dout
+
 __all__ = ["Module"]
+
+
+def _output_shape(out: Any) -> Any:
+    """The shape of a forward output (a tuple of shapes for a tuple of arrays; None when not an array)."""
+    if isinstance(out, np.ndarray):
+        return out.shape
+    if isinstance(out, tuple) and out and all(isinstance(o, np.ndarray) for o in out):
+        return tuple(o.shape for o in out)
+    return None
+
+
+def _recording_forward(forward):
+    @functools.wraps(forward)
+    def wrapped(self, *inputs, **kwargs):
+        out = forward(self, *inputs, **kwargs)
+        self._out_shape = _output_shape(out)
+        return out
+    wrapped._npnorm_wrapped = True
+    return wrapped
+
+
+def _checked_backward(backward):
+    @functools.wraps(backward)
+    def wrapped(self, *args, **kwargs):
+        shape = self.__dict__.get("_out_shape")
+        if args and shape is not None and self._cache is not None:
+            where = f"{type(self).__name__}.backward"
+            if shape and isinstance(shape[0], tuple):       # several outputs: one gradient each
+                dout = args[0]
+                if not isinstance(dout, (tuple, list)) or len(dout) != len(shape):
+                    raise ValueError(f"{where}: expected a tuple of {len(shape)} upstream gradients "
+                                     f"(one per output, shapes {shape}), got {type(dout).__name__}")
+                args = (tuple(check_dout(d, s, where, f"dout[{i}]") for i, (d, s) in
+                              enumerate(zip(dout, shape))),) + args[1:]
+            else:
+                args = (check_dout(args[0], shape, where),) + args[1:]
+        return backward(self, *args, **kwargs)
+    wrapped._npnorm_wrapped = True
+    return wrapped
 
 
 class Module:
@@ -30,7 +80,16 @@ class Module:
     :meth:`backward`. Containers override :meth:`children`.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # wrap the methods this class defines (inherited ones are wrapped already)
+        for name, wrap in (("forward", _recording_forward), ("backward", _checked_backward)):
+            fn = cls.__dict__.get(name)
+            if callable(fn) and not getattr(fn, "_npnorm_wrapped", False):
+                setattr(cls, name, wrap(fn))
+
     def __init__(self) -> None:
+        self._out_shape: Any = None
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.training: bool = True

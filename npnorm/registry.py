@@ -96,6 +96,16 @@ class Spec:
         Backends the layer offers (the backend-agreement tests cover all of them).
     reference : str
         The paper (author, year) for the book's tables.
+    batch_axis : int or None
+        The axis of every input that holds the batch (default 0). The reliability tests
+        (``tests/test_reliability.py``) feed the layer an empty batch along it; ``None`` means the
+        layer has no batch axis (the empty-batch test then skips it).
+    signature_twin : callable or str, optional
+        The npnorm callable whose signature must accept the PyTorch twin's full constructor
+        signature (``pytorch``, up to the first parenthesis), or its dotted import path (for a
+        function defined in a module that imports this one). Default: ``cls``. The weight
+        normalizers' twins are PyTorch functions taking a module, mirrored by
+        :func:`npnorm.weights.parametrize.weight_norm` etc., not by the classes.
     """
 
     name: str
@@ -114,10 +124,20 @@ class Spec:
     gradcheck: Mapping[str, Any] = field(default_factory=dict)
     backends: tuple[str, ...] = ("numpy",)
     reference: str = ""
+    batch_axis: int | None = 0
+    signature_twin: Callable[..., Any] | str | None = None
 
     def __post_init__(self) -> None:
         if not self.family:
             object.__setattr__(self, "family", family_of(self.cls))
+
+    def twin(self) -> Callable[..., Any]:
+        """The callable that mirrors the PyTorch twin's signature (:attr:`signature_twin`, resolved)."""
+        if isinstance(self.signature_twin, str):
+            import importlib
+            module, _, attr = self.signature_twin.rpartition(".")
+            return getattr(importlib.import_module(module), attr)
+        return self.signature_twin or self.cls
 
     def case(self, name: str) -> Case:
         for c in self.cases:

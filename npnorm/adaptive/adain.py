@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_eps
+from .._checks import check_adain_input, check_cache, check_eps
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels.adaptive import adain as _kernels
@@ -38,8 +38,11 @@ def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5) -> 
     """AdaIN of ``content`` ``(N, C, *)`` with the statistics of ``style`` ``(N or 1, C, *)``.
 
     The spatial sizes of content and style may differ. A style batch of 1 is broadcast over the
-    content batch. Returns ``(out, cache)``; ``out`` has the content's shape and dtype.
+    content batch. Returns ``(out, cache)``; ``out`` has the content's shape and dtype. The
+    arguments are checked as the class checks them (:func:`npnorm._checks.check_adain_input`:
+    ``TypeError`` for non-floating arrays, ``ValueError`` naming the mismatch).
     """
+    content, style, eps = check_adain_input(content, style, eps, "adain_forward")
     c_axes = tuple(range(2, content.ndim))
     s_axes = tuple(range(2, style.ndim))
     x_hat, c_cache = standardize_forward(content, c_axes, eps)
@@ -50,13 +53,13 @@ def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5) -> 
     out = s_std * x_hat + s_mean
     cache = {"content": c_cache, "x_hat": x_hat, "s_c": s_c, "s_std": s_std, "s_axes": s_axes,
              "s_m": int(np.prod(style.shape[2:])), "broadcast_style": style.shape[0] != content.shape[0],
-             "content_dtype": content.dtype, "style_dtype": style.dtype}
+             "content_dtype": content.dtype, "style_dtype": style.dtype, "out_shape": content.shape}
     return out.astype(content.dtype, copy=False), cache
 
 
 def adain_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Backward pass of :func:`adain_forward`: returns ``(dcontent, dstyle)``."""
-    dy = np.asarray(dout, dtype=np.float64)
+    dy = np.asarray(check_cache(dout, cache, "adain_backward"), dtype=np.float64)
     x_hat, s_std, s_c, m = cache["x_hat"], cache["s_std"], cache["s_c"], cache["s_m"]
     c_axes = cache["content"]["axes"]
     dcontent = standardize_backward(dy * s_std, cache["content"])
@@ -75,6 +78,8 @@ class AdaIN(Module):
     ``content`` has shape ``(N, C, *spatial)`` (e.g. ``(N, C, H, W)``), ``style`` has shape
     ``(N, C, *spatial')`` or ``(1, C, *spatial')`` - the spatial sizes may differ. ``backward(dy)``
     returns ``(dcontent, dstyle)``. No parameters; same in train and eval. Not in PyTorch.
+    An empty batch (content and style with ``N = 0``) gives an empty output; ``eps <= 0`` is
+    rejected (``ValueError``).
 
     ``backend`` (keyword-only): ``"numba"`` (the instance-statistics kernels, see
     :mod:`npnorm.kernels.adaptive.adain`), ``"numpy"`` (the reference) or ``None`` (the global default).
@@ -86,23 +91,7 @@ class AdaIN(Module):
         self.eps = check_eps(eps, where="AdaIN")
 
     def forward(self, content: np.ndarray, style: np.ndarray) -> np.ndarray:
-        content = as_float_array(content, "content", "AdaIN")
-        style = as_float_array(style, "style", "AdaIN")
-        for name, arr in (("content", content), ("style", style)):
-            if arr.ndim < 3:
-                raise ValueError(f"AdaIN: expected {name} of shape (N, C, *spatial) with at least one spatial "
-                                 f"dimension, got shape {arr.shape}")
-            if int(np.prod(arr.shape[2:])) < 2:
-                raise ValueError(f"AdaIN: {name} needs more than 1 spatial element per channel, got shape {arr.shape}")
-        if style.ndim != content.ndim:
-            raise ValueError(f"AdaIN: content and style must have the same number of dimensions, got shapes "
-                             f"{content.shape} and {style.shape}")
-        if style.shape[1] != content.shape[1]:
-            raise ValueError(f"AdaIN: content has {content.shape[1]} channels but style has {style.shape[1]} "
-                             f"(shapes {content.shape} and {style.shape})")
-        if style.shape[0] not in (1, content.shape[0]):
-            raise ValueError(f"AdaIN: style batch size must be 1 or equal the content's ({content.shape[0]}), "
-                             f"got shapes {content.shape} and {style.shape}")
+        content, style, _ = check_adain_input(content, style, self.eps, "AdaIN")
         out, self._cache = pick(self.backend, adain_forward, _kernels.adain_forward)(content, style, self.eps)
         return out
 

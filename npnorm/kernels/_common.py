@@ -79,6 +79,22 @@ def as_input(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(shape)
 
 
+def ncs(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``(N, C, S)`` for an ``(N, C, *spatial)`` shape, ``S`` the product of the spatial sizes (explicit,
+    so that an empty batch reshapes too: NumPy cannot infer ``-1`` for an array of size 0)."""
+    return int(shape[0]), int(shape[1]), int(np.prod(shape[2:], dtype=np.int64))
+
+
+def keep_buffer(x: np.ndarray, x_view: np.ndarray) -> np.ndarray | None:
+    """An empty array for a kernel to copy ``x_view`` into while it reads it, when ``x_view`` is (a view
+    of) the caller's array ``x``; ``None`` when :func:`as_input` already made a private copy.
+
+    Caches of the backward passes hold that copy, never the caller's array: editing the input after
+    the forward pass must not change the gradient (the copy is fused into a pass that reads ``x``
+    anyway, so it costs one write of ``x``, no extra read)."""
+    return np.empty_like(x_view) if np.may_share_memory(x, x_view) else None
+
+
 def as_upstream(dout: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     """The upstream gradient, contiguous, in the input's ``dtype`` (a float64 ``dout`` for a float32
     input is rounded to float32: the kernels are compiled for one dtype per call)."""

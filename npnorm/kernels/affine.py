@@ -41,6 +41,30 @@ def _affine_parallel(x, center, scale, shift, out, nchunks):
 
 
 @jit
+def _affine_keep_rows(x, center, scale, shift, out, keep, r0, r1):
+    """As :func:`_affine_rows`, and copies each row of ``x`` into ``keep`` while it is in the cache
+    (the private copy a backward pass reads, so that the caller may edit ``x``)."""
+    nc = x.shape[1]
+    s_len = x.shape[2]
+    p = scale.shape[0]
+    for r in range(r0, r1):
+        n, c = r // nc, r % nc
+        mu, a, b = center[n % p, c], scale[n % p, c], shift[n % p, c]
+        xr, orow, krow = x[n, c], out[n, c], keep[n, c]
+        for j in range(s_len):
+            v = xr[j]
+            orow[j] = (v - mu) * a + b
+            krow[j] = v
+
+
+@pjit
+def _affine_keep_parallel(x, center, scale, shift, out, keep, nchunks):
+    nr = x.shape[0] * x.shape[1]
+    for t in numba.prange(nchunks):
+        _affine_keep_rows(x, center, scale, shift, out, keep, t * nr // nchunks, (t + 1) * nr // nchunks)
+
+
+@jit
 def _sums_rows(dy, x, center, sdy, sdyx, r0, r1):
     """Per-(n, c) sums ``sum_s dy`` and ``sum_s dy (x - center)`` for rows ``r0 <= n C + c < r1``."""
     nc = x.shape[1]
@@ -93,7 +117,7 @@ def parallel_copy(src, dst):
         dst[i] = src[i]
 
 
-DISPATCHERS = (_affine_rows, _affine_parallel, _sums_rows, _sums_parallel, _affine2_rows, _affine2_parallel,
+DISPATCHERS = (_affine_rows, _affine_parallel, _affine_keep_rows, _affine_keep_parallel, _sums_rows, _sums_parallel, _affine2_rows, _affine2_parallel,
                parallel_copy)
 
 
@@ -104,11 +128,20 @@ def _params(c: int, *arrays: np.ndarray) -> list[np.ndarray]:
 
 
 def channel_affine(x3: np.ndarray, center: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-                   out: np.ndarray | None = None) -> np.ndarray:
-    """``(x3 - center) * scale + shift`` for ``x3`` (N, C, S) and parameters broadcastable to (P, C)."""
+                   out: np.ndarray | None = None, keep: np.ndarray | None = None) -> np.ndarray:
+    """``(x3 - center) * scale + shift`` for ``x3`` (N, C, S) and parameters broadcastable to (P, C).
+
+    ``keep`` (optional, shape and dtype of ``x3``): also copy ``x3`` into it in the same pass - one
+    more write, no more reads - for a cache that must not alias the caller's input."""
     n, c = x3.shape[:2]
     center, scale, shift = _params(c, center, scale, shift)
     y = C.check_out(out, x3.shape, x3.dtype)
+    if keep is not None:
+        if C.use_parallel(x3.size):
+            _affine_keep_parallel(x3, center, scale, shift, y, keep, C.num_chunks(n * c))
+        else:
+            _affine_keep_rows(x3, center, scale, shift, y, keep, 0, n * c)
+        return y
     if C.use_parallel(x3.size):
         _affine_parallel(x3, center, scale, shift, y, C.num_chunks(n * c))
     else:

@@ -18,10 +18,10 @@ from .init import manual_seed
 from .layers import GELU, Dropout, Flatten, Identity, Linear, ReLU, Sequential, SiLU, Tanh
 from .losses import CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam, AdamW
-from ..statistics.batchnorm import BatchNorm1d, BatchNorm2d
+from ..statistics.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from ..statistics.layernorm import LayerNorm, RMSNorm
 from ..statistics.groupnorm import GroupNorm
-from ..statistics.instancenorm import InstanceNorm1d, InstanceNorm2d
+from ..statistics.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity",
@@ -29,7 +29,8 @@ __all__ = [
     "CrossEntropyLoss", "MSELoss",
     "SGD", "Adam", "AdamW",
     "init", "manual_seed",
-    "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
+    "InstanceNorm2d", "InstanceNorm3d",
 ]
 
 

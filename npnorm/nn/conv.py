@@ -41,7 +41,7 @@ import numba
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .._checks import as_float_array, check_positive_int
+from .._checks import as_float_array, check_cache, check_device, check_positive_int, resolve_dtype
 from ..base import Module
 from . import init
 
@@ -209,7 +209,8 @@ def _conv2d_forward_t(x, weight, bias, stride, padding, ct):
         out_t += np.asarray(bias, dtype=ct)[:, None]
     out = out_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
     cache = {"cols_t": cols_t, "w2": w2, "x_shape": x.shape, "w_shape": weight.shape, "stride": stride,
-             "padding": padding, "has_bias": bias is not None, "dtype": x.dtype, "backend": "numba"}
+             "padding": padding, "has_bias": bias is not None, "dtype": x.dtype, "backend": "numba",
+             "out_shape": out.shape}
     return np.ascontiguousarray(out, dtype=x.dtype), cache
 
 
@@ -248,18 +249,20 @@ def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, s
     o, _, kh, kw = weight.shape
     oh, ow = conv_output_size(h, kh, stride[0], padding[0]), conv_output_size(w, kw, stride[1], padding[1])
     cols = to_cols(np.asarray(x, dtype=ct), (kh, kw), stride, padding)   # (N*OH*OW, C*kh*kw), a new array
-    w2 = np.array(weight, dtype=ct).reshape(o, -1)                  # (O, C*kh*kw), a copy
+    w2 = np.array(weight, dtype=ct).reshape(o, -1)                  # (O, C*kh*kw), a private copy
     out = cols @ w2.T                                                # (N*OH*OW, O)
     if bias is not None:
         out += bias
     out = out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
     cache = {"cols": cols, "w2": w2, "x_shape": x.shape, "w_shape": weight.shape, "stride": stride,
-             "padding": padding, "has_bias": bias is not None, "dtype": x.dtype, "backend": backend}
+             "padding": padding, "has_bias": bias is not None, "dtype": x.dtype, "backend": backend,
+             "out_shape": out.shape}
     return np.ascontiguousarray(out, dtype=x.dtype), cache
 
 
 def conv2d_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns ``(dx, dweight, dbias)``: the Linear backward on patches, then ``col2im``."""
+    dout = check_cache(dout, cache, "conv2d_backward")
     if "cols_t" in cache:
         return _conv2d_backward_t(dout, cache)
     from_cols = _IM2COL[cache["backend"]][1]
@@ -294,23 +297,46 @@ class Conv2d(Module):
     :math:`H_{out} = \\lfloor (H + 2p - k)/s \\rfloor + 1`.
 
     ``backend`` selects the im2col/col2im implementation (``"numpy"`` or ``"numba"``); both give the
-    same numbers. Deliberate differences: float64 parameters by default (``dtype``); ``rng`` as in
-    :class:`Linear`.
+    same numbers.
+
+    The constructor has PyTorch 2.13's full signature ``(in_channels, out_channels, kernel_size,
+    stride=1, padding=0, dilation=1, groups=1, bias=True, padding_mode='zeros', device=None,
+    dtype=None)``, plus npnorm's keyword-only ``rng`` and ``backend``. ``padding`` may also be
+    ``'valid'`` (0) or ``'same'`` (stride 1, odd kernel sizes).
+
+    Deliberate differences: only ``dilation=1``, ``groups=1`` and ``padding_mode='zeros'`` are
+    implemented (other values raise ``ValueError``); float64 parameters by default
+    (``dtype=None``); ``device`` only ``None`` or ``"cpu"``; ``rng`` as in :class:`Linear`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = True, *, dtype: Any = np.float64, rng: np.random.Generator | int | None = None,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None, *, rng: np.random.Generator | int | None = None,
                  backend: str = "numba") -> None:
         super().__init__()
+        check_device(device, "Conv2d")
         self.in_channels = check_positive_int(in_channels, "in_channels", "Conv2d")
         self.out_channels = check_positive_int(out_channels, "out_channels", "Conv2d")
         self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d")
         self.stride = _pair(stride, "stride", "Conv2d")
+        if _pair(dilation, "dilation", "Conv2d") != (1, 1):
+            raise ValueError(f"Conv2d: only dilation=1 is implemented, got dilation={dilation!r}")
+        if isinstance(groups, bool) or groups != 1:
+            raise ValueError(f"Conv2d: only groups=1 is implemented, got groups={groups!r}")
+        if padding_mode != "zeros":
+            raise ValueError(f"Conv2d: only padding_mode='zeros' is implemented, got {padding_mode!r}")
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            if self.stride != (1, 1) or any(k % 2 == 0 for k in self.kernel_size):
+                raise ValueError(f"Conv2d: padding='same' is implemented for stride 1 and odd kernel sizes, got "
+                                 f"stride={self.stride}, kernel_size={self.kernel_size}")
+            padding = tuple(k // 2 for k in self.kernel_size)
         self.padding = _pair(padding, "padding", "Conv2d", minimum=0)
         if backend not in BACKENDS:
             raise ValueError(f"Conv2d: backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype, "Conv2d")
         gen = init.get_rng(rng)
         w = np.empty((self.out_channels, self.in_channels) + self.kernel_size, dtype=self.dtype)
         self.params["weight"] = init.kaiming_uniform_(w, a=math.sqrt(5), rng=gen)
@@ -456,13 +482,13 @@ def max_pool2d_forward_numba(x, kernel, stride, padding):
         out, arg = _max_pool_2x2_kernel(xc, oh, ow)
     else:
         out, arg = _max_pool_fwd_kernel(xc, kh, kw, sh, sw, ph, pw, oh, ow)
-    return out, {"arg_flat": arg, "x_shape": x.shape, "dtype": x.dtype}
+    return out, {"arg_flat": arg, "x_shape": x.shape, "dtype": x.dtype, "out_shape": out.shape}
 
 
 def max_pool2d_backward_numba(dout, cache):
     """Numba version of :func:`max_pool2d_backward`: each window's gradient to its maximum."""
     n, c, h, w = cache["x_shape"]
-    g = np.ascontiguousarray(dout, dtype=cache["dtype"])
+    g = np.ascontiguousarray(check_cache(dout, cache, "max_pool2d_backward"), dtype=cache["dtype"])
     return _max_pool_bwd_kernel(g, cache["arg_flat"], h, w).astype(cache["dtype"], copy=False)
 
 
@@ -470,17 +496,17 @@ def max_pool2d_forward(x, kernel, stride, padding):
     """Max over each window (padding counts as :math:`-\\infty`). Returns ``(out, cache)``."""
     x64 = np.asarray(x, dtype=np.float64)
     win = _windows(x64, kernel, stride, padding, -np.inf)
-    flat = win.reshape(win.shape[:4] + (-1,))
+    flat = win.reshape(win.shape[:4] + (kernel[0] * kernel[1],))    # explicit: an empty batch reshapes too
     arg = flat.argmax(axis=-1)                       # first maximum on ties, like PyTorch
     out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
     cache = {"arg": arg, "x_shape": x.shape, "kernel": kernel, "stride": stride, "padding": padding,
-             "dtype": x.dtype}
+             "dtype": x.dtype, "out_shape": out.shape}
     return out.astype(x.dtype), cache
 
 
 def max_pool2d_backward(dout, cache):
     """Each window's gradient goes to the position of its maximum."""
-    g = np.asarray(dout, dtype=np.float64)
+    g = np.asarray(check_cache(dout, cache, "max_pool2d_backward"), dtype=np.float64)
     arg, kw = cache["arg"], cache["kernel"][1]
     dx = _scatter(lambda i, j: g * (arg == i * kw + j), cache["x_shape"], cache["kernel"], cache["stride"],
                   cache["padding"])
@@ -491,13 +517,15 @@ def avg_pool2d_forward(x, kernel, stride, padding):
     """Mean over each window, zero padding included in the count. Returns ``(out, cache)``."""
     x64 = np.asarray(x, dtype=np.float64)
     out = _windows(x64, kernel, stride, padding, 0.0).mean(axis=(-2, -1))
-    cache = {"x_shape": x.shape, "kernel": kernel, "stride": stride, "padding": padding, "dtype": x.dtype}
+    cache = {"x_shape": x.shape, "kernel": kernel, "stride": stride, "padding": padding, "dtype": x.dtype,
+             "out_shape": out.shape}
     return out.astype(x.dtype), cache
 
 
 def avg_pool2d_backward(dout, cache):
     """Each window's gradient is spread evenly, :math:`1/(k_h k_w)` to every position."""
-    g = np.asarray(dout, dtype=np.float64) / (cache["kernel"][0] * cache["kernel"][1])
+    g = np.asarray(check_cache(dout, cache, "avg_pool2d_backward"), dtype=np.float64)
+    g = g / (cache["kernel"][0] * cache["kernel"][1])
     dx = _scatter(lambda i, j: g, cache["x_shape"], cache["kernel"], cache["stride"], cache["padding"])
     return dx.astype(cache["dtype"], copy=False)
 
@@ -507,10 +535,15 @@ class _Pool2d(Module):
     _backward = staticmethod(max_pool2d_backward)
     _numba: tuple | None = None
 
-    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+    def __init__(self, kernel_size, stride=None, padding=0, **pytorch_only) -> None:
         super().__init__()
         name = type(self).__name__
         self.backend = "numpy"
+        # PyTorch's further arguments are accepted at their defaults; other values are not implemented
+        for arg, value in pytorch_only.items():
+            default = self._pytorch_defaults[arg]
+            if value != default or isinstance(value, bool) != isinstance(default, bool):
+                raise ValueError(f"{name}: only {arg}={default!r} is implemented, got {arg}={value!r}")
         self.kernel_size = _pair(kernel_size, "kernel_size", name)
         self.stride = self.kernel_size if stride is None else _pair(stride, "stride", name)
         self.padding = _pair(padding, "padding", name, minimum=0)
@@ -538,28 +571,44 @@ class _Pool2d(Module):
 
 
 class MaxPool2d(_Pool2d):
-    """Max pooling, as ``torch.nn.MaxPool2d(kernel_size, stride=None, padding=0)`` (``stride`` defaults
-    to ``kernel_size``; no dilation, ``ceil_mode=False``). The gradient of a window goes to its
-    (first) maximum. ``backend="numba"`` (default) runs one compiled pass that finds each maximum and
-    its position; ``"numpy"`` the reference (windows, ``argmax``); both give the same numbers."""
+    """Max pooling, as ``torch.nn.MaxPool2d(kernel_size, stride=None, padding=0, dilation=1,
+    return_indices=False, ceil_mode=False)`` (``stride`` defaults to ``kernel_size``). The gradient
+    of a window goes to its (first) maximum. ``backend="numba"`` (keyword-only, default) runs one
+    compiled pass that finds each maximum and its position; ``"numpy"`` the reference (windows,
+    ``argmax``); both give the same numbers.
+
+    Deliberate difference: ``dilation``, ``return_indices`` and ``ceil_mode`` are accepted at their
+    defaults only (other values raise ``ValueError``)."""
 
     _forward = staticmethod(max_pool2d_forward)
     _backward = staticmethod(max_pool2d_backward)
     _numba = (max_pool2d_forward_numba, max_pool2d_backward_numba)
+    _pytorch_defaults = {"dilation": 1, "return_indices": False, "ceil_mode": False}
 
-    def __init__(self, kernel_size, stride=None, padding=0, *, backend: str = "numba") -> None:
-        super().__init__(kernel_size, stride, padding)
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
+                 ceil_mode: bool = False, *, backend: str = "numba") -> None:
+        super().__init__(kernel_size, stride, padding, dilation=dilation, return_indices=return_indices,
+                         ceil_mode=ceil_mode)
         if backend not in BACKENDS:
             raise ValueError(f"MaxPool2d: backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
 
 
 class AvgPool2d(_Pool2d):
-    """Average pooling, as ``torch.nn.AvgPool2d(kernel_size, stride=None, padding=0)`` with PyTorch's
-    defaults ``ceil_mode=False``, ``count_include_pad=True``."""
+    """Average pooling, as ``torch.nn.AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode=False,
+    count_include_pad=True, divisor_override=None)``.
+
+    Deliberate difference: ``ceil_mode``, ``count_include_pad`` and ``divisor_override`` are accepted
+    at their defaults only (other values raise ``ValueError``)."""
 
     _forward = staticmethod(avg_pool2d_forward)
     _backward = staticmethod(avg_pool2d_backward)
+    _pytorch_defaults = {"ceil_mode": False, "count_include_pad": True, "divisor_override": None}
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                         divisor_override=divisor_override)
 
 
 # -- registry ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from .._checks import as_float_array, check_positive_int
+from .._checks import as_float_array, check_cache, check_device, check_param, check_positive_int, resolve_dtype
 from ..base import Module
 from . import init
 
@@ -39,21 +39,30 @@ __all__ = [
 # -- Linear ---------------------------------------------------------------------------------------
 def linear_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, dict]:
     """:math:`y = x W^\\top + b` for ``x`` of shape ``(*, in)``, ``W`` of shape ``(out, in)``, computed in
-    float32 when ``x`` and the parameters are float32, else float64 (:func:`npnorm.nn.conv.compute_dtype`)."""
-    ct = np.result_type(np.float32, x.dtype, weight.dtype, *(() if bias is None else (bias.dtype,)))
-    xc = np.array(x, dtype=ct)                       # a copy: the cache never sees the caller's later edits
+    float32 when ``x`` and the parameters are float32, else float64 (:func:`npnorm.nn.conv.compute_dtype`).
+
+    The cache holds private copies of ``x`` and ``W`` (never the caller's arrays)."""
+    where = "linear_forward"
+    x = as_float_array(x, "x", where)
+    weight = as_float_array(weight, "weight", where)
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{where}: expected x of shape (*, in) and weight of shape (out, in) with the same "
+                         f"in, got x {x.shape} and weight {weight.shape}")
+    ct = np.result_type(np.float32, x.dtype, weight.dtype, *(() if bias is None else (np.asarray(bias).dtype,)))
+    bias = check_param(bias, (weight.shape[0],), "bias", where)      # a private float64 copy
+    xc = np.array(x, dtype=ct)
     wc = np.array(weight, dtype=ct)
     out = xc @ wc.T
     if bias is not None:
         out += bias
     return out.astype(x.dtype, copy=False), {"x": xc, "weight": wc, "has_bias": bias is not None,
-                                             "dtype": x.dtype}
+                                             "dtype": x.dtype, "out_shape": out.shape}
 
 
 def linear_backward(dout: np.ndarray, cache: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns ``(dx, dweight, dbias)``: :math:`gW`, :math:`g^\\top x`, :math:`\\sum g` (over all leading axes)."""
     x, w = cache["x"], cache["weight"]
-    g = np.asarray(dout, dtype=x.dtype)
+    g = np.asarray(check_cache(dout, cache, "linear_backward"), dtype=x.dtype)
     g2 = g.reshape(-1, g.shape[-1])
     dweight = g2.T @ x.reshape(-1, x.shape[-1])
     dbias = g2.sum(axis=0) if cache["has_bias"] else None
@@ -68,17 +77,22 @@ class Linear(Module):
     initialized from :math:`U(-1/\\sqrt{\\text{in}}, 1/\\sqrt{\\text{in}})` (PyTorch's default, which is
     ``kaiming_uniform_(a=sqrt(5))``). Input ``(*, in_features)``, output ``(*, out_features)``.
 
-    Deliberate differences: float64 parameters by default (``dtype``); ``rng`` (Generator or seed)
-    instead of PyTorch's global generator (without it, :func:`npnorm.nn.init.manual_seed` sets the
-    library-wide one).
+    The constructor has PyTorch 2.13's full signature ``(in_features, out_features, bias=True,
+    device=None, dtype=None)``, plus npnorm's keyword-only ``rng``. An empty batch gives an empty
+    output and zero parameter gradients.
+
+    Deliberate differences: float64 parameters by default (``dtype=None``); ``device`` only ``None``
+    or ``"cpu"``; ``rng`` (Generator or seed) instead of PyTorch's global generator (without it,
+    :func:`npnorm.nn.init.manual_seed` sets the library-wide one).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 dtype: Any = np.float64, rng: np.random.Generator | int | None = None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None, *, rng: np.random.Generator | int | None = None) -> None:
         super().__init__()
+        check_device(device, "Linear")
         self.in_features = check_positive_int(in_features, "in_features", "Linear")
         self.out_features = check_positive_int(out_features, "out_features", "Linear")
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype, "Linear")
         gen = init.get_rng(rng)
         self.params["weight"] = np.empty((self.out_features, self.in_features), dtype=self.dtype)
         init.kaiming_uniform_(self.params["weight"], a=math.sqrt(5), rng=gen)
@@ -124,7 +138,8 @@ class Flatten(Module):
             raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): input of shape "
                              f"{x.shape} has no dims {self.start_dim}..{self.end_dim}")
         self._cache = x.shape
-        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:])
+        merged = int(np.prod(x.shape[s:e + 1], dtype=np.int64))   # explicit: an empty batch reshapes too
+        return x.reshape(x.shape[:s] + (merged,) + x.shape[e + 1:])
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return np.asarray(dout).reshape(self._require_cache())
@@ -134,7 +149,11 @@ class Flatten(Module):
 
 
 class Identity(Module):
-    """:math:`y = x` (a placeholder, e.g. "no normalization" in a model builder)."""
+    """:math:`y = x` (a placeholder, e.g. "no normalization" in a model builder). As
+    ``torch.nn.Identity(*args, **kwargs)``, any arguments are accepted and ignored."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._cache = True
@@ -151,17 +170,30 @@ class _Elementwise(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array(x, "x", type(self).__name__)
-        y, saved = self._f(np.asarray(x, dtype=np.float64))
+        # a private float64 copy: what _f saves must not follow later edits of the caller's x; the
+        # returned y is a copy too (Tanh saves y itself, and the caller may edit the output)
+        y, saved = self._f(np.array(x, dtype=np.float64))
         self._cache = (saved, x.dtype)
-        return y.astype(x.dtype, copy=False)
+        return y.astype(x.dtype)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         saved, dtype = self._require_cache()
         return (np.asarray(dout, dtype=np.float64) * self._df(saved)).astype(dtype, copy=False)
 
 
-class ReLU(_Elementwise):
-    """:math:`\\max(x, 0)`, as ``torch.nn.ReLU``; derivative 0 at :math:`x = 0` (PyTorch's choice)."""
+class _InplaceArg(_Elementwise):
+    """An activation whose PyTorch twin takes ``inplace=False``: accepted for the signature, but the
+    computation is always out of place (deliberate difference: the caller's array is never modified,
+    and the values are the same)."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = bool(inplace)
+
+
+class ReLU(_InplaceArg):
+    """:math:`\\max(x, 0)`, as ``torch.nn.ReLU(inplace=False)``; derivative 0 at :math:`x = 0`
+    (PyTorch's choice). ``inplace=True`` is accepted but computes out of place."""
 
     def _f(self, x):
         return np.maximum(x, 0.0), x > 0
@@ -171,7 +203,11 @@ class ReLU(_Elementwise):
 
 
 class Tanh(_Elementwise):
-    """:math:`\\tanh x`, as ``torch.nn.Tanh``; derivative :math:`1 - y^2`."""
+    """:math:`\\tanh x`, as ``torch.nn.Tanh``; derivative :math:`1 - y^2`. Like PyTorch's, the
+    constructor accepts and ignores any arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
 
     def _f(self, x):
         y = np.tanh(x)
@@ -187,8 +223,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-class SiLU(_Elementwise):
-    """:math:`x\\,\\sigma(x)` (swish), as ``torch.nn.SiLU``; derivative :math:`\\sigma(x)(1 + x(1-\\sigma(x)))`."""
+class SiLU(_InplaceArg):
+    """:math:`x\\,\\sigma(x)` (swish), as ``torch.nn.SiLU(inplace=False)``; derivative
+    :math:`\\sigma(x)(1 + x(1-\\sigma(x)))`. ``inplace=True`` is accepted but computes out of place."""
 
     def _f(self, x):
         s = _sigmoid(x)
@@ -254,11 +291,14 @@ class Dropout(Module):
     comes from the layer's own generator (``rng``: a Generator or a seed; default: drawn from the
     library-wide generator, see :func:`npnorm.nn.init.manual_seed`), so a run is reproducible and a
     deep copy of the layer draws the same mask as the original (which is what the gradient check
-    relies on).
+    relies on). ``inplace=True`` is accepted but computes out of place (the caller's array is never
+    modified).
     """
 
-    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | int | None = None) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False, *,
+                 rng: np.random.Generator | int | None = None) -> None:
         super().__init__()
+        self.inplace = bool(inplace)   # accepted for PyTorch's signature; always computed out of place
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
@@ -302,10 +342,10 @@ class Sequential(Module):
     shape that arrived there, so a mismatch in a long model is found at once.
     """
 
-    def __init__(self, *layers: Module) -> None:
+    def __init__(self, *args: Module) -> None:
         self.layers: list[Module] = []
         super().__init__()
-        for layer in layers:
+        for layer in args:
             self.append(layer)
 
     # params / grads are views of the children's

@@ -7,21 +7,21 @@ per-channel scale and shift. The members differ in the set:
 ========================  ==========================================================
 layer                     the set its statistics are taken over
 ========================  ==========================================================
-BatchNorm1d/2d            the batch and every spatial position, per channel
+BatchNorm1d/2d/3d         the batch and every spatial position, per channel
 LayerNorm                 each sample's trailing ``normalized_shape`` dims
 RMSNorm                   the same, root mean square only (no centring)
 GroupNorm                 each sample's group of channels and their positions
-InstanceNorm1d/2d         each sample's channel, over its positions
+InstanceNorm1d/2d/3d      each sample's channel, over its positions
 ========================  ==========================================================
 
 Shared by all: :mod:`.standardize` (the centring-and-scaling step and its backward).
 Their Numba twins are in :mod:`npnorm.kernels.statistics`.
 """
 
-from .batchnorm import BatchNorm1d, BatchNorm2d
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .layernorm import LayerNorm, RMSNorm
 from .groupnorm import GroupNorm
-from .instancenorm import InstanceNorm1d, InstanceNorm2d
+from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
-           "InstanceNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
+           "InstanceNorm2d", "InstanceNorm3d"]

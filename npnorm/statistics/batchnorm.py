@@ -1,4 +1,4 @@
-r"""Batch normalization (Ioffe & Szegedy, 2015): ``BatchNorm1d`` and ``BatchNorm2d``.
+r"""Batch normalization (Ioffe & Szegedy, 2015): ``BatchNorm1d``, ``BatchNorm2d`` and ``BatchNorm3d``.
 
 For an input with channels on axis 1 - ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)`` - every channel
 :math:`c` is standardized over all the other axes (the set :math:`S`, with :math:`m = |S|`
@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
+from .._checks import (as_float_array, check_batch_stats, check_cache, check_channels, check_device, check_eps,
+                       check_momentum, check_nc_input, check_ndim, check_positive_int, check_running_stats,
+                       resolve_dtype)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels.statistics import batchnorm as _kernels
@@ -51,6 +53,7 @@ __all__ = [
     "batch_norm_eval_backward",
     "BatchNorm1d",
     "BatchNorm2d",
+    "BatchNorm3d",
 ]
 
 
@@ -71,36 +74,51 @@ def batch_norm_forward(
     Parameters
     ----------
     x : ndarray, shape (N, C, *)
-        Input; float32 or float64 (computed in float64, returned in ``x.dtype``).
+        Input; float32 or float64 (computed in float64, returned in ``x.dtype``). ``N = 0`` (or an
+        empty spatial size) gives an empty output.
     weight, bias : ndarray, shape (C,), or None
         :math:`\\gamma` and :math:`\\beta`; ``None`` means no affine transform.
     eps : float
-        Added to the variance inside the square root.
+        Added to the variance inside the square root; must be > 0.
 
     Returns
     -------
     out : ndarray, same shape and dtype as ``x``
     cache : dict
-        Everything both backward passes need, plus the batch ``mean`` and biased ``var`` (shape (C,))
-        that the layer uses to update its running statistics.
+        Everything both backward passes need (copies and derived values, never a view of ``x`` or
+        of the parameters), plus the batch ``mean`` and biased ``var`` (shape (C,); NaN for an
+        empty batch) that the layer uses to update its running statistics.
+
+    Raises
+    ------
+    TypeError
+        ``x`` (or a parameter) is not a floating-point array.
+    ValueError
+        ``x`` has fewer than 2 dimensions or no channel, a parameter's shape is not ``(C,)``,
+        ``eps <= 0``, or there is exactly one value per channel (as PyTorch's training mode).
     """
+    where = "batch_norm_forward"
+    x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
+    m = check_batch_stats(x, where)
     axes = _reduce_axes(x.ndim)
     view = _channel_view(x.ndim)
     x64 = np.asarray(x, dtype=np.float64)
-    m = x64.size // x64.shape[1]
-    mean = x64.mean(axis=axes, keepdims=True)            # (BN1)
+    mean = x64.sum(axis=axes, keepdims=True) / max(m, 1)    # (BN1)
     xc = x64 - mean
-    var = np.mean(xc * xc, axis=axes, keepdims=True)     # (BN2), biased
+    var = np.sum(xc * xc, axis=axes, keepdims=True) / max(m, 1)   # (BN2), biased
     std = np.sqrt(var + eps)
     rstd = 1.0 / std
     x_hat = xc * rstd                                    # (BN3)
-    out = x_hat if weight is None else x_hat * weight.reshape(view)
+    out = x_hat.copy() if weight is None else x_hat * weight.reshape(view)   # never the cached x_hat
     if bias is not None:
         out = out + bias.reshape(view)                   # (BN4)
+    batch_mean, batch_var = mean.reshape(-1), var.reshape(-1)
+    if m == 0:                                           # the statistics of an empty set are undefined
+        batch_mean, batch_var = np.full_like(batch_mean, np.nan), np.full_like(batch_var, np.nan)
     cache = {
         "x_hat": x_hat, "xc": xc, "var": var, "std": std, "rstd": rstd, "m": m,
         "weight": weight, "has_bias": bias is not None, "axes": axes, "view": view, "dtype": x.dtype,
-        "mean": mean.reshape(-1), "batch_var": var.reshape(-1),
+        "mean": batch_mean, "batch_var": batch_var, "out_shape": x.shape,
     }
     return out.astype(x.dtype, copy=False), cache
 
@@ -129,8 +147,8 @@ def batch_norm_backward_staged(dout: np.ndarray, cache: dict[str, Any]):
 
     Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter).
     """
-    dy = np.asarray(dout, dtype=np.float64)
-    axes, m = cache["axes"], cache["m"]
+    dy = np.asarray(check_cache(dout, cache, "batch_norm_backward_staged"), dtype=np.float64)
+    axes, m = cache["axes"], max(cache["m"], 1)       # an empty batch: every sum below is empty
     xc, std, rstd = cache["xc"], cache["std"], cache["rstd"]
     dweight, dbias, dx_hat = _affine_grads(dy, cache)           # (7)
     dxc = dx_hat * rstd                                         # (6) through x_hat = xc * rstd, xc path
@@ -148,14 +166,15 @@ def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
 
     .. math:: dx = \\frac{r}{m}\\left(m g - \\sum_S g - \\hat x \\sum_S g \\hat x\\right)
 
-    Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter).
+    Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter). ``dout`` must have the
+    forward output's shape (``ValueError``) and a floating dtype (``TypeError``).
     """
-    dy = np.asarray(dout, dtype=np.float64)
+    dy = np.asarray(check_cache(dout, cache, "batch_norm_backward"), dtype=np.float64)
     axes, m, x_hat, rstd = cache["axes"], cache["m"], cache["x_hat"], cache["rstd"]
     dweight, dbias, g = _affine_grads(dy, cache)
     g_sum = g.sum(axis=axes, keepdims=True)
     gx_sum = np.sum(g * x_hat, axis=axes, keepdims=True)
-    dx = (rstd / m) * (m * g - g_sum - x_hat * gx_sum)
+    dx = (rstd / max(m, 1)) * (m * g - g_sum - x_hat * gx_sum)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
@@ -168,30 +187,36 @@ def batch_norm_eval_forward(
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Evaluation-mode batch norm: an affine map with frozen statistics,
-    :math:`y = \\gamma (x - \\hat\\mu) / \\sqrt{\\hat\\sigma^2 + \\epsilon} + \\beta`."""
+    :math:`y = \\gamma (x - \\hat\\mu) / \\sqrt{\\hat\\sigma^2 + \\epsilon} + \\beta`.
+
+    Same argument checks as :func:`batch_norm_forward`; ``running_mean`` and ``running_var`` must
+    have shape ``(C,)`` and the variance be >= 0. Any batch size is fine (also 0 and 1)."""
+    where = "batch_norm_eval_forward"
+    x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
+    running_mean, running_var = check_running_stats(x, running_mean, running_var, where)
     axes = _reduce_axes(x.ndim)
     view = _channel_view(x.ndim)
-    rstd = (1.0 / np.sqrt(np.asarray(running_var, dtype=np.float64) + eps)).reshape(view)
-    x_hat = (np.asarray(x, dtype=np.float64) - np.asarray(running_mean, dtype=np.float64).reshape(view)) * rstd
-    out = x_hat if weight is None else x_hat * weight.reshape(view)
+    rstd = (1.0 / np.sqrt(running_var + eps)).reshape(view)
+    x_hat = (np.asarray(x, dtype=np.float64) - running_mean.reshape(view)) * rstd
+    out = x_hat.copy() if weight is None else x_hat * weight.reshape(view)
     if bias is not None:
         out = out + bias.reshape(view)
     cache = {"x_hat": x_hat, "rstd": rstd, "weight": weight, "has_bias": bias is not None,
-             "axes": axes, "view": view, "dtype": x.dtype}
+             "axes": axes, "view": view, "dtype": x.dtype, "out_shape": x.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def batch_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Backward of :func:`batch_norm_eval_forward`: the statistics are constants, so
     :math:`dx = \\gamma\\, r\\, dy`. Returns ``(dx, dweight, dbias)``."""
-    dy = np.asarray(dout, dtype=np.float64)
+    dy = np.asarray(check_cache(dout, cache, "batch_norm_eval_backward"), dtype=np.float64)
     dweight, dbias, g = _affine_grads(dy, cache)
     dx = g * cache["rstd"]
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
 class _BatchNorm(Module):
-    """Shared bookkeeping of ``BatchNorm1d`` and ``BatchNorm2d``."""
+    """Shared bookkeeping of ``BatchNorm1d``, ``BatchNorm2d`` and ``BatchNorm3d``."""
 
     _ndims: tuple[int, ...] = ()
     _layout: str = ""
@@ -203,22 +228,26 @@ class _BatchNorm(Module):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
+        device: Any = None,
+        dtype: Any = None,
         *,
-        dtype: Any = np.float64,
+        bias: bool = True,
         backend: str | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
         self.backend = check_backend(backend, name, allow_none=True)
+        check_device(device, name)
         self.num_features = check_positive_int(num_features, "num_features", name)
         self.eps = check_eps(eps, where=name)
         self.momentum = check_momentum(momentum, where=name)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype, name)
         if self.affine:
             self.params["weight"] = np.ones(num_features, dtype=self.dtype)
-            self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
+            if bias:
+                self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
         if self.track_running_stats:
             self.running_mean: np.ndarray | None = np.zeros(num_features, dtype=self.dtype)
             self.running_var: np.ndarray | None = np.ones(num_features, dtype=self.dtype)
@@ -254,12 +283,7 @@ class _BatchNorm(Module):
             out, cache = forward(x, self.running_mean, self.running_var, w, b, self.eps)
             self._cache = ("eval", cache)
             return out
-        m = x.size // self.num_features
-        if m <= 1:
-            raise ValueError(
-                f"{type(self).__name__}: expected more than 1 value per channel when using batch "
-                f"statistics, got input of shape {x.shape}; use a larger batch or call .eval()"
-            )
+        m = check_batch_stats(x, type(self).__name__)
         out, cache = pick(self.backend, batch_norm_forward, _kernels.batch_norm_forward)(x, w, b, self.eps)
         if self.training and self.track_running_stats:
             self._update_running_stats(cache["mean"], cache["batch_var"], m)
@@ -268,6 +292,8 @@ class _BatchNorm(Module):
 
     def _update_running_stats(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
         self.num_batches_tracked += 1
+        if m == 0:   # PyTorch 2.13: an empty batch counts, but leaves the statistics as they are
+            return
         factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
         unbiased = var * (m / (m - 1))
         self.running_mean = ((1 - factor) * self.running_mean + factor * mean).astype(self.dtype)
@@ -280,51 +306,84 @@ class _BatchNorm(Module):
         else:
             fn = pick_for_cache(cache, batch_norm_backward, _kernels.batch_norm_backward)
         dx, dweight, dbias = fn(dout, cache)
-        if self.affine:
+        if "weight" in self.params:
             self.grads["weight"] = dweight.astype(self.dtype, copy=False)
+        if "bias" in self.params:
             self.grads["bias"] = dbias.astype(self.dtype, copy=False)
         return dx
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}"
+                + ("bias=False, " if self.affine and "bias" not in self.params else "")
+                + f"track_running_stats={self.track_running_stats}"
                 + (f", backend={self.backend!r}" if self.backend else ""))
 
 
+_BN_DOC = """
+    Constructor: PyTorch 2.13's full signature ``(num_features, eps=1e-5, momentum=0.1, affine=True,
+    track_running_stats=True, device=None, dtype=None, *, bias=True)``, plus npnorm's keyword-only
+    ``backend``. ``bias=False`` (with ``affine=True``) keeps the learnable ``weight`` only.
+
+    Empty and degenerate batches, as PyTorch 2.13: ``N = 0`` (or an empty spatial size) gives an
+    empty output, empty input gradient and zero parameter gradients; in training the running
+    statistics stay as they are while ``num_batches_tracked`` still increments. Batch statistics of
+    exactly one value per channel raise ``ValueError`` (training mode, or evaluation without running
+    statistics); evaluation with running statistics accepts any batch size.
+
+    Deliberate differences from PyTorch:
+
+    * ``eps <= 0`` is rejected (``ValueError``; PyTorch accepts it and divides by zero on a
+      constant channel), and ``momentum`` outside [0, 1] is rejected (PyTorch accepts any float);
+    * ``dtype=None`` means float64 for the parameters and buffers (PyTorch: float32); the output
+      always has the input's dtype;
+    * ``device``: only ``None`` or ``"cpu"`` (npnorm computes with NumPy on the CPU).
+
+    ``backend`` (keyword-only): ``"numba"`` (fused kernels, :mod:`npnorm.kernels.statistics.batchnorm`;
+    evaluation mode uses the affine-map kernel), ``"numpy"`` (the reference functions of this module)
+    or ``None`` (the global default, :func:`npnorm.get_backend`).
+"""
+
+
 class BatchNorm1d(_BatchNorm):
-    """Batch normalization of ``(N, C)`` or ``(N, C, L)`` input, as ``torch.nn.BatchNorm1d``.
+    __doc__ = """Batch normalization of ``(N, C)`` or ``(N, C, L)`` input, as ``torch.nn.BatchNorm1d``.
 
     Statistics per channel over ``N`` (and ``L``); see the module docstring for the equations,
     running statistics and conventions. Parameters ``weight`` (ones) and ``bias`` (zeros) of shape
     ``(C,)``; buffers ``running_mean``, ``running_var``, ``num_batches_tracked``.
-
-    Deliberate difference from PyTorch: parameters and buffers are float64 unless ``dtype`` says
-    otherwise (PyTorch: float32); the output always has the input's dtype.
-
-    ``backend`` (keyword-only): ``"numba"`` (fused kernels, :mod:`npnorm.kernels.statistics.batchnorm`; evaluation
-    mode uses the affine-map kernel), ``"numpy"`` (the reference functions of this module) or ``None``
-    (the global default, :func:`npnorm.get_backend`).
-    """
+""" + _BN_DOC
 
     _ndims = (2, 3)
     _layout = "(N, C) or (N, C, L)"
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch normalization of ``(N, C, H, W)`` input, as ``torch.nn.BatchNorm2d``.
+    __doc__ = """Batch normalization of ``(N, C, H, W)`` input, as ``torch.nn.BatchNorm2d``.
 
-    Statistics per channel over ``(N, H, W)``; see the module docstring. Same parameters, buffers,
-    ``backend`` argument and deliberate difference as :class:`BatchNorm1d`.
-    """
+    Statistics per channel over ``(N, H, W)``; see the module docstring. Same parameters and buffers
+    as :class:`BatchNorm1d`.
+""" + _BN_DOC
 
     _ndims = (4,)
     _layout = "(N, C, H, W)"
 
 
+class BatchNorm3d(_BatchNorm):
+    __doc__ = """Batch normalization of ``(N, C, D, H, W)`` input (volumes, video), as
+    ``torch.nn.BatchNorm3d``.
+
+    Statistics per channel over ``(N, D, H, W)``; see the module docstring. Same parameters and
+    buffers as :class:`BatchNorm1d`.
+""" + _BN_DOC
+
+    _ndims = (5,)
+    _layout = "(N, C, D, H, W)"
+
+
 # -- registry ------------------------------------------------------------------------------------
 from ..registry import Case, Spec, register  # noqa: E402
 
-_BN_DIFF = "Parameters and buffers are float64 by default (dtype argument); PyTorch uses float32."
+_BN_DIFF = ("Parameters and buffers are float64 by default (dtype=None); PyTorch uses float32. eps <= 0 and "
+            "momentum outside [0, 1] are rejected. device: None or 'cpu' only.")
 register(Spec(
     name="BatchNorm1d", cls=BatchNorm1d, pytorch="torch.nn.BatchNorm1d",
     reduces_over="N (and L), per channel", differences=_BN_DIFF, reference="Ioffe & Szegedy, 2015",
@@ -335,6 +394,7 @@ register(Spec(
         Case("no-affine", {"num_features": 3, "affine": False}, ((4, 3, 5),)),
         Case("no-running-stats", {"num_features": 3, "track_running_stats": False}, ((5, 3),)),
         Case("cumulative", {"num_features": 2, "momentum": None}, ((4, 2, 3),)),
+        Case("no-bias", {"num_features": 3, "bias": False}, ((5, 3, 2),)),
     ),
 ))
 register(Spec(
@@ -346,5 +406,15 @@ register(Spec(
         Case("batch-1", {"num_features": 2}, ((1, 2, 3, 3),)),
         Case("no-affine", {"num_features": 2, "affine": False}, ((3, 2, 2, 3),)),
         Case("no-running-stats", {"num_features": 2, "track_running_stats": False}, ((3, 2, 2, 2),)),
+    ),
+))
+register(Spec(
+    name="BatchNorm3d", cls=BatchNorm3d, pytorch="torch.nn.BatchNorm3d",
+    reduces_over="N, D, H, W per channel", differences=_BN_DIFF, reference="Ioffe & Szegedy, 2015",
+    backends=("numpy", "numba"),
+    cases=(
+        Case("NCDHW", {"num_features": 3}, ((3, 3, 2, 2, 3),)),
+        Case("no-bias-cumulative", {"num_features": 2, "momentum": None, "bias": False}, ((2, 2, 2, 3, 2),)),
+        Case("no-running-stats", {"num_features": 2, "track_running_stats": False}, ((2, 2, 1, 2, 2),)),
     ),
 ))

@@ -1,4 +1,4 @@
-r"""Instance normalization (Ulyanov, Vedaldi & Lempitsky, 2016): ``InstanceNorm1d``, ``InstanceNorm2d``.
+r"""Instance normalization (Ulyanov, Vedaldi & Lempitsky, 2016): ``InstanceNorm1d``, ``2d`` and ``3d``.
 
 Every (sample, channel) pair of an ``(N, C, L)`` or ``(N, C, H, W)`` input is standardized over its
 spatial positions (:math:`m = L` or :math:`H W`), then an optional per-channel affine map follows:
@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_eps, check_momentum, check_ndim, check_positive_int
+from .._checks import (as_float_array, check_cache, check_channels, check_device, check_eps, check_min_ndim,
+                       check_momentum, check_nc_input, check_ndim, check_positive_int, check_spatial, resolve_dtype)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels.statistics import batchnorm as _bn_kernels
@@ -33,7 +34,7 @@ from ..kernels.statistics import instancenorm as _kernels
 from .batchnorm import batch_norm_eval_backward, batch_norm_eval_forward
 from .standardize import standardize_backward, standardize_forward
 
-__all__ = ["instance_norm_forward", "instance_norm_backward", "InstanceNorm1d", "InstanceNorm2d"]
+__all__ = ["instance_norm_forward", "instance_norm_backward", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
 
 
 def instance_norm_forward(
@@ -42,21 +43,34 @@ def instance_norm_forward(
     """Instance norm of ``x`` of shape ``(N, C, *spatial)``, equation (IN). Returns ``(out, cache)``.
 
     The cache also holds the instance ``mean`` and biased ``var`` of shape ``(N, C)``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` or a parameter is not a floating-point array.
+    ValueError
+        ``x`` has fewer than 3 dimensions, a parameter's shape is not ``(C,)``, ``eps <= 0``, or
+        there is exactly one spatial element per channel (PyTorch raises too). An empty batch gives
+        an empty output.
     """
+    where = "instance_norm_forward"
+    x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
+    check_min_ndim(x, 3, "(N, C, *spatial)", "x", where)
+    check_spatial(x, where)
     axes = tuple(range(2, x.ndim))
     view = (1, -1) + (1,) * (x.ndim - 2)
     x_hat, cache = standardize_forward(x, axes, eps)
-    out = x_hat if weight is None else x_hat * weight.reshape(view)
+    out = x_hat.copy() if weight is None else x_hat * weight.reshape(view)
     if bias is not None:
         out = out + bias.reshape(view)
     cache.update(weight=weight, has_bias=bias is not None, view=view, dtype=x.dtype,
-                 param_axes=(0,) + axes)
+                 param_axes=(0,) + axes, out_shape=x.shape)
     return out.astype(x.dtype, copy=False), cache
 
 
 def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Backward pass of :func:`instance_norm_forward`: returns ``(dx, dweight, dbias)``."""
-    dy = np.asarray(dout, dtype=np.float64)
+    dy = np.asarray(check_cache(dout, cache, "instance_norm_backward"), dtype=np.float64)
     axes, weight = cache["param_axes"], cache["weight"]
     dbias = dy.sum(axis=axes) if cache["has_bias"] else None
     dweight = (dy * cache["x_hat"]).sum(axis=axes) if weight is not None else None
@@ -70,20 +84,22 @@ class _InstanceNorm(Module):
     _layout = ""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = False, track_running_stats: bool = False, *, dtype: Any = np.float64,
-                 backend: str | None = None) -> None:
+                 affine: bool = False, track_running_stats: bool = False, device: Any = None, dtype: Any = None,
+                 *, bias: bool = True, backend: str | None = None) -> None:
         super().__init__()
         name = type(self).__name__
         self.backend = check_backend(backend, name, allow_none=True)
+        check_device(device, name)
         self.num_features = check_positive_int(num_features, "num_features", name)
         self.eps = check_eps(eps, where=name)
         self.momentum = check_momentum(momentum, where=name)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype, name)
         if self.affine:
             self.params["weight"] = np.ones(num_features, dtype=self.dtype)
-            self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
+            if bias:
+                self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
         if self.track_running_stats:
             self.running_mean: np.ndarray | None = np.zeros(num_features, dtype=self.dtype)
             self.running_var: np.ndarray | None = np.ones(num_features, dtype=self.dtype)
@@ -107,18 +123,16 @@ class _InstanceNorm(Module):
         check_channels(x, self.num_features, "num_features", 1, "x", name)
         w, b = self.params.get("weight"), self.params.get("bias")
         if self.uses_instance_stats:
-            m = int(np.prod(x.shape[2:]))
-            if m <= 1:
-                raise ValueError(f"{name}: expected more than 1 spatial element per channel, got input of shape "
-                                 f"{x.shape[1:] if unbatched else x.shape}")
+            m = check_spatial(x, name, x.shape[1:] if unbatched else x.shape)
             out, cache = pick(self.backend, instance_norm_forward, _kernels.instance_norm_forward)(x, w, b, self.eps)
             if self.training and self.track_running_stats:
                 self.num_batches_tracked += 1
-                f = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
-                mean = cache["mean"].reshape(x.shape[:2]).mean(axis=0)
-                var = (cache["var"].reshape(x.shape[:2]) * (m / (m - 1))).mean(axis=0)
-                self.running_mean = ((1 - f) * self.running_mean + f * mean).astype(self.dtype)
-                self.running_var = ((1 - f) * self.running_var + f * var).astype(self.dtype)
+                if x.shape[0] and m:          # an empty batch counts but leaves the statistics alone
+                    f = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
+                    mean = cache["mean"].reshape(x.shape[:2]).mean(axis=0)
+                    var = (cache["var"].reshape(x.shape[:2]) * (m / (m - 1))).mean(axis=0)
+                    self.running_mean = ((1 - f) * self.running_mean + f * mean).astype(self.dtype)
+                    self.running_var = ((1 - f) * self.running_var + f * var).astype(self.dtype)
             self._cache = ("instance", cache, unbatched)
         else:
             forward = pick(self.backend, batch_norm_eval_forward, _bn_kernels.batch_norm_eval_forward)
@@ -136,45 +150,72 @@ class _InstanceNorm(Module):
         else:
             fn = pick_for_cache(cache, batch_norm_eval_backward, _bn_kernels.batch_norm_eval_backward)
         dx, dweight, dbias = fn(dout, cache)
-        if self.affine:
+        if "weight" in self.params:
             self.grads["weight"] = dweight.astype(self.dtype, copy=False)
+        if "bias" in self.params:
             self.grads["bias"] = dbias.astype(self.dtype, copy=False)
         return dx[0] if unbatched else dx
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}"
+                + ("bias=False, " if self.affine and "bias" not in self.params else "")
+                + f"track_running_stats={self.track_running_stats}"
                 + (f", backend={self.backend!r}" if self.backend else ""))
 
 
-class InstanceNorm1d(_InstanceNorm):
-    """Instance normalization of ``(N, C, L)`` (or unbatched ``(C, L)``) input, as ``torch.nn.InstanceNorm1d``.
+_IN_DOC = """
+    Constructor: PyTorch 2.13's full signature ``(num_features, eps=1e-5, momentum=0.1,
+    affine=False, track_running_stats=False, device=None, dtype=None, *, bias=True)``, plus
+    npnorm's keyword-only ``backend``; ``bias=False`` (with ``affine=True``) keeps ``weight`` only.
 
-    Defaults as PyTorch: ``eps=1e-5, momentum=0.1, affine=False, track_running_stats=False``.
+    Degenerate input, as PyTorch 2.13: instance statistics over one spatial element raise
+    ``ValueError`` (training, or evaluation without running statistics); an empty batch gives an
+    empty output and zero parameter gradients.
 
     Deliberate differences from PyTorch (2.13):
 
+    * ``eps <= 0`` is rejected (``ValueError``), and ``momentum`` outside [0, 1] is rejected;
     * a channel count different from ``num_features`` is an error even when ``affine=False``
       (PyTorch only warns);
     * ``momentum=None`` is a cumulative average, as in batch norm (PyTorch passes momentum 0 to
       ``F.instance_norm``, so its running statistics silently never change);
     * ``num_batches_tracked`` counts training batches (PyTorch's buffer stays 0);
-    * parameters and buffers are float64 unless ``dtype`` says otherwise.
+    * an empty batch with ``affine=True`` or ``track_running_stats=True`` works like the plain
+      layer (PyTorch 2.13 fails there with an internal ``IndexError``);
+    * ``dtype=None`` means float64 parameters and buffers; ``device``: only ``None`` or ``"cpu"``.
 
     ``backend`` (keyword-only): ``"numba"`` (the GroupNorm kernels with one channel per group, see
-    :mod:`npnorm.kernels.statistics.instancenorm`), ``"numpy"`` (the reference) or ``None`` (the global default).
-    """
+    :mod:`npnorm.kernels.statistics.instancenorm`), ``"numpy"`` (the reference) or ``None`` (the
+    global default).
+"""
+
+
+class InstanceNorm1d(_InstanceNorm):
+    __doc__ = """Instance normalization of ``(N, C, L)`` (or unbatched ``(C, L)``) input, as
+    ``torch.nn.InstanceNorm1d``. Defaults as PyTorch: ``eps=1e-5, momentum=0.1, affine=False,
+    track_running_stats=False``.
+""" + _IN_DOC
 
     _spatial_dims = 1
     _layout = "(N, C, L) or (C, L)"
 
 
 class InstanceNorm2d(_InstanceNorm):
-    """Instance normalization of ``(N, C, H, W)`` (or unbatched ``(C, H, W)``) input, as
-    ``torch.nn.InstanceNorm2d``. Same defaults and deliberate differences as :class:`InstanceNorm1d`."""
+    __doc__ = """Instance normalization of ``(N, C, H, W)`` (or unbatched ``(C, H, W)``) input, as
+    ``torch.nn.InstanceNorm2d``. Same defaults as :class:`InstanceNorm1d`.
+""" + _IN_DOC
 
     _spatial_dims = 2
     _layout = "(N, C, H, W) or (C, H, W)"
+
+
+class InstanceNorm3d(_InstanceNorm):
+    __doc__ = """Instance normalization of ``(N, C, D, H, W)`` (or unbatched ``(C, D, H, W)``) input, as
+    ``torch.nn.InstanceNorm3d``. Same defaults as :class:`InstanceNorm1d`.
+""" + _IN_DOC
+
+    _spatial_dims = 3
+    _layout = "(N, C, D, H, W) or (C, D, H, W)"
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -183,7 +224,9 @@ from ..registry import Case, Spec, register  # noqa: E402
 _IN_DIFF = ("A channel count other than num_features is an error even with affine=False (PyTorch warns). "
             "momentum=None is a cumulative average and num_batches_tracked counts training batches "
             "(PyTorch never updates the running statistics with momentum=None and leaves the counter at 0). "
-            "Parameters and buffers are float64 by default.")
+            "Parameters and buffers are float64 by default (dtype=None). eps <= 0 and momentum outside [0, 1] are "
+            "rejected; device: None or 'cpu' only. An empty batch with affine or running statistics works "
+            "(PyTorch 2.13 raises an internal IndexError).")
 register(Spec(
     name="InstanceNorm1d", cls=InstanceNorm1d, pytorch="torch.nn.InstanceNorm1d",
     reduces_over="L, per sample and channel", differences=_IN_DIFF, reference="Ulyanov, Vedaldi & Lempitsky, 2016",
@@ -191,7 +234,8 @@ register(Spec(
     cases=(
         Case("default", {"num_features": 3}, ((2, 3, 5),), modes=("train",)),
         Case("affine", {"num_features": 3, "affine": True}, ((2, 3, 5),), modes=("train",)),
-        Case("unbatched", {"num_features": 2, "affine": True}, ((2, 6),), modes=("train",)),
+        Case("unbatched", {"num_features": 2, "affine": True}, ((2, 6),), modes=("train",),
+             extra={"batch_axis": None}),
         Case("running-stats", {"num_features": 2, "affine": True, "track_running_stats": True}, ((3, 2, 4),)),
     ),
 ))
@@ -203,5 +247,17 @@ register(Spec(
         Case("default", {"num_features": 3}, ((2, 3, 3, 2),), modes=("train",)),
         Case("affine", {"num_features": 2, "affine": True}, ((2, 2, 3, 3),), modes=("train",)),
         Case("running-stats", {"num_features": 2, "affine": True, "track_running_stats": True}, ((2, 2, 2, 3),)),
+        Case("no-bias", {"num_features": 2, "affine": True, "bias": False}, ((2, 2, 3, 2),), modes=("train",)),
+    ),
+))
+register(Spec(
+    name="InstanceNorm3d", cls=InstanceNorm3d, pytorch="torch.nn.InstanceNorm3d",
+    reduces_over="D, H, W, per sample and channel", differences=_IN_DIFF,
+    reference="Ulyanov, Vedaldi & Lempitsky, 2016", backends=("numpy", "numba"),
+    cases=(
+        Case("default", {"num_features": 2}, ((2, 2, 2, 3, 2),), modes=("train",)),
+        Case("affine-unbatched", {"num_features": 2, "affine": True}, ((2, 2, 2, 3),), modes=("train",),
+             extra={"batch_axis": None}),
+        Case("running-stats", {"num_features": 2, "affine": True, "track_running_stats": True}, ((2, 2, 2, 2, 2),)),
     ),
 ))

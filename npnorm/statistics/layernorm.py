@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_eps, normalize_shape
+from .._checks import (as_float_array, check_cache, check_device, check_eps, check_rows_input, check_trailing,
+                       normalize_shape, resolve_dtype)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels.statistics import layernorm as _kernels
@@ -44,13 +45,7 @@ __all__ = [
 
 
 def _trailing_axes(x: np.ndarray, normalized_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
-    k = len(normalized_shape)
-    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != tuple(normalized_shape):
-        raise ValueError(
-            f"{where}: the trailing dimensions of x must equal normalized_shape={tuple(normalized_shape)}, "
-            f"got x of shape {x.shape}"
-        )
-    return tuple(range(x.ndim - k, x.ndim))
+    return check_trailing(x, normalized_shape, where)
 
 
 def layer_norm_forward(
@@ -63,21 +58,27 @@ def layer_norm_forward(
     """Layer norm over the trailing ``normalized_shape`` dims, equation (LN).
 
     Returns ``out`` (shape and dtype of ``x``; computed in float64) and the cache for
-    :func:`layer_norm_backward`.
+    :func:`layer_norm_backward`. Raises ``TypeError`` for a non-floating ``x`` or parameter and
+    ``ValueError`` when the trailing dimensions of ``x`` are not ``normalized_shape``, a parameter
+    does not have that shape, or ``eps <= 0``. Any number of rows, also 0.
     """
-    axes = _trailing_axes(x, normalized_shape, "layer_norm_forward")
+    where = "layer_norm_forward"
+    x, normalized_shape, p, eps = check_rows_input(x, normalized_shape, {"weight": weight, "bias": bias}, eps,
+                                                   where)
+    weight, bias = p["weight"], p["bias"]
+    axes = _trailing_axes(x, normalized_shape, where)
     x_hat, cache = standardize_forward(x, axes, eps)
-    out = x_hat if weight is None else x_hat * weight
+    out = x_hat.copy() if weight is None else x_hat * weight
     if bias is not None:
         out = out + bias
-    cache.update(weight=weight, has_bias=bias is not None, dtype=x.dtype,
+    cache.update(weight=weight, has_bias=bias is not None, dtype=x.dtype, out_shape=x.shape,
                  batch_axes=tuple(range(x.ndim - len(axes))))
     return out.astype(x.dtype, copy=False), cache
 
 
 def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Backward pass of :func:`layer_norm_forward`: returns ``(dx, dweight, dbias)``."""
-    dy = np.asarray(dout, dtype=np.float64)
+    dy = np.asarray(check_cache(dout, cache, "layer_norm_backward"), dtype=np.float64)
     batch_axes, weight = cache["batch_axes"], cache["weight"]
     dbias = dy.sum(axis=batch_axes) if cache["has_bias"] else None
     dweight = (dy * cache["x_hat"]).sum(axis=batch_axes) if weight is not None else None
@@ -92,23 +93,28 @@ def rms_norm_forward(
     """RMSNorm over the trailing ``normalized_shape`` dims, equation (RMS).
 
     ``eps=None`` uses ``np.finfo(x.dtype).eps`` (float32 inputs: 1.19e-7, float64: 2.22e-16), as
-    PyTorch does; half-precision inputs use float32's eps, as PyTorch's CPU kernel does.
+    PyTorch does; half-precision inputs use float32's eps, as PyTorch's CPU kernel does. Same
+    argument checks as :func:`layer_norm_forward`.
     """
-    axes = _trailing_axes(x, normalized_shape, "rms_norm_forward")
+    where = "rms_norm_forward"
+    x, normalized_shape, p, eps = check_rows_input(x, normalized_shape, {"weight": weight}, eps, where,
+                                                   eps_none=True)
+    weight = p["weight"]
+    axes = _trailing_axes(x, normalized_shape, where)
     if eps is None:
         eps = float(np.finfo(np.promote_types(x.dtype, np.float32)).eps)
     x64 = np.asarray(x, dtype=np.float64)
     rstd = 1.0 / np.sqrt(np.mean(x64 * x64, axis=axes, keepdims=True) + eps)
     x_hat = x64 * rstd
-    out = x_hat if weight is None else x_hat * weight
+    out = x_hat.copy() if weight is None else x_hat * weight
     cache = {"x_hat": x_hat, "rstd": rstd, "axes": axes, "weight": weight, "dtype": x.dtype,
-             "batch_axes": tuple(range(x.ndim - len(axes))), "eps": eps}
+             "batch_axes": tuple(range(x.ndim - len(axes))), "eps": eps, "out_shape": x.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def rms_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Backward pass of :func:`rms_norm_forward`: returns ``(dx, dweight)``."""
-    dy = np.asarray(dout, dtype=np.float64)
+    dy = np.asarray(check_cache(dout, cache, "rms_norm_backward"), dtype=np.float64)
     x_hat, rstd, axes, weight = cache["x_hat"], cache["rstd"], cache["axes"], cache["weight"]
     dweight = (dy * x_hat).sum(axis=cache["batch_axes"]) if weight is not None else None
     g = dy if weight is None else dy * weight
@@ -129,25 +135,33 @@ class LayerNorm(Module):
         Learnable ``weight`` (ones) of shape ``normalized_shape``.
     bias : bool, default True
         Learnable ``bias`` (zeros) as well (only with ``elementwise_affine``).
-    dtype : default float64
+    device : None or "cpu"
+        Accepted for PyTorch's signature; npnorm computes with NumPy on the CPU.
+    dtype : default None (float64)
         Dtype of the parameters. Deliberate difference: PyTorch defaults to float32. The output
         always has the input's dtype.
-    backend : {"numba", "numpy"} or None, default None
-        ``"numba"``: the fused kernel (:mod:`npnorm.kernels.statistics.layernorm`); ``"numpy"``: the reference
-        :func:`layer_norm_forward`; ``None``: the global default (:func:`npnorm.get_backend`).
+    backend : {"numba", "numpy"} or None, default None (keyword-only)
+        ``"numba"``: the fused kernel (:mod:`npnorm.kernels.statistics.layernorm`); ``"numpy"``: the
+        reference :func:`layer_norm_forward`; ``None``: the global default (:func:`npnorm.get_backend`).
 
-    Same computation in train and eval mode; no running statistics.
+    Same computation in train and eval mode; no running statistics. The constructor has PyTorch
+    2.13's full signature. Any number of rows, also an empty batch; a ``normalized_shape`` of one
+    element normalizes every row to 0 (``y = bias``), as in PyTorch.
+
+    Deliberate differences from PyTorch: ``eps <= 0`` is rejected (``ValueError``); float64
+    parameters by default; ``device`` only ``None`` or ``"cpu"``.
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5,
-                 elementwise_affine: bool = True, bias: bool = True, *, dtype: Any = np.float64,
+                 elementwise_affine: bool = True, bias: bool = True, device: Any = None, dtype: Any = None, *,
                  backend: str | None = None) -> None:
         super().__init__()
         self.backend = check_backend(backend, "LayerNorm", allow_none=True)
+        check_device(device, "LayerNorm")
         self.normalized_shape = normalize_shape(normalized_shape, where="LayerNorm")
         self.eps = check_eps(eps, where="LayerNorm")
         self.elementwise_affine = bool(elementwise_affine)
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype, "LayerNorm")
         if self.elementwise_affine:
             self.params["weight"] = np.ones(self.normalized_shape, dtype=self.dtype)
             if bias:
@@ -185,20 +199,28 @@ class RMSNorm(Module):
         ``None`` means ``np.finfo(x.dtype).eps`` of the input (as PyTorch).
     elementwise_affine : bool, default True
         Learnable ``weight`` (ones); there is no bias, as in PyTorch.
-    dtype : default float64
+    device : None or "cpu"
+        Accepted for PyTorch's signature; npnorm computes with NumPy on the CPU.
+    dtype : default None (float64)
         Parameter dtype (PyTorch: float32); the output has the input's dtype.
-    backend : {"numba", "numpy"} or None, default None
+    backend : {"numba", "numpy"} or None, default None (keyword-only)
         Fused kernel, NumPy reference, or the global default (see :mod:`npnorm.backend`).
+
+    The constructor has PyTorch 2.13's full signature. Any number of rows, also an empty batch.
+    Deliberate differences from PyTorch: an explicit ``eps <= 0`` is rejected (``ValueError``);
+    float64 parameters by default; ``device`` only ``None`` or ``"cpu"``.
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float | None = None,
-                 elementwise_affine: bool = True, *, dtype: Any = np.float64, backend: str | None = None) -> None:
+                 elementwise_affine: bool = True, device: Any = None, dtype: Any = None, *,
+                 backend: str | None = None) -> None:
         super().__init__()
         self.backend = check_backend(backend, "RMSNorm", allow_none=True)
+        check_device(device, "RMSNorm")
         self.normalized_shape = normalize_shape(normalized_shape, where="RMSNorm")
         self.eps = None if eps is None else check_eps(eps, where="RMSNorm")
         self.elementwise_affine = bool(elementwise_affine)
-        self.dtype = np.dtype(dtype)
+        self.dtype = resolve_dtype(dtype, "RMSNorm")
         if self.elementwise_affine:
             self.params["weight"] = np.ones(self.normalized_shape, dtype=self.dtype)
 
@@ -227,7 +249,8 @@ from ..registry import Case, Spec, register  # noqa: E402
 register(Spec(
     name="LayerNorm", cls=LayerNorm, pytorch="torch.nn.LayerNorm",
     reduces_over="the trailing normalized_shape dims, per sample",
-    differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
+    differences="Parameters are float64 by default (dtype=None); PyTorch uses float32. eps <= 0 is rejected. "
+                "device: None or 'cpu' only.",
     reference="Ba, Kiros & Hinton, 2016", backends=("numpy", "numba"),
     cases=(
         Case("tokens", {"normalized_shape": 6}, ((2, 3, 6),), modes=("train",)),
@@ -239,7 +262,8 @@ register(Spec(
 register(Spec(
     name="RMSNorm", cls=RMSNorm, pytorch="torch.nn.RMSNorm",
     reduces_over="the trailing normalized_shape dims, per sample (no centring)",
-    differences="Parameters are float64 by default (dtype argument); PyTorch uses float32.",
+    differences="Parameters are float64 by default (dtype=None); PyTorch uses float32. An explicit eps <= 0 "
+                "is rejected. device: None or 'cpu' only.",
     reference="Zhang & Sennrich, 2019", backends=("numpy", "numba"),
     cases=(
         Case("tokens", {"normalized_shape": 6}, ((2, 3, 6),), modes=("train",)),

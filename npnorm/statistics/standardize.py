@@ -29,11 +29,15 @@ __all__ = ["standardize_forward", "standardize_backward"]
 
 
 def standardize_forward(x: np.ndarray, axes: tuple[int, ...], eps: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """Return ``(x_hat, cache)`` with ``x_hat`` standardized over ``axes`` (float64)."""
+    """Return ``(x_hat, cache)`` with ``x_hat`` standardized over ``axes`` (float64).
+
+    The cache holds only new arrays (never a view of ``x``). An empty set (``m = 0``) gets the
+    statistics 0 (no division by zero); its ``x_hat`` is empty anyway."""
     x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=axes, keepdims=True)                   # mu
+    m = max(int(np.prod([x.shape[a] for a in axes], dtype=np.int64)), 1)
+    mean = x.sum(axis=axes, keepdims=True) / m                # mu
     xc = x - mean                                             # x - mu
-    var = np.mean(xc * xc, axis=axes, keepdims=True)          # biased variance
+    var = np.sum(xc * xc, axis=axes, keepdims=True) / m       # biased variance
     rstd = 1.0 / np.sqrt(var + eps)                           # r = 1 / sqrt(var + eps)
     x_hat = xc * rstd
     return x_hat, {"x_hat": x_hat, "rstd": rstd, "mean": mean, "var": var, "axes": axes}
@@ -43,6 +47,7 @@ def standardize_backward(dx_hat: np.ndarray, cache: dict[str, Any]) -> np.ndarra
     """Gradient with respect to ``x`` given the gradient with respect to ``x_hat`` (float64)."""
     x_hat, rstd, axes = cache["x_hat"], cache["rstd"], cache["axes"]
     g = np.asarray(dx_hat, dtype=np.float64)
-    g_mean = g.mean(axis=axes, keepdims=True)
-    gx_mean = np.mean(g * x_hat, axis=axes, keepdims=True)
+    m = max(int(np.prod([g.shape[a] for a in axes], dtype=np.int64)), 1)
+    g_mean = g.sum(axis=axes, keepdims=True) / m
+    gx_mean = np.sum(g * x_hat, axis=axes, keepdims=True) / m
     return rstd * (g - g_mean - x_hat * gx_mean)

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import as_float_array
+from .._checks import as_float_array, check_dout
 
 __all__ = ["as_weight", "check_dim", "as_rng", "as_weight_gradient"]
 
@@ -47,8 +47,6 @@ def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
 
 
 def as_weight_gradient(dout: object, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """The upstream gradient of a normalized weight: a float array of the weight's ``shape``."""
-    g = as_float_array(dout, "dout", where)
-    if g.shape != tuple(shape):
-        raise ValueError(f"{where}: dout must have the weight's shape {tuple(shape)}, got {g.shape}")
-    return g
+    """The upstream gradient of a normalized weight: a float array of the weight's ``shape`` (the
+    shape of the forward output; :func:`npnorm._checks.check_dout`)."""
+    return check_dout(dout, shape, where)

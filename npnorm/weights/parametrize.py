@@ -252,4 +252,5 @@ def wrapper_spec(
     def setup(layer: ParametrizedModule, rng: np.random.Generator) -> None:
         converge_spectral_norm(layer)
 
+    spec_fields.setdefault("signature_twin", wrap)
     return Spec(name=name, cls=ParametrizedModule, cases=cases, make_layer=make_layer, setup=setup, **spec_fields)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_eps, check_positive_int
+from .._checks import as_float_array, check_cache, check_eps, check_positive_int
 from ._checks import as_weight_gradient, as_rng, as_weight, check_dim
 from ..base import Module
 
@@ -116,14 +116,27 @@ def spectral_norm_forward(
     cache : dict
         ``w_sn`` (float64), ``u``, ``v``, ``sigma`` and what the backward pass needs.
     """
+    where = "spectral_norm_forward"
+    weight = as_weight(weight, where, 2, what="at least 2-D (a matrix or a higher-rank weight)")
+    dim = check_dim(dim, weight.ndim, where)
     w64 = np.asarray(weight, dtype=np.float64)
-    u = np.asarray(u, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
+    h = weight.shape[dim]
+    u = _vector(u, "u", h, where)
+    v = _vector(v, "v", weight.size // h, where)
     sigma = float(u @ weight_to_matrix(w64, dim) @ v)                 # (SN2)
     _check_sigma(sigma)
     w_sn = w64 / sigma                                                # (SN3)
-    cache = {"w_sn": w_sn, "u": u, "v": v, "sigma": sigma, "dim": dim, "dtype": weight.dtype}
-    return w_sn.astype(weight.dtype, copy=False), cache
+    cache = {"w_sn": w_sn, "u": u, "v": v, "sigma": sigma, "dim": dim, "dtype": weight.dtype,
+             "out_shape": weight.shape}
+    return w_sn.astype(weight.dtype), cache                           # a copy: the cache keeps its own
+
+
+def _vector(value: object, name: str, size: int, where: str) -> np.ndarray:
+    """``u`` or ``v``: a floating vector of ``size`` elements, as a private float64 copy."""
+    arr = as_float_array(value, name, where)
+    if arr.shape != (size,):
+        raise ValueError(f"{where}: {name} must have shape ({size},), got {arr.shape}")
+    return np.array(arr, dtype=np.float64)
 
 
 def spectral_norm_exact_forward(weight: np.ndarray, dim: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
@@ -133,13 +146,17 @@ def spectral_norm_exact_forward(weight: np.ndarray, dim: int = 0) -> tuple[np.nd
     singular vectors, so :func:`spectral_norm_backward` gives the exact gradient (when
     :math:`\sigma_1` is a simple singular value; at a tie the function is not differentiable).
     """
+    where = "spectral_norm_exact_forward"
+    weight = as_weight(weight, where, 2, what="at least 2-D (a matrix or a higher-rank weight)")
+    dim = check_dim(dim, weight.ndim, where)
     w64 = np.asarray(weight, dtype=np.float64)
     left, s, right_t = np.linalg.svd(weight_to_matrix(w64, dim), full_matrices=False)
     u, v, sigma = left[:, 0], right_t[0], float(s[0])
     _check_sigma(sigma)
     w_sn = w64 / sigma
-    cache = {"w_sn": w_sn, "u": u, "v": v, "sigma": sigma, "dim": dim, "dtype": weight.dtype}
-    return w_sn.astype(weight.dtype, copy=False), cache
+    cache = {"w_sn": w_sn, "u": u, "v": v, "sigma": sigma, "dim": dim, "dtype": weight.dtype,
+             "out_shape": weight.shape}
+    return w_sn.astype(weight.dtype), cache
 
 
 def spectral_norm_backward(dw_sn: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
@@ -149,7 +166,7 @@ def spectral_norm_backward(dw_sn: np.ndarray, cache: dict[str, Any]) -> np.ndarr
     A cache whose ``u`` is ``None`` comes from a *pinned* sigma (a constant), where the gradient is
     just :math:`G/\sigma`. Returned in the weight's dtype.
     """
-    g = np.asarray(dw_sn, dtype=np.float64)
+    g = np.asarray(check_cache(dw_sn, cache, "spectral_norm_backward"), dtype=np.float64)
     sigma, u, v = cache["sigma"], cache["u"], cache["v"]
     if u is None:
         return (g / sigma).astype(cache["dtype"], copy=False)
@@ -323,7 +340,7 @@ class SpectralNorm(Module):
         if self._pinned_sigma is not None:
             sigma = self._pinned_sigma
             out = np.asarray(w, dtype=np.float64) / sigma
-            cache = {"u": None, "v": None, "sigma": sigma, "dtype": w.dtype}
+            cache = {"u": None, "v": None, "sigma": sigma, "dtype": w.dtype, "out_shape": w.shape}
             out = out.astype(w.dtype, copy=False)
         elif self.exact:
             out, cache = spectral_norm_exact_forward(w, self.dim)
@@ -507,6 +524,7 @@ register(Spec(
     ),
     input_names=(), reference="Miyato et al., 2018",
     make_layer=_make_spectral_norm, setup=_setup_spectral_norm,
+    signature_twin="npnorm.weights.parametrize.spectral_norm",
     cases=(
         # Converged u, v: the constant-(u, v) gradient is the exact gradient in both modes.
         Case("linear-converged", {}, (), extra={"weight_shape": (4, 6), "uv": "converged"}),

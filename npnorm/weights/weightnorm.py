@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array
+from .._checks import as_float_array, check_cache
 from ._checks import as_weight_gradient, as_weight, check_dim
 from ..base import Module
 
@@ -67,11 +67,23 @@ def weight_norm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tu
 
     Raises
     ------
+    TypeError
+        ``v`` or ``g`` is not a floating-point array; ``dim`` is not an int or None.
     ValueError
-        If a slice of ``v`` is all zeros: its direction is undefined (PyTorch returns NaN).
+        ``v`` is not at least 1-D, empty or not finite; ``dim`` is out of range; ``g`` does not have
+        the shape above; or a slice of ``v`` is all zeros: its direction is undefined (PyTorch
+        returns NaN).
     """
+    where = "weight_norm_forward"
+    v = as_weight(v, where, 1, name="v")
+    dim = check_dim(dim, v.ndim, where, allow_none=True)
+    g = as_float_array(g, "g", where)
+    g_shape = () if dim is None else tuple(s if a == dim else 1 for a, s in enumerate(v.shape))
+    if g.shape != g_shape:
+        raise ValueError(f"{where}: g must have shape {g_shape} (size 1 on every axis but dim={dim}), "
+                         f"got {g.shape}")
     v64 = np.asarray(v, dtype=np.float64)
-    g64 = np.asarray(g, dtype=np.float64)
+    g64 = np.array(g, dtype=np.float64)          # a private copy: the cache must not follow the caller's g
     n = norm_except_dim(v64, dim)                              # (WN1)
     if np.any(n == 0.0):
         if dim is None:
@@ -82,13 +94,13 @@ def weight_norm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tu
     direction = v64 / n
     w = g64 * direction                                        # (WN2)
     cache = {"direction": direction, "n": n, "g": g64, "dim": dim, "dtype": np.asarray(v).dtype,
-             "g_dtype": np.asarray(g).dtype}
+             "g_dtype": np.asarray(g).dtype, "out_shape": v.shape}
     return w.astype(np.asarray(v).dtype, copy=False), cache
 
 
 def weight_norm_backward(dw: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Equations (WN3)-(WN4). Returns ``(dv, dg)`` in the dtypes of ``v`` and ``g``."""
-    G = np.asarray(dw, dtype=np.float64)
+    G = np.asarray(check_cache(dw, cache, "weight_norm_backward"), dtype=np.float64)
     direction, n, g, dim = cache["direction"], cache["n"], cache["g"], cache["dim"]
     axes = _other_axes(G.ndim, dim)
     dg = np.sum(G * direction, axis=axes, keepdims=dim is not None)     # (WN3): sum(G v) / n
@@ -182,6 +194,7 @@ register(Spec(
         "treats dim=-1 as dim=None); float64 computation, parameters in the weight's dtype."
     ),
     input_names=(), reference="Salimans & Kingma, 2016", make_layer=_make_weight_norm,
+    signature_twin="npnorm.weights.parametrize.weight_norm",
     cases=(
         Case("linear-dim0", {}, (), modes=("train",), extra={"weight_shape": (4, 3)}),
         Case("conv-dim0", {}, (), modes=("train",), extra={"weight_shape": (3, 2, 2, 2)}),

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_eps
+from .._checks import check_cache, check_eps
 from ._checks import as_weight_gradient, as_weight
 from ..base import Module
 from ..statistics.standardize import standardize_backward, standardize_forward
@@ -55,12 +55,15 @@ def weight_standardization_forward(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(WS1) or (WS2) per output channel (axis 0) over all the other axes.
 
-    Returns ``(w_hat, cache)``, ``w_hat`` in ``weight.dtype`` (computed in float64).
+    Returns ``(w_hat, cache)``, ``w_hat`` in ``weight.dtype`` (computed in float64). Raises
+    ``TypeError`` for a non-floating weight, ``ValueError`` for a weight that is not at least 2-D,
+    empty or not finite, an unknown convention, ``eps <= 0``, or a fan-in of 1 with ``"paper"``.
     """
+    where = "weight_standardization_forward"
+    weight = as_weight(weight, where, 2, what="at least 2-D ((out, in) or (out, in, kh, kw))")
     if convention not in WS_CONVENTIONS:
-        raise ValueError(f"weight standardization: convention must be one of {sorted(WS_CONVENTIONS)}, "
-                         f"got {convention!r}")
-    eps = WS_CONVENTIONS[convention] if eps is None else eps
+        raise ValueError(f"{where}: convention must be one of {sorted(WS_CONVENTIONS)}, got {convention!r}")
+    eps = check_eps(WS_CONVENTIONS[convention] if eps is None else eps, where=where)
     w64 = np.asarray(weight, dtype=np.float64)
     axes = tuple(range(1, w64.ndim))
     m = w64.size // w64.shape[0]
@@ -76,13 +79,13 @@ def weight_standardization_forward(
         d = s + eps
         w_hat = xc / d                                                        # (WS2)
         cache = {"w_hat": w_hat, "s": s, "d": d, "axes": axes}
-    cache.update({"convention": convention, "m": m, "dtype": np.asarray(weight).dtype})
-    return w_hat.astype(np.asarray(weight).dtype, copy=False), cache
+    cache.update({"convention": convention, "m": m, "dtype": np.asarray(weight).dtype, "out_shape": w64.shape})
+    return w_hat.astype(np.asarray(weight).dtype), cache          # a copy: the cache keeps its own w_hat
 
 
 def weight_standardization_backward(dw_hat: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
     """(WS3) or (WS4); returns the gradient in the weight's dtype."""
-    G = np.asarray(dw_hat, dtype=np.float64)
+    G = np.asarray(check_cache(dw_hat, cache, "weight_standardization_backward"), dtype=np.float64)
     if cache["convention"] == "timm":
         dw = standardize_backward(G, cache)                                   # (WS3)
     else:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._checks import check_adain_input, check_cache
 from .. import _common as C
 from ..affine import channel_affine
 from ..statistics.groupnorm import group_stats, grouped_backward, grouped_forward
@@ -21,17 +22,23 @@ __all__ = ["adain_forward", "adain_backward"]
 
 
 def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5, *, out: np.ndarray | None = None):
-    """Fused AdaIN: style statistics (stats kernel), then content statistics + output in one kernel."""
-    n, c = content.shape[:2]
-    x3 = C.as_input(content, (n, c, -1))
-    s3 = C.as_input(style, (style.shape[0], c, -1))
+    """Fused AdaIN: style statistics (stats kernel), then content statistics + output in one kernel.
+    Same checks as the reference; the cache holds private copies of the content (written by the
+    output kernel while it reads each block) and of the style, never the caller's arrays."""
+    content, style, eps = check_adain_input(content, style, eps, "adain_forward")
+    n, c, s_len = C.ncs(content.shape)
+    x3 = C.as_input(content, (n, c, s_len))
+    s3 = C.as_input(style, C.ncs(style.shape))
+    if np.may_share_memory(style, s3):
+        s3 = s3.copy()
     s_mean, s_var = group_stats(s3, c)                       # (P, C), P = 1 or N
     s_std = np.sqrt(s_var + eps)
     y = C.check_out(out, x3.shape, x3.dtype)
-    mean, _, rstd = grouped_forward(x3, c, s_std, s_mean, eps, y)
-    cache = {"backend": "numba", "x": x3, "style": s3, "s_mean": s_mean, "s_std": s_std, "mean": mean,
-             "rstd": rstd, "shape": content.shape, "style_shape": style.shape,
-             "dtype": content.dtype, "style_dtype": style.dtype}
+    keep = C.keep_buffer(content, x3)
+    mean, _, rstd = grouped_forward(x3, c, s_std, s_mean, eps, y, keep)
+    cache = {"backend": "numba", "x": x3 if keep is None else keep, "style": s3, "s_mean": s_mean,
+             "s_std": s_std, "mean": mean, "rstd": rstd, "shape": content.shape, "style_shape": style.shape,
+             "out_shape": content.shape, "dtype": content.dtype, "style_dtype": style.dtype}
     return C.restore(y, content.shape, content.dtype), cache
 
 
@@ -42,6 +49,7 @@ def adain_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray,
     :math:`\partial L/\partial\mu(s) = \sum dy` and :math:`\partial L/\partial\sigma(s) = r \sum dy (x-\mu)`,
     and ``dstyle = (s - mu(s)) * dstd / (m sigma(s)) + dmean / m`` is one channel-affine pass.
     """
+    dout = check_cache(dout, cache, "adain_backward")
     x3, s3 = cache["x"], cache["style"]
     c = x3.shape[1]
     dy3 = C.as_upstream(dout, x3.dtype, x3.shape)

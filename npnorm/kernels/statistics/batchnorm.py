@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._checks import check_batch_stats, check_cache, check_nc_input, check_running_stats
 from .. import _common as C
 from ..affine import channel_affine, channel_affine2, channel_sums
 from .groupnorm import group_stats
@@ -38,26 +39,43 @@ from .groupnorm import group_stats
 __all__ = ["batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward", "batch_norm_eval_backward"]
 
 
+def _empty_result(cache: dict[str, Any]):
+    """Backward of an empty batch: an empty ``dx``, zero parameter gradients (sums over nothing)."""
+    c = cache["shape"][1]
+    return (np.zeros(cache["shape"], dtype=cache["dtype"]), np.zeros(c) if cache["has_weight"] else None,
+            np.zeros(c) if cache["has_bias"] else None)
+
+
 def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
                        *, out: np.ndarray | None = None):
-    """Fused training-mode BatchNorm of ``x`` (N, C, *). The cache holds the batch ``mean`` and biased
-    ``batch_var`` (C,), as the reference's does (for the running statistics).
+    """Fused training-mode BatchNorm of ``x`` (N, C, *). Same arguments, checks and errors as the
+    reference :func:`npnorm.statistics.batchnorm.batch_norm_forward`. The cache holds the batch
+    ``mean`` and biased ``batch_var`` (C,), as the reference's does (for the running statistics),
+    and a private copy of ``x`` (written by pass 2 while it reads ``x``), never the caller's array.
 
     Pass 1 (one read of ``x``, in memory order): mean and variance of every (n, c) block, two passes
     over the cache-resident block. Merge over ``n`` (equation (BN-merge), on (N, C) arrays). Pass 2
-    (read ``x``, write ``y``): the per-channel affine map ``(x - mu) r gamma + beta``.
+    (read ``x``, write ``y`` and the copy): the per-channel affine map ``(x - mu) r gamma + beta``.
     """
-    n, c = x.shape[:2]
-    x3 = C.as_input(x, (n, c, -1))
+    where = "batch_norm_forward"
+    x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
+    m = check_batch_stats(x, where)
+    n, c, s_len = C.ncs(x.shape)
+    x3 = C.as_input(x, (n, c, s_len))
     w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
+    cache = {"backend": "numba", "w": w, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype, "m": m,
+             "has_weight": weight is not None, "has_bias": bias is not None}
+    if m == 0:                                                  # an empty batch: nothing to normalize
+        y = C.check_out(out, x3.shape, x3.dtype)
+        cache.update(x=x3, mean=np.full(c, np.nan), batch_var=np.full(c, np.nan), rstd=np.full(c, np.nan))
+        return C.restore(y, x.shape, x.dtype), cache
     block_mean, block_var = group_stats(x3, c)                  # (N, C): statistics of each block
     mean = block_mean.mean(axis=0)
     var = block_var.mean(axis=0) + ((block_mean - mean) ** 2).mean(axis=0)   # (BN-merge): no cancellation
     rstd = 1.0 / np.sqrt(var + eps)
-    y = channel_affine(x3, mean, w * rstd, b, out=out)
-    cache = {"backend": "numba", "x": x3, "w": w, "mean": mean, "batch_var": var, "rstd": rstd,
-             "shape": x.shape, "dtype": x.dtype,
-             "has_weight": weight is not None, "has_bias": bias is not None}
+    keep = C.keep_buffer(x, x3)
+    y = channel_affine(x3, mean, w * rstd, b, out=out, keep=keep)
+    cache.update(x=x3 if keep is None else keep, mean=mean, batch_var=var, rstd=rstd)
     return C.restore(y, x.shape, x.dtype), cache
 
 
@@ -69,6 +87,9 @@ def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
     write ``dx``): :math:`dx = r(\gamma\,dy - \overline{g} - \hat x\,\overline{g\hat x})`, an affine
     function of ``dy`` and ``x - mu`` per channel.
     """
+    dout = check_cache(dout, cache, "batch_norm_backward")
+    if cache["m"] == 0:
+        return _empty_result(cache)
     x3, w, mean, rstd = cache["x"], cache["w"], cache["mean"], cache["rstd"]
     n, c, s_len = x3.shape
     m = n * s_len
@@ -86,16 +107,21 @@ def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
 def batch_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
                             weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
                             *, out: np.ndarray | None = None):
-    """Evaluation-mode BatchNorm (an affine map with the running statistics), on the affine kernel."""
-    n, c = x.shape[:2]
-    x3 = C.as_input(x, (n, c, -1))
-    rstd = 1.0 / np.sqrt(np.asarray(running_var, dtype=np.float64) + eps)
+    """Evaluation-mode BatchNorm (an affine map with the running statistics), on the affine kernel.
+    The input is kept (a private copy, written in the same pass) only when there is a ``weight``,
+    whose gradient needs it."""
+    where = "batch_norm_eval_forward"
+    x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
+    rm, rv = check_running_stats(x, running_mean, running_var, where)
+    n, c, s_len = C.ncs(x.shape)
+    x3 = C.as_input(x, (n, c, s_len))
+    rstd = 1.0 / np.sqrt(rv + eps)
     w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
-    rm = np.asarray(running_mean, dtype=np.float64)
-    y = channel_affine(x3, rm, w * rstd, b, out=out)
-    cache = {"backend": "numba", "x": x3, "w": w, "rm": rm, "rstd": rstd, "shape": x.shape,
-             "dtype": x.dtype,
-             "has_weight": weight is not None, "has_bias": bias is not None}
+    keep = C.keep_buffer(x, x3) if weight is not None else None
+    y = channel_affine(x3, rm, w * rstd, b, out=out, keep=keep)
+    cache = {"backend": "numba", "x": (x3 if keep is None else keep) if weight is not None else None,
+             "w": w, "rm": rm, "rstd": rstd, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
+             "ncs": (n, c, s_len), "kdtype": x3.dtype, "has_weight": weight is not None, "has_bias": bias is not None}
     return C.restore(y, x.shape, x.dtype), cache
 
 
@@ -105,14 +131,16 @@ def batch_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any]):
     The parameter gradients need :math:`\\sum dy` and :math:`\\sum dy\\,\\hat x` per channel; they are
     computed with NumPy in float64 (evaluation-mode backward is rare: fine-tuning with frozen statistics).
     """
-    x3, w, rstd = cache["x"], cache["w"], cache["rstd"]
-    dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
-    c = x3.shape[1]
+    dout = check_cache(dout, cache, "batch_norm_eval_backward")
+    w, rstd = cache["w"], cache["rstd"]
+    n, c, s_len = cache["ncs"]
+    dy3 = C.as_upstream(dout, cache["kdtype"], (n, c, s_len))
     dx = channel_affine(dy3, np.zeros(c), w * rstd, np.zeros(c))
     dweight = dbias = None
     if cache["has_bias"]:
         dbias = dy3.sum(axis=(0, 2), dtype=np.float64)
     if cache["has_weight"]:
+        x3 = cache["x"]
         x_hat = (x3 - cache["rm"].reshape(1, c, 1)) * rstd.reshape(1, c, 1)
         dweight = np.einsum("ncs,ncs->c", dy3.astype(np.float64), x_hat)
     return C.restore(dx, cache["shape"], cache["dtype"]), dweight, dbias

@@ -27,6 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ..._checks import check_cache, check_groups, check_nc_input
 from .. import _common as C
 from .._common import jit, pjit
 
@@ -100,6 +101,28 @@ def _gn_fwd_parallel(x, groups, scale, shift, eps, out, mean, var, nchunks):
 
 
 @jit
+def _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1):
+    """:func:`_gn_fwd_rows`, one row at a time, each followed by a copy of the row's block into
+    ``keep`` while the block is still in the cache (the backward pass reads that copy, never the
+    caller's array)."""
+    k = x.shape[1] // groups
+    for r in range(r0, r1):
+        _gn_fwd_rows(x, groups, scale, shift, eps, out, mean, var, r, r + 1)
+        n = r // groups
+        c0 = (r % groups) * k
+        for c in range(c0, c0 + k):
+            keep[n, c, :] = x[n, c, :]
+
+
+@pjit
+def _gn_fwd_keep_parallel(x, groups, scale, shift, eps, out, mean, var, keep, nchunks):
+    nr = mean.shape[0]
+    for t in numba.prange(nchunks):
+        _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, t * nr // nchunks,
+                          (t + 1) * nr // nchunks)
+
+
+@jit
 def _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, r0, r1):
     """Backward of rows ``r0 <= n G + g < r1``; fills the per-(n, c) sums ``sdy`` and ``sdyx`` (N, C)."""
     k = x.shape[1] // groups
@@ -141,6 +164,7 @@ def _gn_bwd_parallel(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks):
 
 
 DISPATCHERS = (_block_stats, _gn_stats_rows, _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel,
+               _gn_fwd_keep_rows, _gn_fwd_keep_parallel,
                _gn_bwd_rows, _gn_bwd_parallel)
 
 
@@ -157,11 +181,19 @@ def group_stats(x3: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def grouped_forward(x3: np.ndarray, groups: int, scale: np.ndarray, shift: np.ndarray, eps: float,
-                    out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the fused forward on ``x3`` (N, C, S) into ``out``; returns ``(mean, var, rstd)`` of shape (N, G)."""
+                    out: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the fused forward on ``x3`` (N, C, S) into ``out``; returns ``(mean, var, rstd)`` of shape (N, G).
+    With ``keep`` (shape and dtype of ``x3``), also copy ``x3`` into it, block by block while each is
+    in the cache."""
     n = x3.shape[0]
     mean, var = np.empty(n * groups), np.empty(n * groups)
-    if C.use_parallel(x3.size):
+    if keep is not None:
+        if C.use_parallel(x3.size):
+            _gn_fwd_keep_parallel(x3, groups, scale, shift, float(eps), out, mean, var, keep,
+                                  C.num_chunks(n * groups))
+        else:
+            _gn_fwd_keep_rows(x3, groups, scale, shift, float(eps), out, mean, var, keep, 0, n * groups)
+    elif C.use_parallel(x3.size):
         _gn_fwd_parallel(x3, groups, scale, shift, float(eps), out, mean, var, C.num_chunks(n * groups))
     else:
         _gn_fwd_rows(x3, groups, scale, shift, float(eps), out, mean, var, 0, n * groups)
@@ -192,26 +224,39 @@ def affine_grads(sdy: np.ndarray, sdyx: np.ndarray, rstd: np.ndarray, groups: in
 # -- entry points with the reference's signatures ---------------------------------------------------
 def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None, bias: np.ndarray | None,
                        eps: float = 1e-5, *, out: np.ndarray | None = None):
-    """Fused GroupNorm forward of ``x`` (N, C, *); ``out`` may be preallocated."""
-    n, c = x.shape[:2]
-    if c % num_groups:
-        raise ValueError(f"group_norm_forward: num_groups={num_groups} must divide the {c} channels")
-    x3 = C.as_input(x, (n, c, -1))
+    """Fused GroupNorm forward of ``x`` (N, C, *); ``out`` may be preallocated. Same checks and errors
+    as the reference :func:`npnorm.statistics.groupnorm.group_norm_forward`; the cache holds a private
+    copy of ``x`` (written while the kernel reads it), never the caller's array."""
+    where = "group_norm_forward"
+    x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
+    num_groups = check_groups(x, num_groups, where)
+    n, c, s_len = C.ncs(x.shape)
+    x3 = C.as_input(x, (n, c, s_len))
     y = C.check_out(out, x3.shape, x3.dtype)
     scale, shift = C.as_f64(weight, (1, c), 1.0), C.as_f64(bias, (1, c), 0.0)
-    mean, var, rstd = grouped_forward(x3, num_groups, scale, shift, eps, y)
-    cache = {"backend": "numba", "x": x3, "groups": num_groups, "scale": scale, "mean": mean, "var": var,
-             "rstd": rstd, "shape": x.shape, "dtype": x.dtype,
+    keep = C.keep_buffer(x, x3) if x3.size else None
+    if x3.size:
+        mean, var, rstd = grouped_forward(x3, num_groups, scale, shift, eps, y, keep)
+    else:                                   # an empty batch or empty groups: nothing to normalize
+        mean = var = rstd = np.zeros((n, num_groups))
+    cache = {"backend": "numba", "x": x3 if keep is None else keep, "groups": num_groups, "scale": scale,
+             "mean": mean, "var": var, "rstd": rstd, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
              "has_weight": weight is not None, "has_bias": bias is not None}
     return C.restore(y, x.shape, x.dtype), cache
 
 
-def group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
+def group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None,
+                        where: str = "group_norm_backward"):
     """Fused GroupNorm backward: returns ``(dx, dweight, dbias)``."""
+    dout = check_cache(dout, cache, where)
     x3, groups = cache["x"], cache["groups"]
     dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
     dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
-    sdy, sdyx = grouped_backward(dy3, x3, groups, cache["scale"], cache["mean"], cache["rstd"], dx)
-    dweight, dbias = affine_grads(sdy, sdyx, cache["rstd"], groups)
+    c = x3.shape[1]
+    if x3.size:
+        sdy, sdyx = grouped_backward(dy3, x3, groups, cache["scale"], cache["mean"], cache["rstd"], dx)
+        dweight, dbias = affine_grads(sdy, sdyx, cache["rstd"], groups)
+    else:
+        dweight, dbias = np.zeros(c), np.zeros(c)
     return (C.restore(dx, cache["shape"], cache["dtype"]), dweight if cache["has_weight"] else None,
             dbias if cache["has_bias"] else None)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._checks import check_min_ndim, check_nc_input, check_spatial
 from .groupnorm import group_norm_backward, group_norm_forward
 
 __all__ = ["instance_norm_forward", "instance_norm_backward"]
@@ -19,10 +20,15 @@ def instance_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.nda
                           eps: float = 1e-5, *, out: np.ndarray | None = None):
     """Fused InstanceNorm forward of ``x`` (N, C, *spatial): GroupNorm with one channel per group.
     The cache holds the instance ``mean`` and biased ``var`` of shape (N, C), as the reference's does
-    (for the running statistics)."""
+    (for the running statistics). Same checks and errors as the reference
+    :func:`npnorm.statistics.instancenorm.instance_norm_forward`."""
+    where = "instance_norm_forward"
+    x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
+    check_min_ndim(x, 3, "(N, C, *spatial)", "x", where)
+    check_spatial(x, where)
     return group_norm_forward(x, x.shape[1], weight, bias, eps, out=out)
 
 
 def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
     """Fused InstanceNorm backward: returns ``(dx, dweight, dbias)`` (GroupNorm's, with ``G = C``)."""
-    return group_norm_backward(dout, cache, dx_out=dx_out)
+    return group_norm_backward(dout, cache, dx_out=dx_out, where="instance_norm_backward")

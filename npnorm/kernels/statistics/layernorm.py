@@ -6,14 +6,19 @@ walks over it several times:
 
 * forward, LayerNorm: pass 1 sums the row (mean), pass 2 sums squared deviations (variance, the
   numerically sound two-pass form, never :math:`E[x^2]-E[x]^2`), pass 3 writes
-  :math:`y = (x-\mu) r \gamma + \beta`. Memory traffic: one read of ``x``, one write of ``y``.
+  :math:`y = (x-\mu) r \gamma + \beta`. Memory traffic: one read of ``x``, one write of ``y``
+  (and one write of the private copy of ``x`` the backward pass reads, see below).
 * backward: pass 1 accumulates :math:`\sum g` and :math:`\sum g\hat x` with :math:`g = \gamma\,dy`
   (and this row's share of :math:`d\gamma, d\beta`), pass 2 writes
   :math:`dx = r\,(g - \overline{g} - \hat x\,\overline{g\hat x})`. Traffic: read ``x`` and ``dy``, write ``dx``.
 
 All accumulation is in float64, whatever the input dtype. The backward pass recomputes
 :math:`\hat x` from ``x`` and the per-row ``mean`` / ``rstd`` saved by the forward pass instead of
-storing a full-size :math:`\hat x` (less memory, less traffic).
+storing a full-size :math:`\hat x` (less memory, less traffic). It reads a **private copy** of ``x``,
+never the caller's array (which the caller may edit after the forward pass): the forward pass
+writes it row by row while the row is in the cache (``_ln_fwd_keep_rows``), one more write of
+``x`` and no more reads. An input that :func:`~npnorm.kernels._common.as_input` had to copy anyway
+(another dtype, not contiguous) is used as it is.
 
 Public functions have the signatures of the NumPy reference (:func:`npnorm.statistics.layernorm.layer_norm_forward`
 etc.) plus optional preallocated outputs; their caches differ from the reference's but only their
@@ -27,6 +32,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ..._checks import check_cache, check_rows_input
 from .. import _common as C
 from .._common import jit, pjit
 
@@ -87,6 +93,22 @@ def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
             dxrow[j] = r * (drow[j] * w[j] - sg - xh * sgx)
 
 
+@jit
+def _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, r0, r1):
+    """:func:`_ln_fwd_rows` one row at a time, each followed by a copy of the row into ``keep`` while
+    it is in the cache: the backward pass reads that private copy, never the caller's array."""
+    for i in range(r0, r1):
+        _ln_fwd_rows(x, w, b, eps, out, mean, rstd, i, i + 1)
+        keep[i, :] = x[i, :]
+
+
+@pjit
+def _ln_fwd_keep_parallel(x, w, b, eps, out, mean, rstd, keep, nchunks):
+    n = x.shape[0]
+    for t in numba.prange(nchunks):
+        _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, t * n // nchunks, (t + 1) * n // nchunks)
+
+
 @pjit
 def _ln_bwd_parallel(dy, x, w, mean, rstd, dx, dw, db):
     n = x.shape[0]
@@ -121,6 +143,21 @@ def _rms_fwd_parallel(x, w, eps, out, rstd, nchunks):
 
 
 @jit
+def _rms_fwd_keep_rows(x, w, eps, out, rstd, keep, r0, r1):
+    """:func:`_rms_fwd_rows` one row at a time, each followed by a copy of the row into ``keep``."""
+    for i in range(r0, r1):
+        _rms_fwd_rows(x, w, eps, out, rstd, i, i + 1)
+        keep[i, :] = x[i, :]
+
+
+@pjit
+def _rms_fwd_keep_parallel(x, w, eps, out, rstd, keep, nchunks):
+    n = x.shape[0]
+    for t in numba.prange(nchunks):
+        _rms_fwd_keep_rows(x, w, eps, out, rstd, keep, t * n // nchunks, (t + 1) * n // nchunks)
+
+
+@jit
 def _rms_bwd_rows(dy, x, w, rstd, dx, dw, r0, r1):
     """RMSNorm backward of rows ``r0 <= i < r1``: ``dx = r (g - x_hat mean(g x_hat))``; adds dweight into ``dw``."""
     m = x.shape[1]
@@ -146,34 +183,42 @@ def _rms_bwd_parallel(dy, x, w, rstd, dx, dw):
         _rms_bwd_rows(dy, x, w, rstd, dx, dw[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
-DISPATCHERS = (_ln_fwd_rows, _ln_fwd_parallel, _ln_bwd_rows, _ln_bwd_parallel,
-               _rms_fwd_rows, _rms_fwd_parallel, _rms_bwd_rows, _rms_bwd_parallel)
+DISPATCHERS = (_ln_fwd_rows, _ln_fwd_parallel, _ln_fwd_keep_rows, _ln_fwd_keep_parallel, _ln_bwd_rows,
+               _ln_bwd_parallel, _rms_fwd_rows, _rms_fwd_parallel, _rms_fwd_keep_rows, _rms_fwd_keep_parallel,
+               _rms_bwd_rows, _rms_bwd_parallel)
 
 
 # -- Python entry points (same signatures as the NumPy reference) -----------------------------------
-def _rows(x: np.ndarray, normalized_shape: tuple[int, ...], where: str) -> tuple[int, int]:
-    k = len(normalized_shape)
-    if x.ndim < k or tuple(x.shape[x.ndim - k:]) != tuple(normalized_shape):
-        raise ValueError(f"{where}: the trailing dimensions of x must equal normalized_shape="
-                         f"{tuple(normalized_shape)}, got x of shape {x.shape}")
+def _rows(x: np.ndarray, normalized_shape: tuple[int, ...]) -> tuple[int, int]:
     m = int(np.prod(normalized_shape))
-    return x.size // m if m else 0, m
+    return x.size // m, m
 
 
 def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None,
                        bias: np.ndarray | None, eps: float = 1e-5, *, out: np.ndarray | None = None):
-    """Fused LayerNorm forward; ``out`` may be a preallocated array (shape and dtype of ``x``)."""
-    n, m = _rows(x, normalized_shape, "layer_norm_forward")
+    """Fused LayerNorm forward; ``out`` may be a preallocated array (shape and dtype of ``x``). Same
+    checks and errors as the reference; the cache holds a private copy of ``x`` (written while the
+    kernel reads each row), never the caller's array."""
+    x, normalized_shape, p, eps = check_rows_input(x, normalized_shape, {"weight": weight, "bias": bias}, eps,
+                                                   "layer_norm_forward")
+    weight, bias = p["weight"], p["bias"]
+    n, m = _rows(x, normalized_shape)
     x2 = C.as_input(x, (n, m))
     w, b = C.as_f64(weight, (m,), 1.0), C.as_f64(bias, (m,), 0.0)
     y = C.check_out(out, (n, m), x2.dtype)
     mean, rstd = np.empty(n), np.empty(n)
-    if C.use_parallel(x2.size):
+    keep = C.keep_buffer(x, x2)
+    if keep is not None:
+        if C.use_parallel(x2.size):
+            _ln_fwd_keep_parallel(x2, w, b, float(eps), y, mean, rstd, keep, C.num_chunks(n))
+        else:
+            _ln_fwd_keep_rows(x2, w, b, float(eps), y, mean, rstd, keep, 0, n)
+    elif C.use_parallel(x2.size):
         _ln_fwd_parallel(x2, w, b, float(eps), y, mean, rstd, C.num_chunks(n))
     else:
         _ln_fwd_rows(x2, w, b, float(eps), y, mean, rstd, 0, n)
-    cache = {"backend": "numba", "x": x2, "w": w, "mean": mean, "rstd": rstd, "shape": x.shape,
-             "dtype": x.dtype,
+    cache = {"backend": "numba", "x": x2 if keep is None else keep, "w": w, "mean": mean, "rstd": rstd,
+             "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
              "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None,
              "has_bias": bias is not None}
     return C.restore(y, x.shape, x.dtype), cache
@@ -181,6 +226,7 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
 
 def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
     """Fused LayerNorm backward: returns ``(dx, dweight, dbias)`` (float64 parameter gradients)."""
+    dout = check_cache(dout, cache, "layer_norm_backward")
     x2, w = cache["x"], cache["w"]
     n, m = x2.shape
     dy = C.as_upstream(dout, x2.dtype, (n, m))
@@ -201,25 +247,37 @@ def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
 
 def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None,
                      eps: float | None = None, *, out: np.ndarray | None = None):
-    """Fused RMSNorm forward (``eps=None``: machine epsilon of the input dtype, as the reference)."""
-    n, m = _rows(x, normalized_shape, "rms_norm_forward")
+    """Fused RMSNorm forward (``eps=None``: machine epsilon of the input dtype, as the reference). Same
+    checks as the reference; the cache holds a private copy of ``x``."""
+    x, normalized_shape, p, eps = check_rows_input(x, normalized_shape, {"weight": weight}, eps,
+                                                   "rms_norm_forward", eps_none=True)
+    weight = p["weight"]
+    n, m = _rows(x, normalized_shape)
     if eps is None:
         eps = float(np.finfo(np.promote_types(x.dtype, np.float32)).eps)
     x2 = C.as_input(x, (n, m))
     w = C.as_f64(weight, (m,), 1.0)
     y = C.check_out(out, (n, m), x2.dtype)
     rstd = np.empty(n)
-    if C.use_parallel(x2.size):
+    keep = C.keep_buffer(x, x2)
+    if keep is not None:
+        if C.use_parallel(x2.size):
+            _rms_fwd_keep_parallel(x2, w, float(eps), y, rstd, keep, C.num_chunks(n))
+        else:
+            _rms_fwd_keep_rows(x2, w, float(eps), y, rstd, keep, 0, n)
+    elif C.use_parallel(x2.size):
         _rms_fwd_parallel(x2, w, float(eps), y, rstd, C.num_chunks(n))
     else:
         _rms_fwd_rows(x2, w, float(eps), y, rstd, 0, n)
-    cache = {"backend": "numba", "x": x2, "w": w, "rstd": rstd, "shape": x.shape, "dtype": x.dtype,
+    cache = {"backend": "numba", "x": x2 if keep is None else keep, "w": w, "rstd": rstd, "shape": x.shape,
+             "out_shape": x.shape, "dtype": x.dtype,
              "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None}
     return C.restore(y, x.shape, x.dtype), cache
 
 
 def rms_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
     """Fused RMSNorm backward: returns ``(dx, dweight)``."""
+    dout = check_cache(dout, cache, "rms_norm_backward")
     x2, w = cache["x"], cache["w"]
     n, m = x2.shape
     dy = C.as_upstream(dout, x2.dtype, (n, m))

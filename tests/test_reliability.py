@@ -1,0 +1,447 @@
+"""Never a silently wrong gradient (issue 11): registry-driven, so every layer registered later is
+covered without editing this file.
+
+1. Aliasing: after the forward pass, the caller edits every input, the returned output, every
+   parameter and every running buffer in place; the backward pass gives the same gradients as
+   without the edits (or raises a clear error). Every layer, every case and mode, every backend.
+2. The upstream gradient: a ``dout`` whose shape differs from the forward output's is a
+   ``ValueError`` naming the layer, the expected and the given shape; a non-floating one a
+   ``TypeError``. Every layer, case, mode and backend.
+3. Empty batches (the batch axis of every input set to 0, ``Spec.batch_axis``): an empty output,
+   empty input gradients, zero parameter gradients; running statistics unchanged while
+   ``num_batches_tracked`` still counts the batch in training (PyTorch 2.13's rule, recorded in
+   ``tests/data/pytorch_reliability.npz``). One-element normalization sets: raise where PyTorch
+   raises, PyTorch's values where it does not (recorded probes, both backends).
+4. The public functional forms validate their arguments like the classes.
+5. Constructor signatures: every layer with a PyTorch twin accepts the twin's full signature
+   (names, order, kinds, defaults) as recorded from PyTorch 2.13 in
+   ``tests/data/pytorch_signatures.json`` by ``tools/pytorch_ref_signatures.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npnorm
+from npnorm.registry import specs
+
+DATA = Path(__file__).parent / "data"
+
+
+def _backends(spec):
+    return spec.backends if "numba" in spec.backends else (None,)
+
+
+def _all_cases(only_with_inputs=False):
+    for spec in specs():
+        for case in spec.cases:
+            if only_with_inputs and not case.input_shapes:
+                continue
+            for mode in case.modes:
+                for backend in _backends(spec):
+                    tag = f"{spec.name}-{case.name}-{mode}" + (f"-{backend}" if backend else "")
+                    yield pytest.param(spec, case, mode, backend, id=tag)
+
+
+ALL = list(_all_cases())
+
+
+def _build(spec, case, mode, backend, seed=7, dtype=np.float64, **overrides):
+    if backend is not None:
+        overrides["backend"] = backend
+    return spec.build(case, seed=seed, mode=mode, dtype=dtype, **overrides)
+
+
+def _as_tuple(g):
+    return g if isinstance(g, tuple) else (g,)
+
+
+def _buffers(layer):
+    out = {}
+    for i, m in enumerate(layer.modules()):
+        for k in ("running_mean", "running_var"):
+            v = getattr(m, k, None)
+            if isinstance(v, np.ndarray):
+                out[f"{i}.{k}"] = v
+    return out
+
+
+# -- 1. aliasing ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("spec, case, mode, backend", ALL)
+def test_editing_arrays_after_forward_does_not_change_the_gradient(spec, case, mode, backend, dtype):
+    ref, inputs = _build(spec, case, mode, backend, dtype=dtype)
+    out = ref(*[x.copy() for x in inputs])
+    dout = np.random.default_rng(3).standard_normal(np.shape(out)).astype(out.dtype)
+    dx_ref = _as_tuple(ref.backward(dout.copy()))
+    grads_ref = {k: np.array(v) for k, v in ref.grads.items()}
+
+    layer, inputs = _build(spec, case, mode, backend, dtype=dtype)
+    inputs = [x.copy() for x in inputs]
+    out = layer(*inputs)
+    edit = np.random.default_rng(4)
+    for arr in [*inputs, out, *layer.params.values(), *_buffers(layer).values()]:
+        if isinstance(arr, np.ndarray) and arr.flags.writeable and arr.size:
+            arr *= 3.0
+            arr += 7.0 + edit.standard_normal(arr.shape).astype(arr.dtype)
+    try:
+        dx = _as_tuple(layer.backward(dout.copy()))
+    except (RuntimeError, ValueError) as err:  # a clear error is acceptable; silence is not
+        assert spec.cls.__name__ in str(err) or type(layer).__name__ in str(err), err
+        return
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    for a, b in zip(dx, dx_ref):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol, err_msg="input gradient changed")
+    for k, v in grads_ref.items():
+        np.testing.assert_allclose(layer.grads[k], v, rtol=tol, atol=tol, err_msg=f"gradient of {k} changed")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_issue_example_batchnorm_input_edited(backend, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4)).astype(dtype)
+    g = rng.standard_normal((5, 4)).astype(dtype)
+    expected = npnorm.BatchNorm1d(4, backend="numpy").train()
+    expected(x.copy())
+    dx_expected = expected.backward(g)
+    bn = npnorm.BatchNorm1d(4, backend=backend)
+    bn(x)
+    x += 10.0
+    np.testing.assert_allclose(bn.backward(g), dx_expected, rtol=1e-5, atol=1e-5)
+
+
+# -- 2. the upstream gradient -------------------------------------------------------------------------
+def _wrong_shapes(shape):
+    shape = tuple(shape)
+    wrong = [shape + (1,), shape[:-1] + (shape[-1] + 1,) if shape else (2,)]
+    if len(shape) >= 2 and shape[::-1] != shape:
+        wrong.append(shape[::-1])
+    if shape and shape[0] > 1:
+        wrong.append((1,) + shape[1:])               # broadcastable: must still be rejected
+    return wrong
+
+
+@pytest.mark.parametrize("spec, case, mode, backend", ALL)
+def test_backward_rejects_a_dout_of_the_wrong_shape_or_dtype(spec, case, mode, backend):
+    layer, inputs = _build(spec, case, mode, backend)
+    out = layer(*inputs)
+    name = type(layer).__name__
+    for shape in _wrong_shapes(out.shape):
+        with pytest.raises(ValueError) as info:
+            layer.backward(np.ones(shape))
+        msg = str(info.value)
+        assert name in msg and str(tuple(out.shape)) in msg and str(tuple(shape)) in msg, msg
+    with pytest.raises(TypeError, match=rf"{re.escape(name)}.*dout.*int64"):
+        layer.backward(np.ones(out.shape, dtype=np.int64))
+    layer.backward(np.ones(out.shape))                   # and the right one still works
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_issue_example_layernorm_transposed_dout(backend):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4))
+    ln = npnorm.LayerNorm(4, backend=backend)
+    ln(x)
+    with pytest.raises(ValueError, match=r"LayerNorm\.backward.*\(3, 4\).*\(4, 3\)"):
+        ln.backward(rng.standard_normal((4, 3)))
+
+
+# -- 3. empty batches ---------------------------------------------------------------------------------
+def _batch_axis(spec, case):
+    """The spec's ``batch_axis``; a case may override it with ``extra={"batch_axis": ...}`` (``None``
+    for unbatched input)."""
+    return case.extra.get("batch_axis", spec.batch_axis)
+
+
+def _empty_cases():
+    for p in _all_cases(only_with_inputs=True):
+        spec, case = p.values[:2]
+        if _batch_axis(spec, case) is not None:
+            yield p
+
+
+@pytest.mark.parametrize("spec, case, mode, backend", list(_empty_cases()))
+def test_empty_batch(spec, case, mode, backend):
+    layer, inputs = _build(spec, case, mode, backend)
+    ax = _batch_axis(spec, case)
+    empty = [np.take(x, [], axis=ax) for x in inputs]
+    before = {k: v.copy() for k, v in _buffers(layer).items()}
+    counts = [getattr(m, "num_batches_tracked", None) for m in layer.modules()]
+    out = layer(*empty)
+    assert out.shape[ax] == 0 and out.dtype == inputs[0].dtype
+    # the output of the same layer on a full batch has the same shape apart from the batch
+    full_layer, full_inputs = _build(spec, case, mode, backend)
+    full_out = full_layer(*full_inputs)
+    assert out.shape[:ax] + out.shape[ax + 1:] == full_out.shape[:ax] + full_out.shape[ax + 1:]
+    dx = _as_tuple(layer.backward(np.zeros(out.shape, dtype=out.dtype)))
+    for g, x in zip(dx, empty):
+        assert g.shape == x.shape and g.dtype == x.dtype
+    for k, p in layer.params.items():
+        g = layer.grads[k]
+        assert g.shape == np.shape(p) and np.all(g == 0), f"gradient of {k}: {g}"
+    after = _buffers(layer)
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=f"{k} changed on an empty batch")
+    for m, c in zip(layer.modules(), counts):
+        if c is not None:
+            expected = c + 1 if (m.training and getattr(m, "track_running_stats", False)) else c
+            assert m.num_batches_tracked == expected, type(m).__name__
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_issue_examples_empty_batch(backend):
+    y = npnorm.GroupNorm(2, 4, backend=backend)(np.zeros((0, 4, 3, 3)))
+    assert y.shape == (0, 4, 3, 3)
+    bn = npnorm.BatchNorm2d(4, backend=backend)
+    assert bn.eval()(np.zeros((0, 4, 3, 3))).shape == (0, 4, 3, 3)
+    bn.train()
+    bn(np.zeros((0, 4, 3, 3)))
+    assert bn.num_batches_tracked == 1
+    np.testing.assert_array_equal(bn.running_mean, np.zeros(4))
+    np.testing.assert_array_equal(bn.running_var, np.ones(4))
+
+
+# -- 3b. degenerate sets and empty batches, replayed from PyTorch 2.13 -------------------------------
+def _probes():
+    with np.load(DATA / "pytorch_reliability.npz") as data:
+        store = {k: data[k] for k in data.files}
+    names = sorted({k.split("/")[1] for k in store if k.startswith("probe/")})
+    return store, names
+
+
+PROBE_STORE, PROBES = _probes()
+
+
+def _npnorm_twin(torch_ctor: str, backend: str):
+    """``nn.BatchNorm1d(2, affine=False)`` -> the npnorm layer with the same arguments."""
+    expr = torch_ctor.replace("nn.", "npnorm.", 1)
+    layer = eval(expr, {"npnorm": npnorm})  # noqa: S307 - our own recorded strings
+    if hasattr(layer, "backend"):
+        layer.backend = backend
+    return layer
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("probe", PROBES)
+def test_probe_matches_pytorch(probe, backend):
+    s = PROBE_STORE
+    p = f"probe/{probe}/"
+    layer = _npnorm_twin(str(s[p + "ctor"]), backend)
+    for key in list(layer.params):
+        layer.params[key] = s[p + f"param/{key}"].copy()
+    if p + "running_mean0" in s:
+        layer.running_mean, layer.running_var = s[p + "running_mean0"].copy(), s[p + "running_var0"].copy()
+    layer.train(str(s[p + "mode"]) == "train")
+    x = s[p + "x"]
+    if p + "error" in s and str(s[p + "error_type"]) == "ValueError":
+        with pytest.raises(ValueError, match=r"more than 1"):
+            layer(x)
+        return
+    if p + "error" in s:
+        # PyTorch 2.13 fails inside its own code (an IndexError for an affine or tracking
+        # InstanceNorm on an empty batch): a PyTorch bug, not a rule. npnorm follows the rule the
+        # plain layer obeys - an empty output, zero parameter gradients, running statistics kept.
+        assert x.shape[0] == 0
+        rm0 = getattr(layer, "running_mean", None)
+        y = layer(x)
+        assert y.shape == x.shape
+        assert layer.backward(np.zeros_like(y)).shape == x.shape
+        assert all(np.all(g == 0) for g in layer.grads.values()) and set(layer.grads) == set(layer.params)
+        if rm0 is not None:
+            np.testing.assert_array_equal(layer.running_mean, rm0)
+        return
+    y = layer(x)
+    np.testing.assert_allclose(y, s[p + "y"], rtol=1e-10, atol=1e-12)
+    dx = layer.backward(s[p + "dy"])
+    np.testing.assert_allclose(dx, s[p + "dx"], rtol=1e-10, atol=1e-10)
+    for key in layer.params:
+        expected = s[p + f"d{key}"]
+        np.testing.assert_allclose(layer.grads[key], np.nan_to_num(expected), rtol=1e-10, atol=1e-10)
+    if p + "running_mean" in s:
+        np.testing.assert_allclose(layer.running_mean, s[p + "running_mean"], rtol=1e-12)
+        np.testing.assert_allclose(layer.running_var, s[p + "running_var"], rtol=1e-12)
+        if not type(layer).__name__.startswith("InstanceNorm"):  # npnorm's IN counts (documented)
+            assert layer.num_batches_tracked == int(s[p + "num_batches_tracked"])
+
+
+# -- 4. functional forms ------------------------------------------------------------------------------
+from npnorm.statistics import batchnorm as _bn, groupnorm as _gn, instancenorm as _in, layernorm as _ln  # noqa: E402
+from npnorm.adaptive import adain as _ada  # noqa: E402
+from npnorm.weights import spectralnorm as _sn, weightnorm as _wn, weightstd as _ws  # noqa: E402
+from npnorm.kernels.statistics import batchnorm as _kbn, groupnorm as _kgn, instancenorm as _kin  # noqa: E402
+from npnorm.kernels.statistics import layernorm as _kln  # noqa: E402
+from npnorm.kernels.adaptive import adain as _kada  # noqa: E402
+
+X = np.random.default_rng(0).standard_normal((4, 6, 3))
+W6 = np.ones(6)
+
+FUNCTIONAL_BAD = [
+    # (callable, args, exception, pattern)
+    (_bn.batch_norm_forward, (X.astype(int), W6, W6), TypeError, r"batch_norm_forward: x must be a floating"),
+    (_bn.batch_norm_forward, (X[0, 0], None, None), ValueError, r"batch_norm_forward: expected x of shape \(N, C, \*\)"),
+    (_bn.batch_norm_forward, (X, np.ones(5), W6), ValueError, r"batch_norm_forward: weight must have shape \(6,\)"),
+    (_bn.batch_norm_forward, (X, W6, np.ones((6, 1))), ValueError, r"batch_norm_forward: bias must have shape \(6,\)"),
+    (_bn.batch_norm_forward, (X, W6, W6, 0.0), ValueError, r"batch_norm_forward: eps must be > 0"),
+    (_bn.batch_norm_forward, (X[:1, :, :1], None, None), ValueError, r"more than 1 value per channel"),
+    (_bn.batch_norm_forward, (np.zeros((3, 0)), None, None), ValueError, r"at least one channel"),
+    (_bn.batch_norm_eval_forward, (X, np.zeros(5), np.ones(6), None, None), ValueError,
+     r"running_mean must have shape \(6,\)"),
+    (_bn.batch_norm_eval_forward, (X, np.zeros(6), -np.ones(6), None, None), ValueError,
+     r"running_var must be >= 0"),
+    (_gn.group_norm_forward, (X, 4, None, None), ValueError, r"group_norm_forward: num_groups=4 must divide"),
+    (_gn.group_norm_forward, (X, 0, None, None), ValueError, r"group_norm_forward: num_groups must be >= 1"),
+    (_gn.group_norm_forward, (X, 2.0, None, None), TypeError, r"num_groups must be a positive integer"),
+    (_gn.group_norm_forward, (X, 2, np.ones(3), None), ValueError, r"weight must have shape \(6,\)"),
+    (_ln.layer_norm_forward, (X, (4,), None, None), ValueError, r"normalized_shape=\(4,\)"),
+    (_ln.layer_norm_forward, (X, 3, np.ones(4), None), ValueError, r"weight must have shape \(3,\)"),
+    (_ln.layer_norm_forward, (X, (3,), None, None, -1.0), ValueError, r"eps must be > 0"),
+    (_ln.rms_norm_forward, (X, (3,), np.ones(2)), ValueError, r"rms_norm_forward: weight must have shape \(3,\)"),
+    (_ln.rms_norm_forward, (X.astype(np.complex128), (3,), None), TypeError, r"floating"),
+    (_in.instance_norm_forward, (X[:, :, :1], None, None), ValueError, r"more than 1 spatial element"),
+    (_in.instance_norm_forward, (X[0], None, None), ValueError, r"expected x of shape \(N, C, \*spatial\)"),
+    (_ada.adain_forward, (X, X[:, :5]), ValueError, r"adain_forward: content has 6 channels but style has 5"),
+    (_ada.adain_forward, (X, X, 0), ValueError, r"eps must be > 0"),
+    (_wn.weight_norm_forward, (np.ones((3, 2)), np.ones(3)), ValueError, r"weight_norm_forward: g must have shape \(3, 1\)"),
+    (_wn.weight_norm_forward, (np.ones((3, 2)), np.ones((3, 1)), 5), ValueError, r"dim=5 is out of range"),
+    (_sn.spectral_norm_forward, (np.ones((3, 2)), np.ones(2), np.ones(2)), ValueError, r"u must have shape \(3,\)"),
+    (_sn.spectral_norm_forward, (np.ones(3), np.ones(3), np.ones(1)), ValueError, r"at least 2-D"),
+    (_ws.weight_standardization_forward, (np.ones(3),), ValueError, r"at least 2-D"),
+    (_ws.weight_standardization_forward, (np.ones((3, 2)), -1.0), ValueError, r"eps must be > 0"),
+    # the Numba twins share the checks
+    (_kbn.batch_norm_forward, (X, np.ones(5), W6), ValueError, r"weight must have shape \(6,\)"),
+    (_kgn.group_norm_forward, (X, 4, None, None), ValueError, r"num_groups=4 must divide"),
+    (_kln.layer_norm_forward, (X, 3, np.ones(4), None), ValueError, r"weight must have shape \(3,\)"),
+    (_kln.rms_norm_forward, (X, 3, None, 0.0), ValueError, r"eps must be > 0"),
+    (_kin.instance_norm_forward, (X[:, :, :1], None, None), ValueError, r"more than 1 spatial element"),
+    (_kada.adain_forward, (X, X[:, :5]), ValueError, r"content has 6 channels"),
+]
+
+
+@pytest.mark.parametrize("fn, args, exc, pattern", FUNCTIONAL_BAD,
+                         ids=[f"{f.__module__.split('.')[-2]}.{f.__name__}-{i}" for i, (f, *_) in enumerate(FUNCTIONAL_BAD)])
+def test_functional_forms_validate_their_arguments(fn, args, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fn(*args)
+
+
+FUNCTIONAL_PAIRS = [
+    (_bn.batch_norm_forward, _bn.batch_norm_backward, (X, W6, W6)),
+    (_bn.batch_norm_forward, _bn.batch_norm_backward_staged, (X, W6, W6)),
+    (_bn.batch_norm_eval_forward, _bn.batch_norm_eval_backward, (X, np.zeros(6), np.ones(6), W6, W6)),
+    (_gn.group_norm_forward, _gn.group_norm_backward, (X, 2, W6, W6)),
+    (_ln.layer_norm_forward, _ln.layer_norm_backward, (X, (3,), None, None)),
+    (_ln.rms_norm_forward, _ln.rms_norm_backward, (X, (3,), None)),
+    (_in.instance_norm_forward, _in.instance_norm_backward, (X, W6, W6)),
+    (_ada.adain_forward, _ada.adain_backward, (X, X)),
+    (_wn.weight_norm_forward, _wn.weight_norm_backward, (np.ones((3, 2)), np.ones((3, 1)))),
+    (_sn.spectral_norm_forward, _sn.spectral_norm_backward, (np.eye(3, 2), np.ones(3), np.ones(2))),
+    (_ws.weight_standardization_forward, _ws.weight_standardization_backward, (X,)),
+    (_kbn.batch_norm_forward, _kbn.batch_norm_backward, (X, W6, W6)),
+    (_kbn.batch_norm_eval_forward, _kbn.batch_norm_eval_backward, (X, np.zeros(6), np.ones(6), W6, W6)),
+    (_kgn.group_norm_forward, _kgn.group_norm_backward, (X, 2, W6, W6)),
+    (_kln.layer_norm_forward, _kln.layer_norm_backward, (X, (3,), None, None)),
+    (_kln.rms_norm_forward, _kln.rms_norm_backward, (X, (3,), None)),
+    (_kin.instance_norm_forward, _kin.instance_norm_backward, (X, W6, W6)),
+    (_kada.adain_forward, _kada.adain_backward, (X, X)),
+]
+
+
+@pytest.mark.parametrize("fwd, bwd, args", FUNCTIONAL_PAIRS,
+                         ids=[f"{b.__module__.split('.')[-2]}.{b.__name__}" for _, b, _ in FUNCTIONAL_PAIRS])
+def test_functional_backward_validates_dout(fwd, bwd, args):
+    out, cache = fwd(*args)
+    with pytest.raises(ValueError, match=rf"{bwd.__name__}: dout must have the shape of the forward output"):
+        bwd(np.ones(out.shape + (1,)), cache)
+    with pytest.raises(TypeError, match=rf"{bwd.__name__}: dout must be a floating"):
+        bwd(np.ones(out.shape, dtype=int), cache)
+    with pytest.raises(TypeError, match=rf"{bwd.__name__}: cache must be"):
+        bwd(np.ones(out.shape), None)
+    bwd(np.ones(out.shape), cache)
+
+
+# -- 5. constructor signatures ------------------------------------------------------------------------
+SIGNATURES = json.loads((DATA / "pytorch_signatures.json").read_text())
+
+
+def _twin_cases():
+    for spec in specs():
+        if spec.pytorch:
+            yield pytest.param(spec, id=spec.name)
+
+
+def test_signatures_were_recorded_from_pytorch_2_13():
+    assert SIGNATURES["torch_version"].startswith("2.13")
+
+
+@pytest.mark.parametrize("spec", list(_twin_cases()))
+def test_constructor_accepts_pytorch_signature(spec):
+    torch_name = spec.pytorch.split("(")[0].strip()
+    assert torch_name in SIGNATURES["signatures"], (
+        f"{spec.name}: no recorded signature for {torch_name}; add it to tools/pytorch_ref_signatures.py")
+    theirs = SIGNATURES["signatures"][torch_name]
+    twin = spec.twin()
+    ours = [p for p in inspect.signature(twin).parameters.values() if p.name != "self"]
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    for i, t in enumerate(theirs):
+        if t["kind"] in ("POSITIONAL_OR_KEYWORD", "VAR_POSITIONAL", "POSITIONAL_ONLY"):
+            assert i < len(ours), f"{spec.name}: missing {t['name']} (position {i})"
+            o = ours[i]
+            same_name = o.name == t["name"] or t["kind"] == "VAR_POSITIONAL"   # *args: any name
+            assert same_name and o.kind.name == t["kind"], \
+                f"{spec.name}: parameter {i} is {o.name} ({o.kind.name}), PyTorch has {t['name']} ({t['kind']})"
+        else:
+            by_name = {p.name: p for p in ours}
+            if t["kind"] == "VAR_KEYWORD":
+                assert any(p.kind.name == "VAR_KEYWORD" for p in ours), f"{spec.name}: no **{t['name']}"
+                continue
+            assert t["name"] in by_name, f"{spec.name}: missing keyword {t['name']}"
+            o = by_name[t["name"]]
+            assert o.kind in (positional, inspect.Parameter.KEYWORD_ONLY)
+        default = "<required>" if o.default is inspect.Parameter.empty else repr(o.default)
+        if t["kind"] not in ("VAR_POSITIONAL", "VAR_KEYWORD"):
+            assert default == t["default"], f"{spec.name}.{t['name']}: default {default}, PyTorch {t['default']}"
+    # npnorm's own extras never shift PyTorch's positions: they come after, keyword-only
+    n_pos = sum(t["kind"] == "POSITIONAL_OR_KEYWORD" for t in theirs)
+    extra = [p for p in ours[n_pos:] if p.name not in {t["name"] for t in theirs}]
+    for p in extra:
+        assert p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD), \
+            f"{spec.name}: npnorm's extra parameter {p.name} must be keyword-only"
+
+
+@pytest.mark.parametrize("spec", [s for s in specs() if s.pytorch and "(" not in s.pytorch
+                                  and "device" in inspect.signature(s.twin()).parameters],
+                         ids=lambda s: s.name)
+def test_device_means_cpu(spec):
+    case = spec.cases[0]
+    for device in (None, "cpu"):
+        spec.build(case, device=device)
+    with pytest.raises(ValueError, match=r"device must be None or 'cpu'"):
+        spec.build(case, device="cuda")
+
+
+@pytest.mark.parametrize("spec", [s for s in specs() if s.differences or s.pytorch], ids=lambda s: s.name)
+def test_rejected_arguments_are_documented(spec):
+    """What npnorm rejects on purpose (eps <= 0, momentum outside [0, 1]) is in the docstring."""
+    params = inspect.signature(spec.twin()).parameters
+    doc = inspect.getdoc(spec.cls) or ""
+    if "eps" in params and spec.family == "statistics":
+        assert re.search(r"eps\s*<=\s*0", doc), f"{spec.name}: docstring does not say eps <= 0 is rejected"
+    if "momentum" in params:
+        assert re.search(r"momentum.*\[0, 1\]", doc, re.S), f"{spec.name}: docstring does not say momentum range"
+
+
+def test_batchnorm_bias_keyword():
+    bn = npnorm.BatchNorm1d(10, bias=False)
+    assert set(bn.params) == {"weight"}
+    gn = npnorm.GroupNorm(2, 4, bias=False)
+    assert set(gn.params) == {"weight"}
+    inn = npnorm.InstanceNorm2d(3, affine=True, bias=False)
+    assert set(inn.params) == {"weight"}
+    assert npnorm.InstanceNorm2d(3, bias=False).params == {}
