@@ -5,13 +5,13 @@ For an input with channels on axis 1 - ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, 
 elements: :math:`m = N`, :math:`N L` or :math:`N H W`):
 
 .. math::
-   \mu_c = \frac{1}{m}\sum_{S} x                                   \tag{BN1}
+   \mu_c = \frac{1}{m}\sum_{S} x                                   \tag{bn-mean}
 .. math::
-   \sigma_c^2 = \frac{1}{m}\sum_{S} (x - \mu_c)^2                  \tag{BN2}
+   \sigma_c^2 = \frac{1}{m}\sum_{S} (x - \mu_c)^2                  \tag{bn-var}
 .. math::
-   \hat x = \frac{x - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}}          \tag{BN3}
+   \hat x = \frac{x - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}}          \tag{bn-xhat}
 .. math::
-   y = \gamma_c \hat x + \beta_c                                   \tag{BN4}
+   y = \gamma_c \hat x + \beta_c                                   \tag{bn-affine}
 
 The variance used to normalize is the **biased** one (divide by :math:`m`). In training mode the
 running statistics are updated with
@@ -66,7 +66,7 @@ def _reduce_axes(ndim: int) -> tuple[int, ...]:
 def batch_norm_forward(
     x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Training-mode batch norm over every axis but 1, equations (BN1)-(BN4).
+    """Training-mode batch norm over every axis but 1, eq. (bn-mean) to eq. (bn-affine).
 
     Parameters
     ----------
@@ -88,15 +88,15 @@ def batch_norm_forward(
     view = _channel_view(x.ndim)
     x64 = np.asarray(x, dtype=np.float64)
     m = x64.size // x64.shape[1]
-    mean = x64.mean(axis=axes, keepdims=True)            # (BN1)
+    mean = x64.mean(axis=axes, keepdims=True)            # eq. (bn-mean)
     xc = x64 - mean
-    var = np.mean(xc * xc, axis=axes, keepdims=True)     # (BN2), biased
+    var = np.mean(xc * xc, axis=axes, keepdims=True)     # eq. (bn-var), biased
     std = np.sqrt(var + eps)
     rstd = 1.0 / std
-    x_hat = xc * rstd                                    # (BN3)
+    x_hat = xc * rstd                                    # eq. (bn-xhat)
     out = x_hat if weight is None else x_hat * weight.reshape(view)
     if bias is not None:
-        out = out + bias.reshape(view)                   # (BN4)
+        out = out + bias.reshape(view)                   # eq. (bn-affine)
     cache = {
         "x_hat": x_hat, "xc": xc, "var": var, "std": std, "rstd": rstd, "m": m,
         "weight": weight, "has_bias": bias is not None, "axes": axes, "view": view, "dtype": x.dtype,
