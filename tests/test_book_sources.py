@@ -173,7 +173,8 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
     "experiments": {"0.25": "an input setting of the sweep", "0.005": "a chosen learning rate",
                     "0.01": "a chosen learning rate", "0.001": "a chosen momentum",
                     "0.15": "the spirals' noise setting"},
-    "batchnorm": {"0.9": "1 - momentum (definition)"},
+    "batchnorm": {"0.9": "1 - momentum (definition)", "0.01": "a chosen threshold",
+                  "0.5": "the exponent of 1/sqrt(N)"},
     "layernorm": {"1.15": "the chosen gain of the deep-stack demo"},
 }
 NUMBER = re.compile(r"(?<![\w.{])(\d+\.\d{2,}|0\.\d+|\d+(?:\.\d+)?\s*\\times\s*10\^\{-?\d+\})")
