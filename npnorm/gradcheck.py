@@ -201,7 +201,7 @@ class GradcheckReport:
     def __str__(self) -> str:
         """The report, every line at most 79 characters (it is printed in the book)."""
         verdict = "passed" if self.passed else "FAILED"
-        width = max([10] + [len(c.name) + 2 for c in self.comparisons])  # long names stay aligned
+        width = 10          # a longer name gets a line of its own, so the table stays narrow
         lines = [
             f"Gradient check {verdict} for {self.label}",
             f"  (float64, {self.upstream} upstream gradient, tolerance {self.tolerance:.0e}, "
@@ -211,8 +211,12 @@ class GradcheckReport:
         ]
         for c in self.comparisons:
             flag = "ok" if c.passed else "FAIL"
+            name = c.name
+            if len(name) >= width:
+                lines.append(f"  {name}")
+                name = ""
             lines.append(
-                f"  {c.name:<{width}}{str(c.shape):<13}{c.max_rel_error:<9.2e}{flag:<7}"
+                f"  {name:<{width}}{str(c.shape):<13}{c.max_rel_error:<9.2e}{flag:<7}"
                 f"{str(c.worst_index):<14}{c.analytic_at_worst:>12.4e}{c.numeric_at_worst:>12.4e}"
             )
         wrap = textwrap.TextWrapper(width=79, subsequent_indent="     ", break_on_hyphens=False)
