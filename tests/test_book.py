@@ -136,7 +136,7 @@ def test_chapters_round_trip_through_jupyterlab_unchanged(tmp_path):
 
 
 #: Pages whose printed output has not been fitted to the page yet (work in progress).
-OUTPUT_NOT_YET = {"experiments", "performance"}
+OUTPUT_NOT_YET: set[str] = set()
 
 
 @pytest.mark.slow
