@@ -46,6 +46,7 @@ norm) therefore passes when the estimate is zero up to round-off, and fails when
 from __future__ import annotations
 
 import copy
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,31 +199,38 @@ class GradcheckReport:
         return self
 
     def __str__(self) -> str:
+        """The report, every line at most 79 characters (it is printed in the book)."""
         verdict = "passed" if self.passed else "FAILED"
-        width = max([14] + [len(c.name) + 2 for c in self.comparisons])  # long names stay aligned
+        width = 10          # a longer name gets a line of its own, so the table stays narrow
         lines = [
-            f"Gradient check {verdict} for {self.label} "
-            f"(float64, {self.upstream} upstream gradient, tolerance {self.tolerance:.0e}, "
+            f"Gradient check {verdict} for {self.label}",
+            f"  (float64, {self.upstream} upstream gradient, tolerance {self.tolerance:.0e}, "
             f"denominator floor {self.floor:.0e})",
-            f"  {'gradient':<{width}}{'shape':<16}{'max rel. error':<17}{'worst index':<16}{'analytic':>13}{'numerical':>13}",
+            f"  {'gradient':<{width}}{'shape':<13}{'max rel. error':<16}{'worst index':<14}"
+            f"{'analytic':>12}{'numerical':>12}",
         ]
         for c in self.comparisons:
             flag = "ok" if c.passed else "FAIL"
+            name = c.name
+            if len(name) >= width:
+                lines.append(f"  {name}")
+                name = ""
             lines.append(
-                f"  {c.name:<{width}}{str(c.shape):<16}{c.max_rel_error:<9.2e}{flag:<8}{str(c.worst_index):<16}"
-                f"{c.analytic_at_worst:>13.5e}{c.numeric_at_worst:>13.5e}"
+                f"  {name:<{width}}{str(c.shape):<13}{c.max_rel_error:<9.2e}{flag:<7}"
+                f"{str(c.worst_index):<14}{c.analytic_at_worst:>12.4e}{c.numeric_at_worst:>12.4e}"
             )
+        wrap = textwrap.TextWrapper(width=79, subsequent_indent="     ", break_on_hyphens=False)
         for p in self.problems:
-            lines.append(f"  problem: {p}")
+            lines += wrap.wrap(f"  problem: {p}")
         for c in self.comparisons:
             if not c.passed:
-                lines.append(
+                lines += wrap.wrap(
                     f"  -> d{c.name} is wrong: at index {c.worst_index} your backward gives "
                     f"{c.analytic_at_worst:.6g}, central differences give {c.numeric_at_worst:.6g}. "
                     f"A correct float64 backward scores below {c.tolerance:.0e} (typically 1e-12 to 1e-9)."
                 )
                 if c.hint:
-                    lines.append(f"     hint: {c.hint}")
+                    lines += wrap.wrap(f"     hint: {c.hint}")
         return "\n".join(lines)
 
 

@@ -135,6 +135,29 @@ def test_chapters_round_trip_through_jupyterlab_unchanged(tmp_path):
     assert (tmp_path / "gradcheck.md").read_text() == (BOOK / "gradcheck.md").read_text()
 
 
+#: Pages whose printed output has not been fitted to the page yet (work in progress).
+OUTPUT_NOT_YET: set[str] = set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PAGES)
+def test_printed_output_fits_the_page(name, built_book):
+    """Every line a code cell prints is at most 79 characters (the page width)."""
+    import html as html_lib
+    import re
+
+    if name in OUTPUT_NOT_YET:
+        pytest.xfail("printed output not yet fitted to the page")
+    page = (built_book / f"{name}.html").read_text()
+    long_lines = []
+    for block in re.findall(r'<div class="cell_output.*?</div>\s*</div>\s*</div>', page, re.S):
+        for pre in re.findall(r"<pre>(.*?)</pre>", block, re.S):
+            text = html_lib.unescape(re.sub(r"<[^>]+>", "", pre))
+            long_lines += [line for line in text.splitlines() if len(line) > 79]
+    assert not long_lines, f"{name}.html: printed lines wider than 79 characters:\n" + \
+        "\n".join(line[:100] for line in long_lines)
+
+
 @pytest.mark.slow
 def test_learner_edition_has_exercises_but_no_solutions(built_book):
     proc = subprocess.run([sys.executable, "-m", "npnorm.tools.build_book", "--learner", "--no-open", "--quiet"],

@@ -60,3 +60,15 @@ def test_recomputing_batchnorm_statistics_closes_the_train_eval_gap():
     assert r["eval_recomputed"][-1] > r["eval_running"][-1] + 0.05, r      # stale EMA (momentum 0.001)
     for rec, tm in zip(r["eval_recomputed"], r["train_mode"]):
         assert abs(rec - tm) < 0.05, r
+
+
+def test_learning_rate_sweep_reports_every_seed_and_learning_rate():
+    from npnorm.experiments import EXPERIMENTS, learning_rate_sweep
+
+    assert "learning-rate-sweep" in EXPERIMENTS
+    res = learning_rate_sweep(quick=True, lrs=(0.01, 0.1), seeds=(0, 1), depth=3)
+    for key in ("loss", "acc", "diverged"):
+        for norm in ("none", "bn"):
+            assert [len(v) for v in res[key][norm]] == [2, 2]
+    # BatchNorm trains at the moderate learning rate on every seed
+    assert all(np.isfinite(v) and v < 1.0 for v in res["loss"]["bn"][0])

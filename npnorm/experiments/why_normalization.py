@@ -13,6 +13,8 @@ the NumPy reference layers). Every run is seeded: the same call gives the same n
 * :func:`depth_statistics` - activation and gradient spread layer by layer at initialization.
 * :func:`bn_train_eval_gap` - BatchNorm's train-mode vs eval-mode accuracy, and what recomputing
   the running statistics after training does.
+* :func:`learning_rate_sweep` - (chapter "Batch normalization") a deep MLP with and without
+  BatchNorm over a range of learning rates, several seeds.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..training import evaluate, fit, layer_statistics, recompute_batchnorm_stat
 from ._framework import experiment, progress
 
 __all__ = ["shapes_data", "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units",
-           "depth_statistics", "bn_train_eval_gap"]
+           "depth_statistics", "bn_train_eval_gap", "learning_rate_sweep"]
 
 CHAPTER = "Why normalization helps"
 
@@ -225,4 +227,47 @@ def bn_train_eval_gap(quick: bool = True, bn_momenta: tuple[float, ...] = (0.5, 
         precise = recompute_batchnorm_statistics(copy.deepcopy(model), Xtr, batch_size=256)
         out["eval_recomputed"].append(evaluate(precise, crit, Xte, yte)[1])
     out["same_weights"] = all(np.array_equal(w, weights[0]) for w in weights)
+    return out
+
+
+@experiment("learning-rate-sweep", "a deep MLP with and without BatchNorm over a range of learning rates, "
+            "several seeds", "Batch normalization")
+def learning_rate_sweep(quick: bool = True, lrs: tuple[float, ...] | None = None, norms=("none", "bn"),
+                        seeds: tuple[int, ...] | None = None, depth: int | None = None,
+                        seed: int = 0) -> dict[str, Any]:
+    """Train :func:`deep_mlp` (Kaiming initialization) on three spirals with SGD (momentum 0.9) at each
+    learning rate, with and without BatchNorm, once per seed; record the final training loss, the test
+    accuracy (eval mode) and whether the loss overflowed.
+
+    ``seeds`` defaults to ``(seed, seed + 1, seed + 2)``. Every seed draws its own initial weights and
+    batch order; the data set is the same for all (drawn with ``seed``). Returns ``{"lrs", "seeds",
+    "depth", "epochs", "loss": {norm: [[per seed] per lr]}, "acc": {...}, "diverged": {...},
+    "curves": {norm: {lr: step losses of the first seed}}}``.
+    """
+    if lrs is None:
+        lrs = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    if seeds is None:
+        seeds = tuple(seed + k for k in range(3 if quick else 5))
+    if depth is None:
+        depth = 6 if quick else 10
+    n, epochs, width = (600, 6, 32) if quick else (2000, 20, 64)
+    Xtr, ytr, Xte, yte = _spirals(n, seed)
+    out: dict[str, Any] = {"lrs": list(lrs), "seeds": list(seeds), "depth": depth, "epochs": epochs,
+                           "width": width, "loss": {}, "acc": {}, "diverged": {}, "curves": {}}
+    for norm in norms:
+        out["loss"][norm] = [[] for _ in lrs]
+        out["acc"][norm] = [[] for _ in lrs]
+        out["diverged"][norm] = [[] for _ in lrs]
+        out["curves"][norm] = {}
+    for norm, i, s in progress([(m, i, s) for m in norms for i in range(len(lrs)) for s in seeds],
+                               "runs (norm, lr, seed)"):
+        model = deep_mlp(norm, depth=depth, width=width, seed=s)
+        hist = fit(model, nn.CrossEntropyLoss(), nn.SGD(model, lr=lrs[i], momentum=0.9), Xtr, ytr,
+                   epochs=epochs, batch_size=32, seed=s, X_val=Xte, y_val=yte, progress=False)
+        bad = hist.diverged or not hist.train_loss or not np.isfinite(hist.train_loss[-1])
+        out["diverged"][norm][i].append(bool(bad))
+        out["loss"][norm][i].append(float("nan") if bad else float(hist.train_loss[-1]))
+        out["acc"][norm][i].append(float("nan") if bad else float(hist.final_val_acc))
+        if s == seeds[0]:
+            out["curves"][norm][lrs[i]] = [float(v) for v in hist.step_loss]
     return out

@@ -5,13 +5,13 @@ For an input with channels on axis 1 - ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, 
 elements: :math:`m = N`, :math:`N L` or :math:`N H W`):
 
 .. math::
-   \mu_c = \frac{1}{m}\sum_{S} x                                   \tag{BN1}
+   \mu_c = \frac{1}{m}\sum_{S} x                                   \tag{bn-mean}
 .. math::
-   \sigma_c^2 = \frac{1}{m}\sum_{S} (x - \mu_c)^2                  \tag{BN2}
+   \sigma_c^2 = \frac{1}{m}\sum_{S} (x - \mu_c)^2                  \tag{bn-var}
 .. math::
-   \hat x = \frac{x - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}}          \tag{BN3}
+   \hat x = \frac{x - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}}          \tag{bn-xhat}
 .. math::
-   y = \gamma_c \hat x + \beta_c                                   \tag{BN4}
+   y = \gamma_c \hat x + \beta_c                                   \tag{bn-affine}
 
 The variance used to normalize is the **biased** one (divide by :math:`m`). In training mode the
 running statistics are updated with
@@ -69,7 +69,7 @@ def _reduce_axes(ndim: int) -> tuple[int, ...]:
 def batch_norm_forward(
     x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Training-mode batch norm over every axis but 1, equations (BN1)-(BN4).
+    """Training-mode batch norm over every axis but 1, eq. (bn-mean) to eq. (bn-affine).
 
     Parameters
     ----------
@@ -103,15 +103,15 @@ def batch_norm_forward(
     axes = _reduce_axes(x.ndim)
     view = _channel_view(x.ndim)
     x64 = np.asarray(x, dtype=np.float64)
-    mean = x64.sum(axis=axes, keepdims=True) / max(m, 1)    # (BN1)
+    mean = x64.sum(axis=axes, keepdims=True) / max(m, 1)    # eq. (bn-mean)
     xc = x64 - mean
-    var = np.sum(xc * xc, axis=axes, keepdims=True) / max(m, 1)   # (BN2), biased
+    var = np.sum(xc * xc, axis=axes, keepdims=True) / max(m, 1)   # eq. (bn-var), biased
     std = np.sqrt(var + eps)
     rstd = 1.0 / std
-    x_hat = xc * rstd                                    # (BN3)
+    x_hat = xc * rstd                                    # eq. (bn-xhat)
     out = x_hat.copy() if weight is None else x_hat * weight.reshape(view)   # never the cached x_hat
     if bias is not None:
-        out = out + bias.reshape(view)                   # (BN4)
+        out = out + bias.reshape(view)                   # eq. (bn-affine)
     batch_mean, batch_var = mean.reshape(-1), var.reshape(-1)
     if m == 0:                                           # the statistics of an empty set are undefined
         batch_mean, batch_var = np.full_like(batch_mean, np.nan), np.full_like(batch_var, np.nan)

@@ -11,21 +11,21 @@ Forward, with persistent unit vectors :math:`u \in \mathbb{R}^h`, :math:`v \in \
 .. math::
    u \leftarrow \frac{M v}{\max(\lVert M v\rVert, \epsilon)}, \qquad
    v \leftarrow \frac{M^\top u}{\max(\lVert M^\top u\rVert, \epsilon)}
-   \quad\text{(training mode only, } n \text{ times)}                       \tag{SN1}
+   \quad\text{(training mode only, } n \text{ times)}                       \tag{sn-power}
 .. math::
-   \sigma = u^\top M v                                                       \tag{SN2}
+   \sigma = u^\top M v                                                       \tag{sn-sigma}
 .. math::
-   W_{SN} = W / \sigma                                                       \tag{SN3}
+   W_{SN} = W / \sigma                                                       \tag{sn-forward}
 
 Backward, with :math:`u, v` held constant (as PyTorch does) and :math:`G = \partial L/\partial W_{SN}`:
 
 .. math::
    \frac{\partial L}{\partial W} = \frac{1}{\sigma}\Bigl(G - \langle G, W_{SN}\rangle\,
-   \operatorname{mat}^{-1}(u v^\top)\Bigr)                                   \tag{SN4}
+   \operatorname{mat}^{-1}(u v^\top)\Bigr)                                   \tag{sn-backward}
 
 where :math:`\langle A, B\rangle = \sum_{ij} A_{ij}B_{ij}`. When :math:`u, v` are the top singular
-vectors (the fixed point of (SN1)), :math:`u v^\top` is the true gradient of :math:`\sigma_1(M)`, so
-(SN4) is then the exact gradient of :math:`W / \sigma_1(W)`; the ``exact`` mode takes them from an SVD.
+vectors (the fixed point of eq. (sn-power)), :math:`u v^\top` is the true gradient of :math:`\sigma_1(M)`, so
+eq. (sn-backward) is then the exact gradient of :math:`W / \sigma_1(W)`; the ``exact`` mode takes them from an SVD.
 
 This module also holds a small 2-D convolution, its adjoint, and the true operator norm of a
 convolution (:func:`conv2d_operator_norm`), which is *not* the largest singular value of the
@@ -81,7 +81,7 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 def power_iteration(
     mat: np.ndarray, u: np.ndarray, v: np.ndarray, n_iterations: int = 1, eps: float = 1e-12
 ) -> tuple[np.ndarray, np.ndarray]:
-    r"""``n_iterations`` steps of (SN1) on the matrix ``mat``, in PyTorch's order: first
+    r"""``n_iterations`` steps of eq. (sn-power) on the matrix ``mat``, in PyTorch's order: first
     :math:`u \leftarrow \mathrm{normalize}(M v)`, then :math:`v \leftarrow \mathrm{normalize}(M^\top u)`.
 
     Returns new float64 arrays ``(u, v)``; the inputs are not modified. Each step multiplies the
@@ -99,7 +99,7 @@ def power_iteration(
 def spectral_norm_forward(
     weight: np.ndarray, u: np.ndarray, v: np.ndarray, dim: int = 0
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Equations (SN2)-(SN3) with the given ``u`` and ``v`` (no power iteration).
+    """Eq. (sn-sigma) and eq. (sn-forward) with the given ``u`` and ``v`` (no power iteration).
 
     Parameters
     ----------
@@ -123,9 +123,9 @@ def spectral_norm_forward(
     h = weight.shape[dim]
     u = _vector(u, "u", h, where)
     v = _vector(v, "v", weight.size // h, where)
-    sigma = float(u @ weight_to_matrix(w64, dim) @ v)                 # (SN2)
+    sigma = float(u @ weight_to_matrix(w64, dim) @ v)                 # eq. (sn-sigma)
     _check_sigma(sigma)
-    w_sn = w64 / sigma                                                # (SN3)
+    w_sn = w64 / sigma                                                # eq. (sn-forward)
     cache = {"w_sn": w_sn, "u": u, "v": v, "sigma": sigma, "dim": dim, "dtype": weight.dtype,
              "out_shape": weight.shape}
     return w_sn.astype(weight.dtype), cache                           # a copy: the cache keeps its own
@@ -160,7 +160,7 @@ def spectral_norm_exact_forward(weight: np.ndarray, dim: int = 0) -> tuple[np.nd
 
 
 def spectral_norm_backward(dw_sn: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    r"""Equation (SN4): :math:`\partial L/\partial W = (G - \langle G, W_{SN}\rangle\, u v^\top)/\sigma`,
+    r"""Eq. (sn-backward): :math:`\partial L/\partial W = (G - \langle G, W_{SN}\rangle\, u v^\top)/\sigma`,
     with :math:`u v^\top` reshaped back to the weight's shape.
 
     A cache whose ``u`` is ``None`` comes from a *pinned* sigma (a constant), where the gradient is
@@ -196,7 +196,7 @@ class SpectralNorm(Module):
     weight : ndarray, at least 2-D
         The raw weight, copied into ``params["weight"]`` (dtype kept: float32 or float64).
     n_power_iterations : int, default 1
-        Steps of (SN1) run by every forward pass in training mode (none in eval mode).
+        Steps of eq. (sn-power) run by every forward pass in training mode (none in eval mode).
     eps : float, default 1e-12
         Floor of the norms in the normalization of ``u`` and ``v``.
     dim : int, default 0
@@ -224,7 +224,7 @@ class SpectralNorm(Module):
     Training vs evaluation mode follows PyTorch: in training mode every call runs
     ``n_power_iterations`` steps, updating ``u`` and ``v`` in place of the old ones, and *then*
     computes :math:`\sigma = u^\top M v`; calling ``sn()`` twice runs two steps. The backward pass
-    treats the updated ``u`` and ``v`` as constants (SN4). That is the exact gradient of the
+    treats the updated ``u`` and ``v`` as constants, eq. (sn-backward). That is the exact gradient of the
     training-mode forward only when ``u`` and ``v`` sit at the fixed point (the top singular
     vectors); elsewhere it ignores how the power-iteration step depends on :math:`W` - exactly
     as PyTorch does.
@@ -347,8 +347,9 @@ class SpectralNorm(Module):
         else:
             if self.training:
                 self._u, self._v = power_iteration(self._matrix(), self._u, self._v,
-                                                   self.n_power_iterations, self.eps)     # (SN1)
-            out, cache = spectral_norm_forward(w, self._u, self._v, self.dim)               # (SN2-3)
+                                                   self.n_power_iterations, self.eps)     # eq. (sn-power)
+            # eq. (sn-sigma), eq. (sn-forward)
+            out, cache = spectral_norm_forward(w, self._u, self._v, self.dim)
         self._last_sigma = cache["sigma"]
         self._cache = cache
         return out
@@ -356,7 +357,7 @@ class SpectralNorm(Module):
     def backward(self, dout: np.ndarray) -> tuple[()]:
         cache = self._require_cache()
         g = as_weight_gradient(dout, self.shape, "SpectralNorm.backward")
-        dw = spectral_norm_backward(g, cache)                                                # (SN4)
+        dw = spectral_norm_backward(g, cache)                                                # eq. (sn-backward)
         self.grads["weight"] = dw.astype(self.params["weight"].dtype, copy=False)
         return ()
 
@@ -489,12 +490,12 @@ def _make_spectral_norm(case: Case, rng: np.random.Generator, dtype: Any, kwargs
 def _setup_spectral_norm(layer: SpectralNorm, rng: np.random.Generator, case: Case) -> None:
     """Put u and v in the state the case asks for, *after* the weight was randomized.
 
-    - ``"converged"``: the exact top singular vectors of the weight (the fixed point of (SN1)).
+    - ``"converged"``: the exact top singular vectors of the weight (the fixed point of eq. (sn-power)).
       Then the training-mode forward's power-iteration step leaves them where they are, its
-      derivative with respect to W does not change sigma to first order, and (SN4) is the exact
+      derivative with respect to W does not change sigma to first order, and eq. (sn-backward) is the exact
       gradient of the training-mode forward: the check is honest in both modes.
     - ``"partial"``: one power-iteration step from random vectors (far from converged, sigma > 0).
-      Only valid for eval mode, where u and v are constants and (SN4) is exact for any u, v.
+      Only valid for eval mode, where u and v are constants and eq. (sn-backward) is exact for any u, v.
     - ``"pinned"``: a pinned sigma (a constant).
     """
     state = case.extra.get("uv", "converged")
@@ -532,7 +533,7 @@ register(Spec(
         Case("conv-dim1-2-iters", {"dim": 1, "n_power_iterations": 2}, (),
              extra={"weight_shape": (2, 3, 2, 2), "uv": "converged"}),
         Case("wide-converged", {}, (), extra={"weight_shape": (5, 3), "uv": "converged"}),
-        # Arbitrary u, v: (SN4) holds for any constant u, v, which is what eval mode uses.
+        # Arbitrary u, v: eq. (sn-backward) holds for any constant u, v, which is what eval mode uses.
         Case("linear-partial-uv", {}, (), modes=("eval",), extra={"weight_shape": (4, 6), "uv": "partial"}),
         Case("conv-partial-uv", {}, (), modes=("eval",), extra={"weight_shape": (3, 2, 3, 2), "uv": "partial"}),
         # Exact mode: sigma from the SVD, the true gradient of W / sigma_1(W); same in both modes.

@@ -5,9 +5,9 @@ The weight is written as :math:`w = g\, v / \lVert v\rVert`, with one norm per s
 tensor for ``dim=None``:
 
 .. math::
-   n = \lVert v\rVert = \sqrt{\textstyle\sum_{\text{other axes}} v^2}     \tag{WN1}
+   n = \lVert v\rVert = \sqrt{\textstyle\sum_{\text{other axes}} v^2}     \tag{wn-norm}
 .. math::
-   w = g\,\frac{v}{n}                                                    \tag{WN2}
+   w = g\,\frac{v}{n}                                                    \tag{wn-forward}
 
 ``g`` and ``n`` have the weight's number of dimensions, with size 1 on every axis but ``dim``
 (shape ``(out, 1, ..., 1)`` for ``dim=0``, ``()`` for ``dim=None``), so they broadcast against ``v``.
@@ -15,13 +15,13 @@ tensor for ``dim=None``:
 Backward, for an upstream gradient :math:`G = \partial L/\partial w` and sums over the other axes:
 
 .. math::
-   \frac{\partial L}{\partial g} = \frac{1}{n}\sum G\, v                         \tag{WN3}
+   \frac{\partial L}{\partial g} = \frac{1}{n}\sum G\, v                         \tag{wn-dg}
 .. math::
    \frac{\partial L}{\partial v} = \frac{g}{n}\Bigl(G - \frac{v}{n}\,
    \frac{\partial L}{\partial g}\Bigr)
-   = \frac{g}{n}\,G - \frac{g}{n^2}\frac{\partial L}{\partial g}\, v                 \tag{WN4}
+   = \frac{g}{n}\,G - \frac{g}{n^2}\frac{\partial L}{\partial g}\, v                 \tag{wn-dv}
 
-(WN4) is :math:`g/n` times :math:`G` with its component along :math:`v` removed: the gradient of
+eq. (wn-dv) is :math:`g/n` times :math:`G` with its component along :math:`v` removed: the gradient of
 :math:`v` is orthogonal to :math:`v`, so plain gradient descent can only grow :math:`\lVert v\rVert`.
 """
 
@@ -43,13 +43,13 @@ def _other_axes(ndim: int, dim: int | None) -> tuple[int, ...]:
 
 
 def norm_except_dim(v: np.ndarray, dim: int | None) -> np.ndarray:
-    """(WN1): the 2-norm over every axis except ``dim`` (all axes for ``None``), dims kept (float64)."""
+    """eq. (wn-norm): the 2-norm over every axis except ``dim`` (all axes for ``None``), dims kept (float64)."""
     v = np.asarray(v, dtype=np.float64)
     return np.sqrt(np.sum(v * v, axis=_other_axes(v.ndim, dim), keepdims=dim is not None))
 
 
 def weight_norm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Equations (WN1)-(WN2): ``w = g * v / ||v||``.
+    """Eq. (wn-norm) and eq. (wn-forward): ``w = g * v / ||v||``.
 
     Parameters
     ----------
@@ -84,7 +84,7 @@ def weight_norm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tu
                          f"got {g.shape}")
     v64 = np.asarray(v, dtype=np.float64)
     g64 = np.array(g, dtype=np.float64)          # a private copy: the cache must not follow the caller's g
-    n = norm_except_dim(v64, dim)                              # (WN1)
+    n = norm_except_dim(v64, dim)                              # eq. (wn-norm)
     if np.any(n == 0.0):
         if dim is None:
             raise ValueError("weight norm: v is all zeros, so its direction v / ||v|| is undefined")
@@ -92,19 +92,19 @@ def weight_norm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tu
         raise ValueError(f"weight norm: v has all-zero slices along dim={dim} at indices {bad}, so their "
                          "direction v / ||v|| is undefined")
     direction = v64 / n
-    w = g64 * direction                                        # (WN2)
+    w = g64 * direction                                        # eq. (wn-forward)
     cache = {"direction": direction, "n": n, "g": g64, "dim": dim, "dtype": np.asarray(v).dtype,
              "g_dtype": np.asarray(g).dtype, "out_shape": v.shape}
     return w.astype(np.asarray(v).dtype, copy=False), cache
 
 
 def weight_norm_backward(dw: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Equations (WN3)-(WN4). Returns ``(dv, dg)`` in the dtypes of ``v`` and ``g``."""
+    """Eq. (wn-dg) and eq. (wn-dv). Returns ``(dv, dg)`` in the dtypes of ``v`` and ``g``."""
     G = np.asarray(check_cache(dw, cache, "weight_norm_backward"), dtype=np.float64)
     direction, n, g, dim = cache["direction"], cache["n"], cache["g"], cache["dim"]
     axes = _other_axes(G.ndim, dim)
-    dg = np.sum(G * direction, axis=axes, keepdims=dim is not None)     # (WN3): sum(G v) / n
-    dv = (g / n) * (G - direction * dg)                                 # (WN4)
+    dg = np.sum(G * direction, axis=axes, keepdims=dim is not None)     # eq. (wn-dg): sum(G v) / n
+    dv = (g / n) * (G - direction * dg)                                 # eq. (wn-dv)
     return dv.astype(cache["dtype"], copy=False), np.asarray(dg).astype(cache["g_dtype"], copy=False)
 
 
@@ -118,7 +118,7 @@ class WeightNorm(Module):
     ----------
     weight : ndarray, at least 1-D
         The weight to reparameterize. ``params["v"]`` starts as a copy of it and ``params["g"]`` as
-        its norm (WN1), so ``wn()`` returns the weight unchanged.
+        its norm eq. (wn-norm), so ``wn()`` returns the weight unchanged.
     dim : int or None, default 0
         One norm per slice along ``dim`` (``g`` has shape ``(out, 1, ..., 1)`` for ``dim=0``, like
         PyTorch's ``original0``); ``None``: one norm over the whole tensor (``g`` has shape ``()``).

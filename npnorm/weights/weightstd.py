@@ -9,27 +9,27 @@ and both are offered (``convention=``):
 .. math::
    \mu_o = \frac1m \sum W_{o,\cdot}, \qquad
    \sigma_o^2 = \frac1m \sum (W_{o,\cdot} - \mu_o)^2, \qquad
-   \hat W_{o,\cdot} = \frac{W_{o,\cdot} - \mu_o}{\sqrt{\sigma_o^2 + \epsilon}}, \quad \epsilon = 10^{-6}   \tag{WS1}
+   \hat W_{o,\cdot} = \frac{W_{o,\cdot} - \mu_o}{\sqrt{\sigma_o^2 + \epsilon}}, \quad \epsilon = 10^{-6}   \tag{ws-timm}
 
 ``"paper"`` (the authors' official code), unbiased standard deviation, eps added to it:
 
 .. math::
    s_o = \sqrt{\frac{1}{m-1} \sum (W_{o,\cdot} - \mu_o)^2}, \qquad
-   \hat W_{o,\cdot} = \frac{W_{o,\cdot} - \mu_o}{s_o + \epsilon}, \quad \epsilon = 10^{-5}        \tag{WS2}
+   \hat W_{o,\cdot} = \frac{W_{o,\cdot} - \mu_o}{s_o + \epsilon}, \quad \epsilon = 10^{-5}        \tag{ws-paper}
 
 Backward, with :math:`G = \partial L/\partial \hat W` and :math:`\overline{(\cdot)}` the mean over
 the fan-in of one channel:
 
 .. math::
    \text{timm:}\quad \frac{\partial L}{\partial W} = r\bigl(G - \overline{G}
-   - \hat W\,\overline{G\hat W}\bigr), \qquad r = (\sigma_o^2+\epsilon)^{-1/2}                     \tag{WS3}
+   - \hat W\,\overline{G\hat W}\bigr), \qquad r = (\sigma_o^2+\epsilon)^{-1/2}                     \tag{ln-backward}
 .. math::
    \text{paper:}\quad \frac{\partial L}{\partial W} = \frac{1}{s_o+\epsilon}\Bigl(G - \overline{G}
-   - \hat W\,\frac{m\,\overline{G\hat W}}{m-1}\cdot\frac{s_o+\epsilon}{s_o}\Bigr)                \tag{WS4}
+   - \hat W\,\frac{m\,\overline{G\hat W}}{m-1}\cdot\frac{s_o+\epsilon}{s_o}\Bigr)                \tag{ws-paper-backward}
 
-(WS3) is the standardization backward shared with layer and group norm; (WS4) differs by the
-factor :math:`m/(m-1)` of the unbiased estimate and by :math:`(s+\epsilon)/s`, because eps sits
-outside the root. For :math:`\epsilon \ll s` and large :math:`m` the two agree closely.
+eq. (ln-backward) is the standardization backward shared with layer and group norm;
+eq. (ws-paper-backward) differs by the factor :math:`m/(m-1)` of the unbiased estimate and by
+:math:`(s+\epsilon)/s`, because eps sits outside the root. For :math:`\epsilon \ll s` and large :math:`m` the two agree closely.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ WS_CONVENTIONS = {"timm": 1e-6, "paper": 1e-5}
 def weight_standardization_forward(
     weight: np.ndarray, eps: float | None = None, convention: str = "timm"
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """(WS1) or (WS2) per output channel (axis 0) over all the other axes.
+    """eq. (ws-timm) or eq. (ws-paper) per output channel (axis 0) over all the other axes.
 
     Returns ``(w_hat, cache)``, ``w_hat`` in ``weight.dtype`` (computed in float64). Raises
     ``TypeError`` for a non-floating weight, ``ValueError`` for a weight that is not at least 2-D,
@@ -68,7 +68,7 @@ def weight_standardization_forward(
     axes = tuple(range(1, w64.ndim))
     m = w64.size // w64.shape[0]
     if convention == "timm":
-        w_hat, cache = standardize_forward(w64, axes, eps)                        # (WS1)
+        w_hat, cache = standardize_forward(w64, axes, eps)                        # eq. (ws-timm)
     else:
         if m < 2:
             raise ValueError("weight standardization (convention='paper'): the unbiased standard deviation "
@@ -77,24 +77,24 @@ def weight_standardization_forward(
         xc = w64 - w64.mean(axis=axes, keepdims=True)
         s = np.sqrt(np.sum(xc * xc, axis=axes, keepdims=True) / (m - 1))      # unbiased std
         d = s + eps
-        w_hat = xc / d                                                        # (WS2)
+        w_hat = xc / d                                                        # eq. (ws-paper)
         cache = {"w_hat": w_hat, "s": s, "d": d, "axes": axes}
     cache.update({"convention": convention, "m": m, "dtype": np.asarray(weight).dtype, "out_shape": w64.shape})
     return w_hat.astype(np.asarray(weight).dtype), cache          # a copy: the cache keeps its own w_hat
 
 
 def weight_standardization_backward(dw_hat: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    """(WS3) or (WS4); returns the gradient in the weight's dtype."""
+    """eq. (ln-backward) or eq. (ws-paper-backward); returns the gradient in the weight's dtype."""
     G = np.asarray(check_cache(dw_hat, cache, "weight_standardization_backward"), dtype=np.float64)
     if cache["convention"] == "timm":
-        dw = standardize_backward(G, cache)                                   # (WS3)
+        dw = standardize_backward(G, cache)                                   # eq. (ln-backward)
     else:
         w_hat, s, d, axes, m = cache["w_hat"], cache["s"], cache["d"], cache["axes"], cache["m"]
         g_mean = G.mean(axis=axes, keepdims=True)
         gw_mean = np.mean(G * w_hat, axis=axes, keepdims=True)
         # d/s is infinite for a constant channel (s = 0), where w_hat = 0: that term is then 0.
         ratio = np.divide(d, s, out=np.zeros_like(s), where=s > 0)
-        dw = (G - g_mean - w_hat * (m / (m - 1)) * gw_mean * ratio) / d      # (WS4)
+        dw = (G - g_mean - w_hat * (m / (m - 1)) * gw_mean * ratio) / d      # eq. (ws-paper-backward)
     return dw.astype(cache["dtype"], copy=False)
 
 
@@ -110,9 +110,9 @@ class WeightStandardization(Module):
     eps : float, optional
         Default: 1e-6 for ``"timm"``, 1e-5 for ``"paper"`` (each reference's own value).
     convention : {"timm", "paper"}, default "timm"
-        ``"timm"``: biased variance with eps inside the square root (WS1) - timm's ``StdConv2d`` and
+        ``"timm"``: biased variance with eps inside the square root eq. (ws-timm) - timm's ``StdConv2d`` and
         the same standardization as npnorm's LayerNorm/GroupNorm; well defined even for a fan-in of
-        1. ``"paper"``: unbiased standard deviation plus eps (WS2) - the official code of Qiao et al.
+        1. ``"paper"``: unbiased standard deviation plus eps eq. (ws-paper) - the official code of Qiao et al.
 
     Notes
     -----
