@@ -18,7 +18,7 @@ from . import gradcheck, registry
 from .backend import get_backend, set_backend, use_backend
 from .base import Module
 from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
-                         RMSNorm)
+                         RMSNorm, SyncBatchNorm)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
@@ -39,6 +39,7 @@ __all__ = [
     "GroupNorm",
     "InstanceNorm1d",
     "InstanceNorm2d",
+    "SyncBatchNorm",
     "AdaIN",
     "WeightNorm",
     "SpectralNorm",

@@ -12,6 +12,7 @@ LayerNorm                 each sample's trailing ``normalized_shape`` dims
 RMSNorm                   the same, root mean square only (no centring)
 GroupNorm                 each sample's group of channels and their positions
 InstanceNorm1d/2d         each sample's channel, over its positions
+SyncBatchNorm             BatchNorm's set, over the local batches of all MPI processes
 ========================  ==========================================================
 
 Shared by all: :mod:`.standardize` (the centring-and-scaling step and its backward).
@@ -22,6 +23,7 @@ from .batchnorm import BatchNorm1d, BatchNorm2d
 from .layernorm import LayerNorm, RMSNorm
 from .groupnorm import GroupNorm
 from .instancenorm import InstanceNorm1d, InstanceNorm2d
+from .syncbatchnorm import SyncBatchNorm
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
-           "InstanceNorm2d"]
+           "InstanceNorm2d", "SyncBatchNorm"]
