@@ -18,7 +18,7 @@ from . import gradcheck, registry
 from .backend import get_backend, set_backend, use_backend
 from .base import Module
 from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
-                         RMSNorm, SyncBatchNorm)
+                         RMSNorm, SyncBatchNorm, LocalResponseNorm, CrossMapLRN2d)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
@@ -40,6 +40,8 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "SyncBatchNorm",
+    "LocalResponseNorm",
+    "CrossMapLRN2d",
     "AdaIN",
     "WeightNorm",
     "SpectralNorm",

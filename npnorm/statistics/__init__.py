@@ -13,6 +13,7 @@ RMSNorm                   the same, root mean square only (no centring)
 GroupNorm                 each sample's group of channels and their positions
 InstanceNorm1d/2d         each sample's channel, over its positions
 SyncBatchNorm             BatchNorm's set, over the local batches of all MPI processes
+LocalResponseNorm         a window of neighbouring channels at each position (no statistics)
 ========================  ==========================================================
 
 Shared by all: :mod:`.standardize` (the centring-and-scaling step and its backward).
@@ -24,6 +25,8 @@ from .layernorm import LayerNorm, RMSNorm
 from .groupnorm import GroupNorm
 from .instancenorm import InstanceNorm1d, InstanceNorm2d
 from .syncbatchnorm import SyncBatchNorm
+from .lrn import CrossMapLRN2d, LocalResponseNorm
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
-           "InstanceNorm2d", "SyncBatchNorm"]
+           "InstanceNorm2d", "SyncBatchNorm", "LocalResponseNorm",
+           "CrossMapLRN2d"]
