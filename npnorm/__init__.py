@@ -18,7 +18,8 @@ from . import gradcheck, registry
 from .backend import get_backend, set_backend, use_backend
 from .base import Module
 from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
-                         RMSNorm, SyncBatchNorm, LocalResponseNorm, CrossMapLRN2d)
+                         RMSNorm, SyncBatchNorm, LocalResponseNorm, CrossMapLRN2d,
+                         BatchRenorm1d, BatchRenorm2d)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
@@ -42,6 +43,8 @@ __all__ = [
     "SyncBatchNorm",
     "LocalResponseNorm",
     "CrossMapLRN2d",
+    "BatchRenorm1d",
+    "BatchRenorm2d",
     "AdaIN",
     "WeightNorm",
     "SpectralNorm",

@@ -14,6 +14,7 @@ GroupNorm                 each sample's group of channels and their positions
 InstanceNorm1d/2d         each sample's channel, over its positions
 SyncBatchNorm             BatchNorm's set, over the local batches of all MPI processes
 LocalResponseNorm         a window of neighbouring channels at each position (no statistics)
+BatchRenorm1d/2d          BatchNorm's set, corrected towards the running statistics
 ========================  ==========================================================
 
 Shared by all: :mod:`.standardize` (the centring-and-scaling step and its backward).
@@ -26,7 +27,8 @@ from .groupnorm import GroupNorm
 from .instancenorm import InstanceNorm1d, InstanceNorm2d
 from .syncbatchnorm import SyncBatchNorm
 from .lrn import CrossMapLRN2d, LocalResponseNorm
+from .batchrenorm import BatchRenorm1d, BatchRenorm2d
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
            "InstanceNorm2d", "SyncBatchNorm", "LocalResponseNorm",
-           "CrossMapLRN2d"]
+           "CrossMapLRN2d", "BatchRenorm1d", "BatchRenorm2d"]
