@@ -19,7 +19,8 @@ from .backend import get_backend, set_backend, use_backend
 from .base import Module
 from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
                          RMSNorm, SyncBatchNorm, LocalResponseNorm, CrossMapLRN2d,
-                         BatchRenorm1d, BatchRenorm2d)
+                         BatchRenorm1d, BatchRenorm2d, GhostBatchNorm, FilterResponseNormTlu2d,
+                         EvoNorm2dB0, EvoNorm2dS0, GlobalResponseNorm)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
@@ -45,6 +46,11 @@ __all__ = [
     "CrossMapLRN2d",
     "BatchRenorm1d",
     "BatchRenorm2d",
+    "GhostBatchNorm",
+    "FilterResponseNormTlu2d",
+    "EvoNorm2dB0",
+    "EvoNorm2dS0",
+    "GlobalResponseNorm",
     "AdaIN",
     "WeightNorm",
     "SpectralNorm",

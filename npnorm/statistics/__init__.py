@@ -15,6 +15,10 @@ InstanceNorm1d/2d         each sample's channel, over its positions
 SyncBatchNorm             BatchNorm's set, over the local batches of all MPI processes
 LocalResponseNorm         a window of neighbouring channels at each position (no statistics)
 BatchRenorm1d/2d          BatchNorm's set, corrected towards the running statistics
+GhostBatchNorm            BatchNorm's set within each virtual sub-batch
+FilterResponseNormTlu2d   each sample's channel over its positions (mean square only)
+EvoNorm2dB0 / S0          batch and instance std (B0); each sample's channel group (S0)
+GlobalResponseNorm        each sample's channel norm relative to the mean over channels
 ========================  ==========================================================
 
 Shared by all: :mod:`.standardize` (the centring-and-scaling step and its backward).
@@ -28,7 +32,12 @@ from .instancenorm import InstanceNorm1d, InstanceNorm2d
 from .syncbatchnorm import SyncBatchNorm
 from .lrn import CrossMapLRN2d, LocalResponseNorm
 from .batchrenorm import BatchRenorm1d, BatchRenorm2d
+from .ghostbatchnorm import GhostBatchNorm
+from .frn import FilterResponseNormTlu2d
+from .evonorm import EvoNorm2dB0, EvoNorm2dS0
+from .grn import GlobalResponseNorm
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
            "InstanceNorm2d", "SyncBatchNorm", "LocalResponseNorm",
-           "CrossMapLRN2d", "BatchRenorm1d", "BatchRenorm2d"]
+           "CrossMapLRN2d", "BatchRenorm1d", "BatchRenorm2d", "GhostBatchNorm",
+           "FilterResponseNormTlu2d", "EvoNorm2dB0", "EvoNorm2dS0", "GlobalResponseNorm"]
