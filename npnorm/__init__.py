@@ -20,7 +20,7 @@ from .base import Module
 from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
                          RMSNorm, SyncBatchNorm, LocalResponseNorm, CrossMapLRN2d,
                          BatchRenorm1d, BatchRenorm2d, GhostBatchNorm, FilterResponseNormTlu2d,
-                         EvoNorm2dB0, EvoNorm2dS0, GlobalResponseNorm)
+                         EvoNorm2dB0, EvoNorm2dS0, GlobalResponseNorm, SwitchNorm2d)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
@@ -51,6 +51,7 @@ __all__ = [
     "EvoNorm2dB0",
     "EvoNorm2dS0",
     "GlobalResponseNorm",
+    "SwitchNorm2d",
     "AdaIN",
     "WeightNorm",
     "SpectralNorm",

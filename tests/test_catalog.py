@@ -142,3 +142,27 @@ def test_grn_starts_as_identity_and_both_layouts_agree(x4, rng):
     n = g / (g.mean(axis=1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(first(x4), x4 + np.array([0.5, -1, 2]).reshape(1, -1, 1, 1) * x4 * n
                                + np.array([0.1, 0.2, 0.3]).reshape(1, -1, 1, 1), atol=1e-13)
+
+
+# --- switchable normalization -------------------------------------------------------------------
+
+def test_switchnorm_limits_and_running_stats(x4):
+    sn = npnorm.SwitchNorm2d(3)
+    sn.params["mean_weight"] = np.array([60.0, -60.0, -60.0])
+    sn.params["var_weight"] = np.array([60.0, -60.0, -60.0])
+    v_in = x4.var(axis=(2, 3), ddof=1, keepdims=True)              # the reference's unbiased variance
+    expected = (x4 - x4.mean(axis=(2, 3), keepdims=True)) / np.sqrt(v_in + 1e-5)
+    np.testing.assert_allclose(sn(x4), expected, atol=1e-12)
+    mu = x4.mean(axis=(2, 3))
+    t = v_in[..., 0, 0] + mu**2
+    np.testing.assert_allclose(sn.running_mean, 0.003 * mu.mean(axis=0), atol=1e-15)
+    np.testing.assert_allclose(sn.running_var, 0.003 * (t.mean(axis=0) - mu.mean(axis=0) ** 2), atol=1e-14)
+    # equal logits: the plain average of the three statistics
+    sn2 = npnorm.SwitchNorm2d(3)
+    mu_ln = mu.mean(axis=1, keepdims=True)
+    v_ln = t.mean(axis=1, keepdims=True) - mu_ln**2
+    v_bn = t.mean(axis=0, keepdims=True) - mu.mean(axis=0, keepdims=True) ** 2
+    mean = (mu + mu_ln + mu.mean(axis=0, keepdims=True)) / 3
+    var = (v_in[..., 0, 0] + v_ln + v_bn) / 3
+    np.testing.assert_allclose(sn2(x4), (x4 - mean[..., None, None]) / np.sqrt(var[..., None, None] + 1e-5),
+                               atol=1e-12)
