@@ -20,7 +20,8 @@ from .base import Module
 from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
                          RMSNorm, SyncBatchNorm, LocalResponseNorm, CrossMapLRN2d,
                          BatchRenorm1d, BatchRenorm2d, GhostBatchNorm, FilterResponseNormTlu2d,
-                         EvoNorm2dB0, EvoNorm2dS0, GlobalResponseNorm, SwitchNorm2d)
+                         EvoNorm2dB0, EvoNorm2dS0, GlobalResponseNorm, SwitchNorm2d,
+                         IterNorm)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
@@ -52,6 +53,7 @@ __all__ = [
     "EvoNorm2dS0",
     "GlobalResponseNorm",
     "SwitchNorm2d",
+    "IterNorm",
     "AdaIN",
     "WeightNorm",
     "SpectralNorm",

@@ -166,3 +166,28 @@ def test_switchnorm_limits_and_running_stats(x4):
     var = (v_in[..., 0, 0] + v_ln + v_bn) / 3
     np.testing.assert_allclose(sn2(x4), (x4 - mean[..., None, None]) / np.sqrt(var[..., None, None] + 1e-5),
                                atol=1e-12)
+
+
+# --- IterNorm -----------------------------------------------------------------------------------
+
+def test_iternorm_converges_to_zca_whitening(rng):
+    a = rng.normal(size=(4, 4))
+    x = rng.normal(size=(200, 4)) @ a + 3.0                      # strongly correlated channels
+    xc = x - x.mean(axis=0)
+    sigma = xc.T @ xc / len(x) + 1e-5 * np.eye(4)
+    evals, evecs = np.linalg.eigh(sigma)
+    zca = xc @ (evecs @ np.diag(evals**-0.5) @ evecs.T).T
+    errors = []
+    for t in (2, 5, 10):
+        out = npnorm.IterNorm(4, T=t)(x)
+        errors.append(np.max(np.abs(out - zca)))
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-6, errors
+    cov = np.cov(npnorm.IterNorm(4, T=10)(x).T, bias=True)
+    np.testing.assert_allclose(cov, np.eye(4), atol=1e-6)
+
+
+def test_iternorm_groups_whiten_separately(rng):
+    x = rng.normal(size=(50, 4, 2))
+    out = npnorm.IterNorm(4, num_groups=2, T=6)(x)
+    np.testing.assert_allclose(out[:, :2], npnorm.IterNorm(2, T=6)(x[:, :2]), atol=1e-13)
+    assert npnorm.IterNorm(6, num_channels=3).num_groups == 2

@@ -20,6 +20,7 @@ FilterResponseNormTlu2d   each sample's channel over its positions (mean square 
 EvoNorm2dB0 / S0          batch and instance std (B0); each sample's channel group (S0)
 GlobalResponseNorm        each sample's channel norm relative to the mean over channels
 SwitchNorm2d              a learned mixture of the IN, LN and BN statistics
+IterNorm                  BatchNorm's set, whitening each group of channels jointly
 ========================  ==========================================================
 
 Shared by all: :mod:`.standardize` (the centring-and-scaling step and its backward).
@@ -38,8 +39,9 @@ from .frn import FilterResponseNormTlu2d
 from .evonorm import EvoNorm2dB0, EvoNorm2dS0
 from .grn import GlobalResponseNorm
 from .switchnorm import SwitchNorm2d
+from .iternorm import IterNorm
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
            "InstanceNorm2d", "SyncBatchNorm", "LocalResponseNorm",
            "CrossMapLRN2d", "BatchRenorm1d", "BatchRenorm2d", "GhostBatchNorm",
-           "FilterResponseNormTlu2d", "EvoNorm2dB0", "EvoNorm2dS0", "GlobalResponseNorm", "SwitchNorm2d"]
+           "FilterResponseNormTlu2d", "EvoNorm2dB0", "EvoNorm2dS0", "GlobalResponseNorm", "SwitchNorm2d", "IterNorm"]
