@@ -183,7 +183,7 @@ def test_iternorm_converges_to_zca_whitening(rng):
         errors.append(np.max(np.abs(out - zca)))
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-6, errors
     cov = np.cov(npnorm.IterNorm(4, T=10)(x).T, bias=True)
-    np.testing.assert_allclose(cov, np.eye(4), atol=1e-6)
+    np.testing.assert_allclose(cov, np.eye(4), atol=1e-3)      # eps in Sigma: I - eps W^2
 
 
 def test_iternorm_groups_whiten_separately(rng):
