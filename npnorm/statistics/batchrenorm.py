@@ -118,7 +118,8 @@ class _BatchRenorm(Module):
     _layout = ""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.01, affine: bool = True,
-                 rmax: float = 3.0, dmax: float = 5.0, *, dtype: Any = np.float64) -> None:
+                 rmax: float = 3.0, dmax: float = 5.0, *, schedule: tuple[int, int, int] | None = None,
+                 dtype: Any = np.float64) -> None:
         super().__init__()
         name = type(self).__name__
         self.num_features = check_positive_int(num_features, "num_features", name)
@@ -131,6 +132,8 @@ class _BatchRenorm(Module):
             raise ValueError(f"{name}: need rmax >= 1 and dmax >= 0, got rmax={rmax}, dmax={dmax}")
         self.affine = bool(affine)
         self.dtype = np.dtype(dtype)
+        self.schedule = None if schedule is None else tuple(int(s) for s in schedule)
+        self._final = (self.rmax, self.dmax)
         if self.affine:
             self.params["weight"] = np.ones(num_features, dtype=self.dtype)
             self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
@@ -160,6 +163,8 @@ class _BatchRenorm(Module):
         if m == 1:
             raise ValueError(f"{name}: expected more than 1 value per channel when training, got input of "
                              f"shape {x.shape}; use a larger batch or call .eval()")
+        if self.schedule is not None:
+            self.rmax, self.dmax = batch_renorm_schedule(self.num_batches_tracked, *self._final, *self.schedule)
         self.num_batches_tracked += 1
         if m == 0:
             self._cache = ("empty", {"shape": x.shape, "dtype": x.dtype})
@@ -206,7 +211,9 @@ class BatchRenorm1d(_BatchRenorm):
 
     Arguments ``(num_features, eps=1e-5, momentum=0.01, affine=True, rmax=3.0, dmax=5.0)``; set
     ``layer.rmax`` / ``layer.dmax`` during training (or :meth:`set_schedule`) for the paper's
-    schedule. Parameters ``weight``, ``bias``; buffers ``running_mean``, ``running_std`` (the running
+    schedule, or pass ``schedule=(warmup, r_ramp_end, d_ramp_end)`` (keyword-only, in training
+    steps) to have each training forward set them from :func:`batch_renorm_schedule` at
+    ``num_batches_tracked``, ramping to the ``rmax`` and ``dmax`` given. Parameters ``weight``, ``bias``; buffers ``running_mean``, ``running_std`` (the running
     standard deviation, eps included, as in the paper), ``num_batches_tracked``.
 
     PyTorch has no batch renormalization. Differences from the other references: Keras
