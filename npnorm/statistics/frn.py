@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_channels, check_dout, check_eps, check_ndim, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels.statistics import frn as _kernels
 
 __all__ = ["frn_tlu_forward", "frn_tlu_backward", "FilterResponseNormTlu2d"]
 
@@ -74,7 +76,8 @@ class FilterResponseNormTlu2d(Module):
     """Filter response normalization followed by a TLU, as timm's
     ``FilterResponseNormTlu2d(num_features, apply_act=True, eps=1e-5)``.
 
-    Input ``(N, C, H, W)``. Parameters ``weight`` (ones), ``bias`` (zeros) and, with
+    Input ``(N, C, H, W)``. ``backend`` (keyword-only): ``"numba"`` (the fused kernels of
+    :mod:`npnorm.kernels.statistics.frn`), ``"numpy"`` or ``None`` (the global default). Parameters ``weight`` (ones), ``bias`` (zeros) and, with
     ``apply_act=True``, ``tau`` (zeros), all of shape ``(C,)``. No buffers; training and evaluation
     are the same; no batch statistic (any batch size, also 1). Equations in the module docstring.
 
@@ -83,8 +86,9 @@ class FilterResponseNormTlu2d(Module):
     """
 
     def __init__(self, num_features: int, apply_act: bool = True, eps: float = 1e-5, *,
-                 dtype: Any = np.float64) -> None:
+                 dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "FilterResponseNormTlu2d", allow_none=True)
         self.num_features = check_positive_int(num_features, "num_features", "FilterResponseNormTlu2d")
         self.eps = check_eps(eps, where="FilterResponseNormTlu2d")
         self.apply_act = bool(apply_act)
@@ -99,13 +103,15 @@ class FilterResponseNormTlu2d(Module):
         check_ndim(x, (4,), "(N, C, H, W)", "x", "FilterResponseNormTlu2d")
         check_channels(x, self.num_features, "num_features", 1, "x", "FilterResponseNormTlu2d")
         p = self.params
-        out, self._cache = frn_tlu_forward(x, p["weight"], p["bias"], p.get("tau"), self.eps)
+        forward = pick(self.backend, frn_tlu_forward, _kernels.frn_tlu_forward)
+        out, cache = forward(x, p["weight"], p["bias"], p.get("tau"), self.eps)
+        self._cache = (x.shape, cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
-        check_dout(dout, cache["x_hat"].shape, where="FilterResponseNormTlu2d.backward")
-        dx, dweight, dbias, dtau = frn_tlu_backward(dout, cache)
+        shape, cache = self._require_cache()
+        check_dout(dout, shape, where="FilterResponseNormTlu2d.backward")
+        dx, dweight, dbias, dtau = pick_for_cache(cache, frn_tlu_backward, _kernels.frn_tlu_backward)(dout, cache)
         self.grads["weight"] = dweight.astype(self.dtype, copy=False)
         self.grads["bias"] = dbias.astype(self.dtype, copy=False)
         if dtau is not None:
@@ -123,7 +129,7 @@ register(Spec(
     name="FilterResponseNormTlu2d", cls=FilterResponseNormTlu2d, pytorch=None,
     reference="Singh & Krishnan, 2020", reduces_over="H, W per sample and channel (mean square only)",
     differences="timm's layer (no PyTorch one); eps fixed (learnable in the paper)",
-    input_offset=0.3, input_scale=1.0,
+    input_offset=0.3, input_scale=1.0, backends=("numpy", "numba"),
     cases=(
         Case("tlu", {"num_features": 3}, ((2, 3, 3, 4),)),
         Case("no-act", {"num_features": 2, "apply_act": False}, ((2, 2, 3, 3),)),

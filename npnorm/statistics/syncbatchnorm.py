@@ -10,7 +10,7 @@ Forward: each process reduces its local input to three numbers per channel - the
 :math:`n_r`, the mean :math:`\mu_r` and the sum of squared deviations
 :math:`M_r = \sum (x - \mu_r)^2` - and **one** collective (``Allgather`` of :math:`1 + 2C` doubles)
 gives every process every triple. Each process then merges them in rank order with the exact
-pairwise (Chan et al., 1979) update, for two sets :math:`A, B`:
+pairwise update of Chan, Golub & LeVeque (1983), for two sets :math:`A, B`:
 
 .. math::
    n = n_A + n_B, \quad \delta = \mu_B - \mu_A                                    \tag{SB1}
