@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_dout, check_positive_int
+from ..backend import pick, pick_for_cache
+from ..kernels.statistics import ghostbatchnorm as _kernels
 from .batchnorm import _BatchNorm, batch_norm_backward, batch_norm_eval_backward, batch_norm_eval_forward, batch_norm_forward
 
 __all__ = ["ghost_batch_norm_forward", "ghost_batch_norm_backward", "GhostBatchNorm"]
@@ -45,7 +47,7 @@ def ghost_batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.
     caches = []
     for lo, hi in _split(x.shape[0], virtual_batch_size):
         out[lo:hi], cache = batch_norm_forward(x[lo:hi], weight, bias, eps)
-        caches.append(((lo, hi), cache))
+        caches.append(((lo, hi), cache))         # the BatchNorm cache has m, mean, batch_var
     return out, {"parts": caches, "shape": x.shape, "dtype": x.dtype, "weight": weight, "has_bias": bias is not None}
 
 
@@ -71,7 +73,9 @@ class GhostBatchNorm(_BatchNorm):
 
     PyTorch has none; Keras has ``BatchNormalization(virtual_batch_size=...)``, which requires ``N``
     divisible by the virtual batch size (here any ``N`` works) and also averages the virtual batches'
-    statistics for the moving averages.
+    statistics for the moving averages. ``backend`` (keyword-only) selects the BatchNorm kernels
+    used for each virtual batch (``"numba"``: :mod:`npnorm.kernels.statistics.ghostbatchnorm`); in
+    evaluation mode the NumPy affine map is used.
     """
 
     _ndims = (2, 3, 4, 5)
@@ -79,8 +83,8 @@ class GhostBatchNorm(_BatchNorm):
 
     def __init__(self, num_features: int, virtual_batch_size: int = 32, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True, *,
-                 dtype: Any = np.float64) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype, backend="numpy")
+                 dtype: Any = np.float64, backend: str | None = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype, backend=backend)
         self.virtual_batch_size = check_positive_int(virtual_batch_size, "virtual_batch_size", "GhostBatchNorm")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -88,7 +92,7 @@ class GhostBatchNorm(_BatchNorm):
         w, b = self.params.get("weight"), self.params.get("bias")
         if not self.uses_batch_stats:
             out, cache = batch_norm_eval_forward(x, self.running_mean, self.running_var, w, b, self.eps)
-            self._cache = ("eval", cache)
+            self._cache = ("eval", (x.shape, cache))
             return out
         per_sample = x.size // max(1, x.shape[0] * self.num_features)
         bounds = _split(x.shape[0], self.virtual_batch_size)
@@ -101,7 +105,8 @@ class GhostBatchNorm(_BatchNorm):
                 self.num_batches_tracked += 1
             self._cache = ("empty", {"shape": x.shape, "dtype": x.dtype})
             return np.array(x, copy=True)
-        out, cache = ghost_batch_norm_forward(x, w, b, self.virtual_batch_size, self.eps)
+        forward = pick(self.backend, ghost_batch_norm_forward, _kernels.ghost_batch_norm_forward)
+        out, cache = forward(x, w, b, self.virtual_batch_size, self.eps)
         if self.training and self.track_running_stats:
             means = np.mean([p["mean"] for _, p in cache["parts"]], axis=0)
             unbiased = np.mean([p["batch_var"] * p["m"] / (p["m"] - 1) for _, p in cache["parts"]], axis=0)
@@ -116,14 +121,15 @@ class GhostBatchNorm(_BatchNorm):
         mode, cache = self._require_cache()
         where = "GhostBatchNorm.backward"
         if mode == "eval":
-            check_dout(dout, cache["x_hat"].shape, where=where)
-            dx, dweight, dbias = batch_norm_eval_backward(dout, cache)
+            check_dout(dout, cache[0], where=where)
+            dx, dweight, dbias = batch_norm_eval_backward(dout, cache[1])
         elif mode == "empty":
             dx = np.array(check_dout(dout, cache["shape"], where=where), dtype=cache["dtype"])
             dweight = dbias = np.zeros(self.num_features)
         else:
             check_dout(dout, cache["shape"], where=where)
-            dx, dweight, dbias = ghost_batch_norm_backward(dout, cache)
+            backward = pick_for_cache(cache, ghost_batch_norm_backward, _kernels.ghost_batch_norm_backward)
+            dx, dweight, dbias = backward(dout, cache)
         if self.affine:
             self.grads["weight"] = np.asarray(dweight).astype(self.dtype, copy=False)
             self.grads["bias"] = np.asarray(dbias).astype(self.dtype, copy=False)
@@ -140,6 +146,7 @@ register(Spec(
     name="GhostBatchNorm", cls=GhostBatchNorm, pytorch=None, reference="Hoffer et al., 2017",
     reduces_over="each virtual batch (and every spatial axis), per channel",
     differences="no PyTorch equivalent; any N (Keras: N divisible by the virtual batch size); float64",
+    backends=("numpy", "numba"),
     cases=(
         Case("NC-3-ghosts", {"num_features": 3, "virtual_batch_size": 3}, ((8, 3),)),
         Case("NCHW", {"num_features": 2, "virtual_batch_size": 2}, ((4, 2, 2, 3),)),
