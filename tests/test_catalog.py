@@ -191,3 +191,46 @@ def test_iternorm_groups_whiten_separately(rng):
     out = npnorm.IterNorm(4, num_groups=2, T=6)(x)
     np.testing.assert_allclose(out[:, :2], npnorm.IterNorm(2, T=6)(x[:, :2]), atol=1e-13)
     assert npnorm.IterNorm(6, num_channels=3).num_groups == 2
+
+
+# --- the contract of every new layer: empty batches, no view of the input ---------------------
+
+NEW_LAYERS = ("LocalResponseNorm", "CrossMapLRN2d", "BatchRenorm1d", "BatchRenorm2d", "GhostBatchNorm",
+              "FilterResponseNormTlu2d", "EvoNorm2dB0", "EvoNorm2dS0", "GlobalResponseNorm", "SwitchNorm2d",
+              "IterNorm", "SyncBatchNorm")
+
+
+def _builds():
+    from npnorm.registry import REGISTRY
+    for name in NEW_LAYERS:
+        spec = REGISTRY[name]
+        for case in spec.cases:
+            for mode in case.modes:
+                for backend in spec.backends:
+                    yield pytest.param(spec, case, mode, backend, id=f"{name}-{case.name}-{mode}-{backend}")
+
+
+@pytest.mark.parametrize("spec, case, mode, backend", list(_builds()))
+def test_empty_batch_and_no_view_of_the_input(spec, case, mode, backend):
+    import copy
+    import inspect
+    kw = {"backend": backend} if "backend" in inspect.signature(spec.cls).parameters else {}
+    layer, (x,) = spec.build(case, seed=1, mode=mode, **kw)
+    buffers = {k: copy.deepcopy(getattr(layer, k)) for k in ("running_mean", "running_var", "running_std",
+                                                             "running_wm") if getattr(layer, k, None) is not None}
+    empty = np.zeros((0,) + x.shape[1:])
+    out = layer(empty)
+    dx = layer.backward(np.zeros_like(out))
+    assert out.shape == empty.shape and dx.shape == empty.shape
+    assert set(layer.grads) == set(layer.params) and not any(np.any(g) for g in layer.grads.values())
+    for k, v in buffers.items():
+        np.testing.assert_array_equal(getattr(layer, k), v)
+    # editing the input after the forward pass does not change the gradient
+    a, (x,) = spec.build(case, seed=1, mode=mode, **kw)
+    b, _ = spec.build(case, seed=1, mode=mode, **kw)
+    xa = x.copy()
+    out = a(xa)
+    b(x.copy())
+    dy = np.random.default_rng(0).standard_normal(out.shape)
+    xa[...] = 0.0
+    np.testing.assert_array_equal(a.backward(dy), b.backward(dy))

@@ -53,7 +53,7 @@ def evonorm_b0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     """Equations (EB1)-(EB2) for ``(N, C, H, W)`` input. ``running_var=None``: training (batch
     variance); otherwise evaluation with that variance. Returns ``(out, cache)``; the cache holds the
     batch ``batch_var`` (biased) in training."""
-    x64 = np.asarray(x, dtype=np.float64)
+    x64 = np.array(x, dtype=np.float64)  # a copy: the cache never follows edits of x
     if running_var is None:
         mu_b = x64.mean(axis=(0, 2, 3), keepdims=True)
         xc_b = x64 - mu_b
@@ -99,7 +99,7 @@ def evonorm_s0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
                        eps: float = 1e-5):
     """Equation (ES1) for ``(N, C, H, W)`` input with ``groups`` contiguous channel groups.
     Returns ``(out, cache)``."""
-    x64 = np.asarray(x, dtype=np.float64)
+    x64 = np.array(x, dtype=np.float64)  # a copy (the cache keeps it)
     n, c, h, w = x64.shape
     xg = x64.reshape(n, groups, c // groups, h, w)
     xc = xg - xg.mean(axis=(2, 3, 4), keepdims=True)
@@ -150,7 +150,7 @@ class _EvoNorm(Module):
         return x
 
     def _affine_only(self, x: np.ndarray) -> np.ndarray:
-        x64 = np.asarray(x, dtype=np.float64)
+        x64 = np.array(x, dtype=np.float64)
         self._cache = ("affine", {"x": x64, "dtype": x.dtype})
         out = x64 * self.params["weight"].reshape(_V) + self.params["bias"].reshape(_V)
         return out.astype(x.dtype, copy=False)
@@ -161,7 +161,8 @@ class _EvoNorm(Module):
         if kind == "affine":
             dy = np.asarray(dout, dtype=np.float64)
             dx = (dy * self.params["weight"].reshape(_V)).astype(cache["dtype"], copy=False)
-            dweight, dbias, dv = np.sum(dy * cache["x"], axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3)), None
+            dweight, dbias = np.sum(dy * cache["x"], axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
+            dv = np.zeros(self.num_features) if "v" in self.params else None   # (an empty batch)
         else:
             dx, dweight, dbias, dv = self._backward_fn(dout, cache)
         self.grads["weight"] = dweight.astype(self.dtype, copy=False)

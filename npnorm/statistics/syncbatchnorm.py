@@ -203,6 +203,20 @@ def sync_batch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
+class _SelfComm:
+    """A communicator of one process that never talks (evaluation with local statistics of an empty
+    batch: nothing to share, and no other process is waiting)."""
+
+    def Get_size(self) -> int:  # noqa: N802 - mpi4py's names
+        return 1
+
+    def Allgather(self, send, recv) -> None:  # noqa: N802
+        recv[...] = np.asarray(send).reshape(recv.shape)
+
+    def Allreduce(self, send, recv, op=None) -> None:  # noqa: N802
+        recv[...] = send
+
+
 class SyncBatchNorm(_BatchNorm):
     """Batch normalization with statistics over every process of an MPI communicator, as
     ``torch.nn.SyncBatchNorm(num_features, eps=1e-5, momentum=0.1, affine=True,
@@ -277,6 +291,9 @@ class SyncBatchNorm(_BatchNorm):
 
     def _local_forward(self, x, w, b):
         from .batchnorm import batch_norm_forward
+        if x.size == 0:
+            out, cache = sync_batch_norm_forward(x, w, b, self.eps, _SelfComm())
+            return out, cache
         if x.size // self.num_features <= 1:
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when using "
                              f"batch statistics, got input of shape {x.shape}")
@@ -296,6 +313,8 @@ class SyncBatchNorm(_BatchNorm):
         name = f"{type(self).__name__}.backward"
         if mode == "train":
             check_dout(dout, cache["x_hat"].shape, where=name)
+            dx, dweight, dbias = sync_batch_norm_backward(dout, cache)
+        elif isinstance(cache, dict) and "comm" in cache:   # eval, local statistics, empty batch
             dx, dweight, dbias = sync_batch_norm_backward(dout, cache)
         elif isinstance(cache, tuple):      # eval mode with local batch statistics
             from .batchnorm import batch_norm_backward

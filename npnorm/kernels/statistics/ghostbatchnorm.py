@@ -30,7 +30,7 @@ def ghost_batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.
     per_sample = x.size // max(1, x.shape[0] * x.shape[1])
     parts = []
     for lo, hi in _split(x.shape[0], virtual_batch_size):
-        out[lo:hi], cache = batch_norm_forward(np.ascontiguousarray(x[lo:hi]), weight, bias, eps)
+        out[lo:hi], cache = batch_norm_forward(np.array(x[lo:hi], copy=True), weight, bias, eps)  # own copy, no view of x
         cache["m"] = (hi - lo) * per_sample
         parts.append(((lo, hi), cache))
     return out, {"parts": parts, "shape": x.shape, "dtype": x.dtype, "backend": "numba"}
