@@ -18,7 +18,10 @@ from . import gradcheck, registry
 from .backend import get_backend, set_backend, use_backend
 from .base import Module
 from .statistics import (BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d,
-                         InstanceNorm3d, LayerNorm, RMSNorm)
+                         InstanceNorm3d, LayerNorm, RMSNorm, SyncBatchNorm, LocalResponseNorm, CrossMapLRN2d,
+                         BatchRenorm1d, BatchRenorm2d, GhostBatchNorm, FilterResponseNormTlu2d,
+                         EvoNorm2dB0, EvoNorm2dS0, GlobalResponseNorm, SwitchNorm2d,
+                         IterNorm)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
@@ -41,6 +44,18 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",
+    "SyncBatchNorm",
+    "LocalResponseNorm",
+    "CrossMapLRN2d",
+    "BatchRenorm1d",
+    "BatchRenorm2d",
+    "GhostBatchNorm",
+    "FilterResponseNormTlu2d",
+    "EvoNorm2dB0",
+    "EvoNorm2dS0",
+    "GlobalResponseNorm",
+    "SwitchNorm2d",
+    "IterNorm",
     "AdaIN",
     "WeightNorm",
     "SpectralNorm",

@@ -9,6 +9,8 @@ Topics:
 * :mod:`.why_normalization` - chapter "Why normalization helps": normalizers compared in a CNN, the
   batch-size sweep, initialization scale, dead units, depth statistics, BatchNorm's train/eval gap;
   and the learning-rate sweep with and without BatchNorm of chapter "Batch normalization".
+* :mod:`.catalog` - chapter "The rest of the catalog": the small-batch sweep over BN, batch renorm,
+  ghost BN, GN, FRN and EvoNorm.
 
 The framework (registration, progress bars, JSON) is :mod:`._framework`. The book calls the same
 functions with ``quick=True``. The models they train are in :mod:`npnorm.models`.
@@ -19,10 +21,12 @@ from . import why_normalization
 from .why_normalization import (batch_size_sweep, bn_train_eval_gap, compare_normalizers, dead_units,
                                 depth_statistics, init_scale_sweep, learning_rate_sweep,
                                 shapes_data)
+from . import catalog
+from .catalog import small_batch_catalog
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment", "progress", "show_progress", "to_jsonable", "run",
            "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics",
-           "bn_train_eval_gap", "learning_rate_sweep", "shapes_data"]
+           "bn_train_eval_gap", "learning_rate_sweep", "shapes_data", "small_batch_catalog"]
 
 
 def run(name: str, quick: bool = True, seed: int = 0, **options):
