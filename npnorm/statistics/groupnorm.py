@@ -157,6 +157,6 @@ register(Spec(
         Case("G=1", {"num_groups": 1, "num_channels": 3}, ((2, 3, 4),), modes=("train",)),
         Case("G=C", {"num_groups": 3, "num_channels": 3}, ((2, 3, 2, 2),), modes=("train",)),
         Case("no-affine", {"num_groups": 2, "num_channels": 4, "affine": False}, ((2, 4, 3),), modes=("train",)),
-        Case("no-bias", {"num_groups": 2, "num_channels": 4, "bias": False}, ((3, 4),), modes=("train",)),
+        Case("no-bias", {"num_groups": 2, "num_channels": 4, "bias": False}, ((3, 4, 2),), modes=("train",)),
     ),
 ))
