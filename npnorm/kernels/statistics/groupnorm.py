@@ -223,7 +223,7 @@ def affine_grads(sdy: np.ndarray, sdyx: np.ndarray, rstd: np.ndarray, groups: in
 
 # -- entry points with the reference's signatures ---------------------------------------------------
 def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None, bias: np.ndarray | None,
-                       eps: float = 1e-5, *, out: np.ndarray | None = None):
+                       eps: float = 1e-5, *, out: np.ndarray | None = None, keep_out: np.ndarray | None = None):
     """Fused GroupNorm forward of ``x`` (N, C, *); ``out`` may be preallocated. Same checks and errors
     as the reference :func:`npnorm.statistics.groupnorm.group_norm_forward`; the cache holds a private
     copy of ``x`` (written while the kernel reads it), never the caller's array."""
@@ -234,12 +234,13 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None
     x3 = C.as_input(x, (n, c, s_len))
     y = C.check_out(out, x3.shape, x3.dtype)
     scale, shift = C.as_f64(weight, (1, c), 1.0), C.as_f64(bias, (1, c), 0.0)
-    keep = C.keep_buffer(x, x3) if x3.size else None
+    keep = C.keep_buffer(x, x3, keep_out) if x3.size else None
     if x3.size:
         mean, var, rstd = grouped_forward(x3, num_groups, scale, shift, eps, y, keep)
     else:                                   # an empty batch or empty groups: nothing to normalize
         mean = var = rstd = np.zeros((n, num_groups))
-    cache = {"backend": "numba", "x": x3 if keep is None else keep, "groups": num_groups, "scale": scale,
+    cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
+             "groups": num_groups, "scale": scale,
              "mean": mean, "var": var, "rstd": rstd, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
              "has_weight": weight is not None, "has_bias": bias is not None}
     return C.restore(y, x.shape, x.dtype), cache

@@ -195,7 +195,8 @@ def _rows(x: np.ndarray, normalized_shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None,
-                       bias: np.ndarray | None, eps: float = 1e-5, *, out: np.ndarray | None = None):
+                       bias: np.ndarray | None, eps: float = 1e-5, *, out: np.ndarray | None = None,
+                       keep_out: np.ndarray | None = None):
     """Fused LayerNorm forward; ``out`` may be a preallocated array (shape and dtype of ``x``). Same
     checks and errors as the reference; the cache holds a private copy of ``x`` (written while the
     kernel reads each row), never the caller's array."""
@@ -207,7 +208,7 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
     w, b = C.as_f64(weight, (m,), 1.0), C.as_f64(bias, (m,), 0.0)
     y = C.check_out(out, (n, m), x2.dtype)
     mean, rstd = np.empty(n), np.empty(n)
-    keep = C.keep_buffer(x, x2)
+    keep = C.keep_buffer(x, x2, keep_out)
     if keep is not None:
         if C.use_parallel(x2.size):
             _ln_fwd_keep_parallel(x2, w, b, float(eps), y, mean, rstd, keep, C.num_chunks(n))
@@ -217,7 +218,7 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
         _ln_fwd_parallel(x2, w, b, float(eps), y, mean, rstd, C.num_chunks(n))
     else:
         _ln_fwd_rows(x2, w, b, float(eps), y, mean, rstd, 0, n)
-    cache = {"backend": "numba", "x": x2 if keep is None else keep, "w": w, "mean": mean, "rstd": rstd,
+    cache = {"backend": "numba", "x": x2 if keep is None else keep, "owns_x": keep is not None, "w": w, "mean": mean, "rstd": rstd,
              "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
              "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None,
              "has_bias": bias is not None}
@@ -246,7 +247,8 @@ def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
 
 
 def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None,
-                     eps: float | None = None, *, out: np.ndarray | None = None):
+                     eps: float | None = None, *, out: np.ndarray | None = None,
+                     keep_out: np.ndarray | None = None):
     """Fused RMSNorm forward (``eps=None``: machine epsilon of the input dtype, as the reference). Same
     checks as the reference; the cache holds a private copy of ``x``."""
     x, normalized_shape, p, eps = check_rows_input(x, normalized_shape, {"weight": weight}, eps,
@@ -259,7 +261,7 @@ def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: n
     w = C.as_f64(weight, (m,), 1.0)
     y = C.check_out(out, (n, m), x2.dtype)
     rstd = np.empty(n)
-    keep = C.keep_buffer(x, x2)
+    keep = C.keep_buffer(x, x2, keep_out)
     if keep is not None:
         if C.use_parallel(x2.size):
             _rms_fwd_keep_parallel(x2, w, float(eps), y, rstd, keep, C.num_chunks(n))
@@ -269,7 +271,7 @@ def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: n
         _rms_fwd_parallel(x2, w, float(eps), y, rstd, C.num_chunks(n))
     else:
         _rms_fwd_rows(x2, w, float(eps), y, rstd, 0, n)
-    cache = {"backend": "numba", "x": x2 if keep is None else keep, "w": w, "rstd": rstd, "shape": x.shape,
+    cache = {"backend": "numba", "x": x2 if keep is None else keep, "owns_x": keep is not None, "w": w, "rstd": rstd, "shape": x.shape,
              "out_shape": x.shape, "dtype": x.dtype,
              "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None}
     return C.restore(y, x.shape, x.dtype), cache
