@@ -96,10 +96,10 @@ def keep_buffer(x: np.ndarray, x_view: np.ndarray, keep_out: np.ndarray | None =
     arrays cost page faults on every call."""
     if not np.may_share_memory(x, x_view):
         return None
-    if (isinstance(keep_out, np.ndarray) and keep_out.shape == x_view.shape and keep_out.dtype == x_view.dtype
+    if (isinstance(keep_out, np.ndarray) and keep_out.size == x_view.size and keep_out.dtype == x_view.dtype
             and keep_out.flags.c_contiguous and keep_out.flags.writeable
             and not np.may_share_memory(keep_out, x)):
-        return keep_out
+        return keep_out.reshape(x_view.shape)
     return np.empty_like(x_view)
 
 

@@ -110,8 +110,11 @@ def _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1
         _gn_fwd_rows(x, groups, scale, shift, eps, out, mean, var, r, r + 1)
         n = r // groups
         c0 = (r % groups) * k
+        s_len = x.shape[2]
         for c in range(c0, c0 + k):
-            keep[n, c, :] = x[n, c, :]
+            xr, kr = x[n, c], keep[n, c]
+            for j in range(s_len):
+                kr[j] = xr[j]
 
 
 @pjit

@@ -99,7 +99,9 @@ def _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, r0, r1):
     it is in the cache: the backward pass reads that private copy, never the caller's array."""
     for i in range(r0, r1):
         _ln_fwd_rows(x, w, b, eps, out, mean, rstd, i, i + 1)
-        keep[i, :] = x[i, :]
+        xr, kr = x[i], keep[i]
+        for j in range(x.shape[1]):
+            kr[j] = xr[j]
 
 
 @pjit
@@ -147,7 +149,9 @@ def _rms_fwd_keep_rows(x, w, eps, out, rstd, keep, r0, r1):
     """:func:`_rms_fwd_rows` one row at a time, each followed by a copy of the row into ``keep``."""
     for i in range(r0, r1):
         _rms_fwd_rows(x, w, eps, out, rstd, i, i + 1)
-        keep[i, :] = x[i, :]
+        xr, kr = x[i], keep[i]
+        for j in range(x.shape[1]):
+            kr[j] = xr[j]
 
 
 @pjit
