@@ -20,7 +20,9 @@ one (n, c) block of ``S`` contiguous elements after the other, on all threads:
 
 The backward pass has the same shape: per-block sums of ``dy`` and ``dy (x - mu)``, a reduction over
 ``n``, and one elementwise pass (:func:`~npnorm.kernels.affine.channel_affine2`). Traffic: the
-forward reads ``x`` twice and writes ``y``; the backward reads ``x`` and ``dy`` twice and writes ``dx``.
+forward reads ``x`` twice and writes ``y`` and a private copy of ``x`` (step 3 writes it while it
+reads ``x``: the backward pass must not read the caller's array, which the caller may have edited
+since); the backward reads that copy and ``dy`` twice and writes ``dx``.
 
 Evaluation mode is an affine map with frozen statistics: the :mod:`~npnorm.kernels.affine` kernel.
 """

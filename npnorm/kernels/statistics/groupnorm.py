@@ -11,6 +11,10 @@ where the scale ``a`` and shift ``b`` are given per (sample, channel) as arrays 
 ``P`` = 1 (a per-channel affine: GroupNorm, InstanceNorm) or ``N`` (a per-sample affine: AdaIN,
 where ``a`` is the style's standard deviation and ``b`` its mean).
 
+When the forward pass's ``x`` is the caller's array, the forward also copies each row's block
+into a private buffer right after normalizing it (``_gn_fwd_keep_rows``: one more write, no more
+reads), and the backward pass reads that copy: editing ``x`` afterwards cannot change the gradient.
+
 The backward pass reads ``x`` and ``dy`` once per row into cache-resident sums
 
 .. math:: \Sigma^{dy}_{n,c} = \sum_s dy_{n,c,s}, \qquad
