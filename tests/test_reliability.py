@@ -468,3 +468,30 @@ def test_batchnorm_bias_keyword():
     inn = npnorm.InstanceNorm2d(3, affine=True, bias=False)
     assert set(inn.params) == {"weight"}
     assert npnorm.InstanceNorm2d(3, bias=False).params == {}
+
+
+def test_positional_arguments_land_where_pytorch_puts_them():
+    conv = npnorm.nn.Conv2d(2, 3, 3, 1, 0, 1, 1, False)          # ..., dilation, groups, bias
+    assert "bias" not in conv.params
+    assert npnorm.nn.Linear(3, 2, True, None, np.float32).params["weight"].dtype == np.float32
+    bn = npnorm.BatchNorm2d(4, 1e-3, None, True, False, "cpu", np.float32)
+    assert bn.eps == 1e-3 and bn.momentum is None and bn.running_mean is None and bn.dtype == np.float32
+    assert npnorm.nn.Conv2d(2, 3, 3, padding="same")(np.ones((1, 2, 5, 5))).shape == (1, 3, 5, 5)
+    assert npnorm.nn.Conv2d(2, 3, 3, padding="valid")(np.ones((1, 2, 5, 5))).shape == (1, 3, 3, 3)
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: npnorm.nn.Conv2d(2, 3, 3, dilation=2), r"Conv2d: only dilation=1"),
+    (lambda: npnorm.nn.Conv2d(2, 4, 3, groups=2), r"Conv2d: only groups=1"),
+    (lambda: npnorm.nn.Conv2d(2, 3, 3, padding_mode="reflect"), r"only padding_mode='zeros'"),
+    (lambda: npnorm.nn.Conv2d(2, 3, 2, padding="same"), r"padding='same'"),
+    (lambda: npnorm.nn.MaxPool2d(2, ceil_mode=True), r"MaxPool2d: only ceil_mode=False"),
+    (lambda: npnorm.nn.MaxPool2d(2, return_indices=True), r"only return_indices=False"),
+    (lambda: npnorm.nn.AvgPool2d(2, count_include_pad=False), r"AvgPool2d: only count_include_pad=True"),
+    (lambda: npnorm.nn.AvgPool2d(2, divisor_override=3), r"only divisor_override=None"),
+    (lambda: npnorm.LayerNorm(4, device="cuda:0"), r"LayerNorm: device must be None or 'cpu'"),
+    (lambda: npnorm.GroupNorm(2, 4, dtype=np.int32), r"GroupNorm: dtype must be a floating dtype"),
+])
+def test_unimplemented_pytorch_arguments_are_clear_errors(make, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        make()

@@ -436,8 +436,9 @@ def _distinct(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[np.ndar
 
 register(Spec(
     name="Conv2d", cls=Conv2d, pytorch="torch.nn.Conv2d", backends=BACKENDS,
-    differences="Parameters are float64 by default (dtype argument); PyTorch uses float32. "
-                "Zero padding only; no dilation or groups.",
+    differences="Parameters are float64 by default (dtype=None); PyTorch uses float32. device: None or 'cpu'. "
+                "dilation, groups and padding_mode are accepted at their defaults only (zero padding, no "
+                "dilation or groups); padding='same' for stride 1 and odd kernels.",
     cases=(
         Case("k3-s1-p1", {"in_channels": 2, "out_channels": 3, "kernel_size": 3, "padding": 1}, ((2, 2, 4, 5),)),
         Case("k3-s2-p0", {"in_channels": 2, "out_channels": 2, "kernel_size": 3, "stride": 2}, ((2, 2, 7, 6),)),
@@ -447,7 +448,7 @@ register(Spec(
 ))
 register(Spec(
     name="MaxPool2d", cls=MaxPool2d, pytorch="torch.nn.MaxPool2d", make_inputs=_distinct,
-    differences="No dilation, ceil_mode or return_indices.",
+    differences="dilation, return_indices and ceil_mode are accepted at their defaults only.",
     cases=(
         Case("k2", {"kernel_size": 2}, ((2, 2, 4, 5),)),
         Case("k3-s2-p1", {"kernel_size": 3, "stride": 2, "padding": 1}, ((1, 2, 5, 6),)),
@@ -455,7 +456,7 @@ register(Spec(
 ))
 register(Spec(
     name="AvgPool2d", cls=AvgPool2d, pytorch="torch.nn.AvgPool2d",
-    differences="No ceil_mode, count_include_pad=False or divisor_override.",
+    differences="ceil_mode, count_include_pad and divisor_override are accepted at their defaults only.",
     cases=(
         Case("k2", {"kernel_size": 2}, ((2, 2, 4, 5),)),
         Case("k3-s2-p1", {"kernel_size": 3, "stride": 2, "padding": 1}, ((1, 2, 5, 6),)),
