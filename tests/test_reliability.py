@@ -495,3 +495,33 @@ def test_positional_arguments_land_where_pytorch_puts_them():
 def test_unimplemented_pytorch_arguments_are_clear_errors(make, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
         make()
+
+
+from npnorm.nn import conv as _conv, layers as _layers  # noqa: E402
+
+
+@pytest.mark.parametrize("fn, args, pattern", [
+    (_conv.conv2d_forward, (np.ones((1, 2, 4, 4)), np.ones((3, 3, 3, 3)), None), r"conv2d_forward: expected x"),
+    (_conv.conv2d_forward, (np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)), np.ones(2)), r"bias must have shape \(3,\)"),
+    (_conv.conv2d_forward, (np.ones((1, 2, 2, 2)), np.ones((3, 2, 3, 3)), None), r"smaller than the kernel"),
+    (_conv.max_pool2d_forward, (np.ones((2, 4, 4)), 2, 2, 0), r"max_pool2d_forward: expected x"),
+    (_conv.avg_pool2d_forward, (np.ones((1, 1, 4, 4)), 5, 1, 0), r"smaller than the window"),
+    (_layers.linear_forward, (np.ones((2, 3)), np.ones((4, 2)), None), r"linear_forward: expected x"),
+    (_layers.linear_forward, (np.ones((2, 3), dtype=int), np.ones((4, 3)), None), r"x must be a floating"),
+])
+def test_nn_functional_forms_validate_their_arguments(fn, args, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        fn(*args)
+
+
+@pytest.mark.parametrize("fwd, bwd, args", [
+    (_conv.conv2d_forward, _conv.conv2d_backward, (np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)), None)),
+    (_conv.max_pool2d_forward, _conv.max_pool2d_backward, (np.ones((1, 2, 4, 4)), (2, 2), (2, 2), (0, 0))),
+    (_conv.avg_pool2d_forward, _conv.avg_pool2d_backward, (np.ones((1, 2, 4, 4)), (2, 2), (2, 2), (0, 0))),
+    (_layers.linear_forward, _layers.linear_backward, (np.ones((2, 3)), np.ones((4, 3)), np.ones(4))),
+], ids=["conv2d", "max_pool2d", "avg_pool2d", "linear"])
+def test_nn_functional_backward_validates_dout(fwd, bwd, args):
+    out, cache = fwd(*args)
+    with pytest.raises(ValueError, match=rf"{bwd.__name__}: dout must have the shape of the forward output"):
+        bwd(np.ones(out.shape[:-1] + (out.shape[-1] + 1,)), cache)
+    bwd(np.ones(out.shape), cache)
