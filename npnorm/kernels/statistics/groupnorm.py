@@ -106,19 +106,26 @@ def _gn_fwd_parallel(x, groups, scale, shift, eps, out, mean, var, nchunks):
 
 @jit
 def _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1):
-    """:func:`_gn_fwd_rows`, one row at a time, each followed by a copy of the row's block into
-    ``keep`` while the block is still in the cache (the backward pass reads that copy, never the
-    caller's array)."""
+    """:func:`_gn_fwd_rows` whose output pass also copies the block into ``keep`` while it is in the
+    cache (the backward pass reads that copy, never the caller's array)."""
     k = x.shape[1] // groups
+    s_len = x.shape[2]
+    p = scale.shape[0]
     for r in range(r0, r1):
-        _gn_fwd_rows(x, groups, scale, shift, eps, out, mean, var, r, r + 1)
         n = r // groups
         c0 = (r % groups) * k
-        s_len = x.shape[2]
+        mu, v = _block_stats(x, n, c0, k)
+        rs = 1.0 / np.sqrt(v + eps)
         for c in range(c0, c0 + k):
-            xr, kr = x[n, c], keep[n, c]
+            a = rs * scale[n % p, c]
+            b = shift[n % p, c]
+            xr, orow, krow = x[n, c], out[n, c], keep[n, c]
             for j in range(s_len):
-                kr[j] = xr[j]
+                xv = xr[j]
+                orow[j] = (xv - mu) * a + b
+                krow[j] = xv
+        mean[r] = mu
+        var[r] = v
 
 
 @pjit

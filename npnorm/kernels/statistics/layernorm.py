@@ -95,13 +95,27 @@ def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
 
 @jit
 def _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, r0, r1):
-    """:func:`_ln_fwd_rows` one row at a time, each followed by a copy of the row into ``keep`` while
-    it is in the cache: the backward pass reads that private copy, never the caller's array."""
+    """:func:`_ln_fwd_rows` whose pass 3 also copies the row into ``keep`` while it is in the cache:
+    the backward pass reads that private copy, never the caller's array."""
+    m = x.shape[1]
     for i in range(r0, r1):
-        _ln_fwd_rows(x, w, b, eps, out, mean, rstd, i, i + 1)
-        xr, kr = x[i], keep[i]
-        for j in range(x.shape[1]):
-            kr[j] = xr[j]
+        row = x[i]
+        s = np.float64(0.0)
+        for j in range(m):                      # pass 1: mean
+            s += row[j]
+        mu = s / m
+        ss = np.float64(0.0)
+        for j in range(m):                      # pass 2: biased variance, from deviations
+            d = row[j] - mu
+            ss += d * d
+        r = 1.0 / np.sqrt(ss / m + eps)
+        orow, krow = out[i], keep[i]
+        for j in range(m):                      # pass 3: normalize + affine, and keep x
+            v = row[j]
+            orow[j] = (v - mu) * r * w[j] + b[j]
+            krow[j] = v
+        mean[i] = mu
+        rstd[i] = r
 
 
 @pjit
@@ -146,12 +160,21 @@ def _rms_fwd_parallel(x, w, eps, out, rstd, nchunks):
 
 @jit
 def _rms_fwd_keep_rows(x, w, eps, out, rstd, keep, r0, r1):
-    """:func:`_rms_fwd_rows` one row at a time, each followed by a copy of the row into ``keep``."""
+    """:func:`_rms_fwd_rows` whose pass 2 also copies the row into ``keep`` (see :func:`_ln_fwd_keep_rows`)."""
+    m = x.shape[1]
     for i in range(r0, r1):
-        _rms_fwd_rows(x, w, eps, out, rstd, i, i + 1)
-        xr, kr = x[i], keep[i]
-        for j in range(x.shape[1]):
-            kr[j] = xr[j]
+        row = x[i]
+        ss = np.float64(0.0)
+        for j in range(m):
+            v = np.float64(row[j])
+            ss += v * v
+        r = 1.0 / np.sqrt(ss / m + eps)
+        orow, krow = out[i], keep[i]
+        for j in range(m):
+            v = row[j]
+            orow[j] = v * r * w[j]
+            krow[j] = v
+        rstd[i] = r
 
 
 @pjit
