@@ -525,3 +525,21 @@ def test_nn_functional_backward_validates_dout(fwd, bwd, args):
     with pytest.raises(ValueError, match=rf"{bwd.__name__}: dout must have the shape of the forward output"):
         bwd(np.ones(out.shape[:-1] + (out.shape[-1] + 1,)), cache)
     bwd(np.ones(out.shape), cache)
+
+
+def test_module_wrapper_checks_every_output_of_a_multi_output_layer():
+    class Split(npnorm.Module):
+        def forward(self, x):
+            self._cache = x.shape
+            return x[:, :2].copy(), x[:, 2:].copy()
+
+        def backward(self, dout):
+            return np.concatenate(dout, axis=1)
+
+    layer = Split()
+    a, b = layer(np.ones((3, 5)))
+    assert layer.backward((np.ones((3, 2)), np.ones((3, 3)))).shape == (3, 5)
+    with pytest.raises(ValueError, match=r"Split\.backward: dout\[1\] must have the shape of the forward output"):
+        layer.backward((np.ones((3, 2)), np.ones((3, 2))))
+    with pytest.raises(ValueError, match=r"expected 2 upstream gradients"):
+        layer.backward((np.ones((3, 2)),))
