@@ -57,6 +57,8 @@ def _checked_backward(backward):
     @functools.wraps(backward)
     def wrapped(self, *args, **kwargs):
         shape = self.__dict__.get("_out_shape")
+        if not args and "dout" in kwargs:                   # backward(dout=...) is checked too
+            args, kwargs = (kwargs.pop("dout"),), kwargs
         if args and shape is not None and self._cache is not None:
             where = f"{type(self).__name__}.backward"
             if shape and isinstance(shape[0], tuple):       # several outputs
