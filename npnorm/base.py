@@ -57,15 +57,19 @@ def _checked_backward(backward):
     @functools.wraps(backward)
     def wrapped(self, *args, **kwargs):
         shape = self.__dict__.get("_out_shape")
+        if not args and "dout" in kwargs:                   # backward(dout=...) is checked too
+            args, kwargs = (kwargs.pop("dout"),), kwargs
         if args and shape is not None and self._cache is not None:
             where = f"{type(self).__name__}.backward"
-            if shape and isinstance(shape[0], tuple):       # several outputs: one gradient each
+            if shape and isinstance(shape[0], tuple):       # several outputs
                 dout = args[0]
-                if not isinstance(dout, (tuple, list)) or len(dout) != len(shape):
-                    raise ValueError(f"{where}: expected a tuple of {len(shape)} upstream gradients "
-                                     f"(one per output, shapes {shape}), got {type(dout).__name__}")
-                args = (tuple(check_dout(d, s, where, f"dout[{i}]") for i, (d, s) in
-                              enumerate(zip(dout, shape))),) + args[1:]
+                if isinstance(dout, (tuple, list)):         # one gradient per output: check each
+                    if len(dout) != len(shape):
+                        raise ValueError(f"{where}: expected {len(shape)} upstream gradients (one per "
+                                         f"output, shapes {shape}), got {len(dout)}")
+                    args = (tuple(check_dout(d, s, where, f"dout[{i}]") for i, (d, s) in
+                                  enumerate(zip(dout, shape))),) + args[1:]
+                # a single array for a several-output layer: its own convention, its own check
             else:
                 args = (check_dout(args[0], shape, where),) + args[1:]
         return backward(self, *args, **kwargs)

@@ -12,7 +12,9 @@ programs slowing the machine down for a while affect all of them alike and the r
     npnorm's NumPy reference (float64 internally, two-pass statistics): what the book teaches.
 ``numba``
     npnorm's fused kernels (:mod:`npnorm.kernels`), writing into **preallocated** outputs
-    (``out=``, ``dx_out=``).
+    (``out=``, ``dx_out=``, and ``keep_out=``: the private copy of ``x`` that the forward pass writes
+    for the backward pass, so that editing ``x`` afterwards cannot change the gradient - one more
+    write of ``x`` per forward pass than the traffic model below counts, as the layers reuse it).
 ``torch``
     ``torch.nn.functional`` on the CPU with autograd, only if ``import torch`` works in this
     interpreter (never a dependency of npnorm).
@@ -164,7 +166,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
     rng = np.random.default_rng(0)
     w64, b64 = 1.0 + 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c)
     w, b = w64.astype(dt), b64.astype(dt)
-    y, dx = np.empty_like(x), np.empty_like(x)
+    y, dx, keep = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     ns = (x.shape[-1],)
     chan = (1, -1) + (1,) * (x.ndim - 2)
     impls: dict[str, tuple[Callable, Callable]] = {}
@@ -174,14 +176,14 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
                              lambda c_: textbook_norm_backward(dy, c_[1], (0,)))
         impls["reference"] = (lambda: ln.layer_norm_forward(x, ns, w64, b64, eps),
                               lambda c_: ln.layer_norm_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kln.layer_norm_forward(x, ns, w64, b64, eps, out=y),
+        impls["numba"] = (lambda: kln.layer_norm_forward(x, ns, w64, b64, eps, out=y, keep_out=keep),
                           lambda c_: kln.layer_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.LayerNorm(ns, eps=eps, dtype=dt)
     elif fam == "rmsnorm":
         impls["textbook"] = (lambda: textbook_rms_forward(x, w, eps), lambda c_: textbook_rms_backward(dy, c_[1]))
         impls["reference"] = (lambda: ln.rms_norm_forward(x, ns, w64, eps),
                               lambda c_: ln.rms_norm_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kln.rms_norm_forward(x, ns, w64, eps, out=y),
+        impls["numba"] = (lambda: kln.rms_norm_forward(x, ns, w64, eps, out=y, keep_out=keep),
                           lambda c_: kln.rms_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.RMSNorm(ns, eps=eps, dtype=dt)
     elif fam == "groupnorm":
@@ -201,7 +203,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
         impls["textbook"] = (tb_fwd, tb_bwd)
         impls["reference"] = (lambda: gn.group_norm_forward(x, g, w64, b64, eps),
                               lambda c_: gn.group_norm_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kgn.group_norm_forward(x, g, w64, b64, eps, out=y),
+        impls["numba"] = (lambda: kgn.group_norm_forward(x, g, w64, b64, eps, out=y, keep_out=keep),
                           lambda c_: kgn.group_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.GroupNorm(g, c, eps=eps, dtype=dt)
     elif fam == "instancenorm":
@@ -209,7 +211,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
                              lambda c_: _sum_param_grads(textbook_norm_backward(dy, c_[1], (0, 2, 3))))
         impls["reference"] = (lambda: inorm.instance_norm_forward(x, w64, b64, eps),
                               lambda c_: inorm.instance_norm_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kin.instance_norm_forward(x, w64, b64, eps, out=y),
+        impls["numba"] = (lambda: kin.instance_norm_forward(x, w64, b64, eps, out=y, keep_out=keep),
                           lambda c_: kin.instance_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.InstanceNorm2d(c, eps=eps, affine=True, dtype=dt)
     elif fam == "batchnorm":
@@ -217,7 +219,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
                              lambda c_: _sum_param_grads(textbook_norm_backward(dy, c_[1], (0, 2, 3))))
         impls["reference"] = (lambda: bn.batch_norm_forward(x, w64, b64, eps),
                               lambda c_: bn.batch_norm_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kbn.batch_norm_forward(x, w64, b64, eps, out=y),
+        impls["numba"] = (lambda: kbn.batch_norm_forward(x, w64, b64, eps, out=y, keep_out=keep),
                           lambda c_: kbn.batch_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.BatchNorm2d(c, eps=eps, dtype=dt)
     else:  # pragma: no cover
@@ -488,7 +490,7 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
         "torch": None if torch_mod is None else torch_mod.__version__, "size": size, "repeats": repeats,
         "copy_bandwidth_GBps": None, "copy_bytes": copy_bytes,
         "outputs": "layer, torch, textbook, reference: outputs allocated per call, as a user gets them; "
-                   "numba (the bare kernel): preallocated (out=, dx_out=); " + malloc,
+                   "numba (the bare kernel): preallocated (out=, dx_out=, keep_out=); " + malloc,
         "traffic_model": "forward 2*x.nbytes, forward+backward 5*x.nbytes",
         "threading_layer": _threading_layer(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }

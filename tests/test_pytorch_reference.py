@@ -13,6 +13,8 @@ import pytest
 import npnorm
 
 DATA = Path(__file__).parent / "data" / "pytorch_reference.npz"
+#: BatchNorm3d, InstanceNorm3d and bias=False (tools/pytorch_ref_reliability.py, issue 11)
+DATA_ISSUE11 = Path(__file__).parent / "data" / "pytorch_reliability.npz"
 
 # the same constructors as in tools/pytorch_reference.py, with npnorm's classes
 LAYERS = {
@@ -36,10 +38,26 @@ LAYERS = {
 }
 
 
+# the same constructors as GOLDEN in tools/pytorch_ref_reliability.py
+LAYERS_ISSUE11 = {
+    "BatchNorm3d": lambda: npnorm.BatchNorm3d(3),
+    "BatchNorm3d-momentum-None-no-bias": lambda: npnorm.BatchNorm3d(2, momentum=None, bias=False),
+    "BatchNorm3d-no-running-stats": lambda: npnorm.BatchNorm3d(2, track_running_stats=False),
+    "InstanceNorm3d": lambda: npnorm.InstanceNorm3d(3),
+    "InstanceNorm3d-affine-running-stats": lambda: npnorm.InstanceNorm3d(2, affine=True, track_running_stats=True),
+    "BatchNorm1d-no-bias": lambda: npnorm.BatchNorm1d(3, bias=False),
+    "GroupNorm-no-bias": lambda: npnorm.GroupNorm(2, 4, bias=False),
+    "InstanceNorm2d-affine-no-bias": lambda: npnorm.InstanceNorm2d(3, affine=True, bias=False),
+}
+
+
 @pytest.fixture(scope="module")
 def reference():
-    with np.load(DATA) as data:
-        return {k: data[k] for k in data.files}
+    data = {}
+    for path in (DATA, DATA_ISSUE11):
+        with np.load(path) as f:
+            data.update({k: f[k] for k in f.files if not k.startswith("probe/")})
+    return data
 
 
 WEIGHT_NORM = {"weight_norm-linear-dim0": 0, "weight_norm-conv-dim0": 0, "weight_norm-linear-whole": None}
@@ -54,16 +72,18 @@ NN_LAYERS = {
 
 def test_reference_covers_every_case(reference):
     recorded = {k.split("/")[0] for k in reference if "/" in k}
-    assert recorded == set(LAYERS) | set(WEIGHT_NORM) | set(SPECTRAL_NORM) | set(NN_LAYERS)
+    assert recorded == set(LAYERS) | set(LAYERS_ISSUE11) | set(WEIGHT_NORM) | set(SPECTRAL_NORM) | set(NN_LAYERS)
 
 
 def _close(actual, expected, what):
     np.testing.assert_allclose(actual, expected, rtol=1e-11, atol=1e-12, err_msg=what)
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
-def test_matches_pytorch(name, reference):
-    layer = LAYERS[name]()
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", sorted(LAYERS) + sorted(LAYERS_ISSUE11))
+def test_matches_pytorch(name, backend, reference):
+    layer = {**LAYERS, **LAYERS_ISSUE11}[name]()
+    layer.backend = backend
     for key in list(layer.params):
         layer.params[key] = reference[f"{name}/param/{key}"].copy()
     steps = sorted({k.split("/")[1] for k in reference if k.startswith(name + "/step")}, key=lambda s: int(s[4:]))

@@ -102,6 +102,29 @@ def test_editing_arrays_after_forward_does_not_change_the_gradient(spec, case, m
         np.testing.assert_allclose(layer.grads[k], v, rtol=tol, atol=tol, err_msg=f"gradient of {k} changed")
 
 
+@pytest.mark.parametrize("spec, case, mode, backend", ALL)
+def test_a_second_forward_reuses_buffers_safely(spec, case, mode, backend):
+    """The Numba layers reuse the private input copy of the cache a forward pass replaces: two forward
+    passes, then an edit of the second input, then backward gives the same gradients as without
+    the edit."""
+    def run(edit):
+        layer, inputs = _build(spec, case, mode, backend, seed=8)
+        layer(*[x.copy() for x in inputs])
+        second = [x[::-1].copy() * 0.5 + 1.0 for x in inputs]     # other values, same shapes
+        out = layer(*second)
+        if edit:
+            for x in second:
+                x += 100.0
+        dout = np.random.default_rng(5).standard_normal(np.shape(out))
+        return _as_tuple(layer.backward(dout)), dict(layer.grads)
+
+    (dx_ref, g_ref), (dx, g) = run(False), run(True)
+    for a, b in zip(dx, dx_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    for k in g_ref:
+        np.testing.assert_allclose(g[k], g_ref[k], rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_issue_example_batchnorm_input_edited(backend, dtype):
@@ -445,3 +468,78 @@ def test_batchnorm_bias_keyword():
     inn = npnorm.InstanceNorm2d(3, affine=True, bias=False)
     assert set(inn.params) == {"weight"}
     assert npnorm.InstanceNorm2d(3, bias=False).params == {}
+
+
+def test_positional_arguments_land_where_pytorch_puts_them():
+    conv = npnorm.nn.Conv2d(2, 3, 3, 1, 0, 1, 1, False)          # ..., dilation, groups, bias
+    assert "bias" not in conv.params
+    assert npnorm.nn.Linear(3, 2, True, None, np.float32).params["weight"].dtype == np.float32
+    bn = npnorm.BatchNorm2d(4, 1e-3, None, True, False, "cpu", np.float32)
+    assert bn.eps == 1e-3 and bn.momentum is None and bn.running_mean is None and bn.dtype == np.float32
+    assert npnorm.nn.Conv2d(2, 3, 3, padding="same")(np.ones((1, 2, 5, 5))).shape == (1, 3, 5, 5)
+    assert npnorm.nn.Conv2d(2, 3, 3, padding="valid")(np.ones((1, 2, 5, 5))).shape == (1, 3, 3, 3)
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: npnorm.nn.Conv2d(2, 3, 3, dilation=2), r"Conv2d: only dilation=1"),
+    (lambda: npnorm.nn.Conv2d(2, 4, 3, groups=2), r"Conv2d: only groups=1"),
+    (lambda: npnorm.nn.Conv2d(2, 3, 3, padding_mode="reflect"), r"only padding_mode='zeros'"),
+    (lambda: npnorm.nn.Conv2d(2, 3, 2, padding="same"), r"padding='same'"),
+    (lambda: npnorm.nn.MaxPool2d(2, ceil_mode=True), r"MaxPool2d: only ceil_mode=False"),
+    (lambda: npnorm.nn.MaxPool2d(2, return_indices=True), r"only return_indices=False"),
+    (lambda: npnorm.nn.AvgPool2d(2, count_include_pad=False), r"AvgPool2d: only count_include_pad=True"),
+    (lambda: npnorm.nn.AvgPool2d(2, divisor_override=3), r"only divisor_override=None"),
+    (lambda: npnorm.LayerNorm(4, device="cuda:0"), r"LayerNorm: device must be None or 'cpu'"),
+    (lambda: npnorm.GroupNorm(2, 4, dtype=np.int32), r"GroupNorm: dtype must be a floating dtype"),
+])
+def test_unimplemented_pytorch_arguments_are_clear_errors(make, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        make()
+
+
+from npnorm.nn import conv as _conv, layers as _layers  # noqa: E402
+
+
+@pytest.mark.parametrize("fn, args, pattern", [
+    (_conv.conv2d_forward, (np.ones((1, 2, 4, 4)), np.ones((3, 3, 3, 3)), None), r"conv2d_forward: expected x"),
+    (_conv.conv2d_forward, (np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)), np.ones(2)), r"bias must have shape \(3,\)"),
+    (_conv.conv2d_forward, (np.ones((1, 2, 2, 2)), np.ones((3, 2, 3, 3)), None), r"smaller than the kernel"),
+    (_conv.max_pool2d_forward, (np.ones((2, 4, 4)), 2, 2, 0), r"max_pool2d_forward: expected x"),
+    (_conv.avg_pool2d_forward, (np.ones((1, 1, 4, 4)), 5, 1, 0), r"smaller than the window"),
+    (_layers.linear_forward, (np.ones((2, 3)), np.ones((4, 2)), None), r"linear_forward: expected x"),
+    (_layers.linear_forward, (np.ones((2, 3), dtype=int), np.ones((4, 3)), None), r"x must be a floating"),
+])
+def test_nn_functional_forms_validate_their_arguments(fn, args, pattern):
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        fn(*args)
+
+
+@pytest.mark.parametrize("fwd, bwd, args", [
+    (_conv.conv2d_forward, _conv.conv2d_backward, (np.ones((1, 2, 4, 4)), np.ones((3, 2, 3, 3)), None)),
+    (_conv.max_pool2d_forward, _conv.max_pool2d_backward, (np.ones((1, 2, 4, 4)), (2, 2), (2, 2), (0, 0))),
+    (_conv.avg_pool2d_forward, _conv.avg_pool2d_backward, (np.ones((1, 2, 4, 4)), (2, 2), (2, 2), (0, 0))),
+    (_layers.linear_forward, _layers.linear_backward, (np.ones((2, 3)), np.ones((4, 3)), np.ones(4))),
+], ids=["conv2d", "max_pool2d", "avg_pool2d", "linear"])
+def test_nn_functional_backward_validates_dout(fwd, bwd, args):
+    out, cache = fwd(*args)
+    with pytest.raises(ValueError, match=rf"{bwd.__name__}: dout must have the shape of the forward output"):
+        bwd(np.ones(out.shape[:-1] + (out.shape[-1] + 1,)), cache)
+    bwd(np.ones(out.shape), cache)
+
+
+def test_module_wrapper_checks_every_output_of_a_multi_output_layer():
+    class Split(npnorm.Module):
+        def forward(self, x):
+            self._cache = x.shape
+            return x[:, :2].copy(), x[:, 2:].copy()
+
+        def backward(self, dout):
+            return np.concatenate(dout, axis=1)
+
+    layer = Split()
+    a, b = layer(np.ones((3, 5)))
+    assert layer.backward((np.ones((3, 2)), np.ones((3, 3)))).shape == (3, 5)
+    with pytest.raises(ValueError, match=r"Split\.backward: dout\[1\] must have the shape of the forward output"):
+        layer.backward((np.ones((3, 2)), np.ones((3, 2))))
+    with pytest.raises(ValueError, match=r"expected 2 upstream gradients"):
+        layer.backward((np.ones((3, 2)),))

@@ -28,6 +28,7 @@ import numpy as np
 from .._checks import check_adain_input, check_cache, check_eps
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.adaptive import adain as _kernels
 from ..statistics.standardize import standardize_backward, standardize_forward
 
@@ -92,7 +93,8 @@ class AdaIN(Module):
 
     def forward(self, content: np.ndarray, style: np.ndarray) -> np.ndarray:
         content, style, _ = check_adain_input(content, style, self.eps, "AdaIN")
-        out, self._cache = pick(self.backend, adain_forward, _kernels.adain_forward)(content, style, self.eps)
+        forward = pick(self.backend, adain_forward, _kernels.adain_forward)
+        out, self._cache = run_reusing(forward, _kernels.adain_forward, self._cache, content, style, self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

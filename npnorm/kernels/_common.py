@@ -85,14 +85,32 @@ def ncs(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return int(shape[0]), int(shape[1]), int(np.prod(shape[2:], dtype=np.int64))
 
 
-def keep_buffer(x: np.ndarray, x_view: np.ndarray) -> np.ndarray | None:
-    """An empty array for a kernel to copy ``x_view`` into while it reads it, when ``x_view`` is (a view
-    of) the caller's array ``x``; ``None`` when :func:`as_input` already made a private copy.
+def keep_buffer(x: np.ndarray, x_view: np.ndarray, keep_out: np.ndarray | None = None) -> np.ndarray | None:
+    """An array for a kernel to copy ``x_view`` into while it reads it, when ``x_view`` is (a view of)
+    the caller's array ``x``; ``None`` when :func:`as_input` already made a private copy.
 
     Caches of the backward passes hold that copy, never the caller's array: editing the input after
     the forward pass must not change the gradient (the copy is fused into a pass that reads ``x``
-    anyway, so it costs one write of ``x``, no extra read)."""
-    return np.empty_like(x_view) if np.may_share_memory(x, x_view) else None
+    anyway, so it costs one write of ``x``, no extra read). ``keep_out`` is a buffer to reuse (the
+    layers pass the one of their previous cache, which the new forward pass replaces): fresh large
+    arrays cost page faults on every call."""
+    if not np.may_share_memory(x, x_view):
+        return None
+    if (isinstance(keep_out, np.ndarray) and keep_out.size == x_view.size and keep_out.dtype == x_view.dtype
+            and keep_out.flags.c_contiguous and keep_out.flags.writeable
+            and not np.may_share_memory(keep_out, x)):
+        return keep_out.reshape(x_view.shape)
+    return np.empty_like(x_view)
+
+
+def reusable_keep(cache: object) -> dict:
+    """``{"keep_out": buffer}`` when ``cache`` (a layer's previous Numba cache, about to be replaced)
+    owns a private copy of its input that the next forward pass may overwrite; ``{}`` otherwise."""
+    if isinstance(cache, tuple):                      # BatchNorm / InstanceNorm wrap their cache
+        cache = next((c for c in cache if isinstance(c, dict)), None)
+    if isinstance(cache, dict) and cache.get("backend") == "numba" and cache.get("owns_x"):
+        return {"keep_out": cache["x"]}
+    return {}
 
 
 def as_upstream(dout: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -117,3 +135,10 @@ def restore(y: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarra
     """A kernel result in the caller's shape and dtype (the kernels compute float16 input as float32,
     and return it as float16, as the reference does)."""
     return y.reshape(shape).astype(dtype, copy=False)
+
+
+def run_reusing(fn, kernel_fn, old_cache: object, *args):
+    """``fn(*args)``; when ``fn`` is the Numba entry point ``kernel_fn``, it may overwrite the private
+    input copy of ``old_cache`` (:func:`reusable_keep`) - the layers call this with the cache their
+    forward pass is about to replace."""
+    return fn(*args, **(reusable_keep(old_cache) if fn is kernel_fn else {}))

@@ -240,8 +240,28 @@ def compute_dtype(x: np.ndarray, *params: np.ndarray | None) -> np.dtype:
 def conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=(1, 1), padding=(0, 0),
                    backend: str = "numpy") -> tuple[np.ndarray, dict]:
     """Equation (CONV) as ``im2col`` + one matrix product, computed in :func:`compute_dtype`. Returns
-    ``(out, cache)``."""
-    ct = compute_dtype(x, weight, bias)
+    ``(out, cache)``.
+
+    Checked like the class: ``x`` (N, C, H, W) and ``weight`` (O, C, kh, kw) floating, ``bias`` None
+    or (O,), stride and padding ints or pairs, the output not empty."""
+    where = "conv2d_forward"
+    if backend not in _IM2COL:
+        raise ValueError(f"{where}: backend must be one of {tuple(_IM2COL)}, got {backend!r}")
+    x = as_float_array(x, "x", where)
+    weight = as_float_array(weight, "weight", where)
+    stride, padding = _pair(stride, "stride", where), _pair(padding, "padding", where, minimum=0)
+    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{where}: expected x of shape (N, C, H, W) and weight of shape (O, C, kh, kw) with the "
+                         f"same C, got x {x.shape} and weight {weight.shape}")
+    ct = compute_dtype(x, weight, None if bias is None else np.asarray(bias))
+    if bias is not None:
+        bias = np.array(as_float_array(bias, "bias", where), dtype=np.float64)     # a private copy
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"{where}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    if min(conv_output_size(x.shape[2], weight.shape[2], stride[0], padding[0]),
+           conv_output_size(x.shape[3], weight.shape[3], stride[1], padding[1])) < 1:
+        raise ValueError(f"{where}: input of shape {x.shape} is smaller than the kernel {weight.shape[2:]} "
+                         f"(with padding {padding}); the output would be empty")
     if backend == "numba":
         return _conv2d_forward_t(x, weight, bias, stride, padding, ct)
     to_cols = _IM2COL[backend][0]
@@ -377,6 +397,19 @@ class Conv2d(Module):
 
 
 # -- pooling --------------------------------------------------------------------------------------
+def _check_pool(x, kernel, stride, padding, where: str):
+    """The pooling functional forms' arguments, checked like the classes'."""
+    x = as_float_array(x, "x", where)
+    if x.ndim != 4:
+        raise ValueError(f"{where}: expected x of shape (N, C, H, W), got a {x.ndim}-D array of shape {x.shape}")
+    kernel, stride = _pair(kernel, "kernel", where), _pair(stride, "stride", where)
+    padding = _pair(padding, "padding", where, minimum=0)
+    if min(conv_output_size(x.shape[2], kernel[0], stride[0], padding[0]),
+           conv_output_size(x.shape[3], kernel[1], stride[1], padding[1])) < 1:
+        raise ValueError(f"{where}: input of shape {x.shape} is smaller than the window {kernel}")
+    return x, kernel, stride, padding
+
+
 def _windows(x64: np.ndarray, kernel, stride, padding, fill: float) -> np.ndarray:
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xp = np.pad(x64, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
@@ -494,6 +527,7 @@ def max_pool2d_backward_numba(dout, cache):
 
 def max_pool2d_forward(x, kernel, stride, padding):
     """Max over each window (padding counts as :math:`-\\infty`). Returns ``(out, cache)``."""
+    x, kernel, stride, padding = _check_pool(x, kernel, stride, padding, "max_pool2d_forward")
     x64 = np.asarray(x, dtype=np.float64)
     win = _windows(x64, kernel, stride, padding, -np.inf)
     flat = win.reshape(win.shape[:4] + (kernel[0] * kernel[1],))    # explicit: an empty batch reshapes too
@@ -515,6 +549,7 @@ def max_pool2d_backward(dout, cache):
 
 def avg_pool2d_forward(x, kernel, stride, padding):
     """Mean over each window, zero padding included in the count. Returns ``(out, cache)``."""
+    x, kernel, stride, padding = _check_pool(x, kernel, stride, padding, "avg_pool2d_forward")
     x64 = np.asarray(x, dtype=np.float64)
     out = _windows(x64, kernel, stride, padding, 0.0).mean(axis=(-2, -1))
     cache = {"x_shape": x.shape, "kernel": kernel, "stride": stride, "padding": padding, "dtype": x.dtype,
@@ -628,8 +663,9 @@ def _distinct(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[np.ndar
 
 register(Spec(
     name="Conv2d", cls=Conv2d, pytorch="torch.nn.Conv2d", backends=BACKENDS,
-    differences="Parameters are float64 by default (dtype argument); PyTorch uses float32. "
-                "Zero padding only; no dilation or groups.",
+    differences="Parameters are float64 by default (dtype=None); PyTorch uses float32. device: None or 'cpu'. "
+                "dilation, groups and padding_mode are accepted at their defaults only (zero padding, no "
+                "dilation or groups); padding='same' for stride 1 and odd kernels.",
     cases=(
         Case("k3-s1-p1", {"in_channels": 2, "out_channels": 3, "kernel_size": 3, "padding": 1}, ((2, 2, 4, 5),)),
         Case("k3-s2-p0", {"in_channels": 2, "out_channels": 2, "kernel_size": 3, "stride": 2}, ((2, 2, 7, 6),)),
@@ -639,7 +675,7 @@ register(Spec(
 ))
 register(Spec(
     name="MaxPool2d", cls=MaxPool2d, pytorch="torch.nn.MaxPool2d", make_inputs=_distinct, backends=BACKENDS,
-    differences="No dilation, ceil_mode or return_indices.",
+    differences="dilation, return_indices and ceil_mode are accepted at their defaults only.",
     cases=(
         Case("k2", {"kernel_size": 2}, ((2, 2, 4, 5),)),
         Case("k3-s2-p1", {"kernel_size": 3, "stride": 2, "padding": 1}, ((1, 2, 5, 6),)),
@@ -647,7 +683,7 @@ register(Spec(
 ))
 register(Spec(
     name="AvgPool2d", cls=AvgPool2d, pytorch="torch.nn.AvgPool2d",
-    differences="No ceil_mode, count_include_pad=False or divisor_override.",
+    differences="ceil_mode, count_include_pad and divisor_override are accepted at their defaults only.",
     cases=(
         Case("k2", {"kernel_size": 2}, ((2, 2, 4, 5),)),
         Case("k3-s2-p1", {"kernel_size": 3, "stride": 2, "padding": 1}, ((1, 2, 5, 6),)),

@@ -416,7 +416,8 @@ class Sequential(Module):
 # -- registry ------------------------------------------------------------------------------------
 from ..registry import Case, Spec, register  # noqa: E402
 
-_F64 = "Parameters are float64 by default (dtype argument); PyTorch uses float32."
+_F64 = "Parameters are float64 by default (dtype=None); PyTorch uses float32. device: None or 'cpu' only."
+_INPLACE = "inplace=True is accepted but computed out of place (the caller's array is never modified)."
 
 
 def _away_from_zero(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[np.ndarray, ...]:
@@ -449,7 +450,7 @@ register(Spec(
     cases=(Case("NC", {}, ((3, 4),)),),
 ))
 register(Spec(
-    name="ReLU", cls=ReLU, pytorch="torch.nn.ReLU", make_inputs=_away_from_zero,
+    name="ReLU", cls=ReLU, pytorch="torch.nn.ReLU", make_inputs=_away_from_zero, differences=_INPLACE,
     cases=(Case("NCHW", {}, ((2, 3, 2, 2),)),),
 ))
 register(Spec(
@@ -457,7 +458,7 @@ register(Spec(
     cases=(Case("NC", {}, ((4, 5),)),),
 ))
 register(Spec(
-    name="SiLU", cls=SiLU, pytorch="torch.nn.SiLU", input_offset=0.3, input_scale=3.0,
+    name="SiLU", cls=SiLU, pytorch="torch.nn.SiLU", input_offset=0.3, input_scale=3.0, differences=_INPLACE,
     cases=(Case("NC", {}, ((4, 5),)),),
 ))
 register(Spec(
@@ -466,7 +467,7 @@ register(Spec(
 ))
 register(Spec(
     name="Dropout", cls=Dropout, pytorch="torch.nn.Dropout",
-    differences="The mask comes from the layer's own seeded generator (rng), not a global one.",
+    differences="The mask comes from the layer's own seeded generator (rng), not a global one. " + _INPLACE,
     cases=(
         Case("p=0.3", {"p": 0.3, "rng": 5}, ((4, 6),)),
         Case("p=0.5-NCHW", {"rng": 6}, ((2, 3, 2, 2),)),

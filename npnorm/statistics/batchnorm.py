@@ -43,6 +43,7 @@ from .._checks import (as_float_array, check_batch_stats, check_cache, check_cha
                        resolve_dtype)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.statistics import batchnorm as _kernels
 
 __all__ = [
@@ -280,11 +281,13 @@ class _BatchNorm(Module):
         w, b = self.params.get("weight"), self.params.get("bias")
         if not self.uses_batch_stats:
             forward = pick(self.backend, batch_norm_eval_forward, _kernels.batch_norm_eval_forward)
-            out, cache = forward(x, self.running_mean, self.running_var, w, b, self.eps)
+            out, cache = run_reusing(forward, _kernels.batch_norm_eval_forward, self._cache,
+                                     x, self.running_mean, self.running_var, w, b, self.eps)
             self._cache = ("eval", cache)
             return out
         m = check_batch_stats(x, type(self).__name__)
-        out, cache = pick(self.backend, batch_norm_forward, _kernels.batch_norm_forward)(x, w, b, self.eps)
+        forward = pick(self.backend, batch_norm_forward, _kernels.batch_norm_forward)
+        out, cache = run_reusing(forward, _kernels.batch_norm_forward, self._cache, x, w, b, self.eps)
         if self.training and self.track_running_stats:
             self._update_running_stats(cache["mean"], cache["batch_var"], m)
         self._cache = ("train", cache)

@@ -30,6 +30,7 @@ from .._checks import (as_float_array, check_cache, check_channels, check_device
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels.statistics import batchnorm as _bn_kernels
+from ..kernels._common import run_reusing
 from ..kernels.statistics import instancenorm as _kernels
 from .batchnorm import batch_norm_eval_backward, batch_norm_eval_forward
 from .standardize import standardize_backward, standardize_forward
@@ -124,7 +125,8 @@ class _InstanceNorm(Module):
         w, b = self.params.get("weight"), self.params.get("bias")
         if self.uses_instance_stats:
             m = check_spatial(x, name, x.shape[1:] if unbatched else x.shape)
-            out, cache = pick(self.backend, instance_norm_forward, _kernels.instance_norm_forward)(x, w, b, self.eps)
+            forward = pick(self.backend, instance_norm_forward, _kernels.instance_norm_forward)
+            out, cache = run_reusing(forward, _kernels.instance_norm_forward, self._cache, x, w, b, self.eps)
             if self.training and self.track_running_stats:
                 self.num_batches_tracked += 1
                 if x.shape[0] and m:          # an empty batch counts but leaves the statistics alone
@@ -136,7 +138,8 @@ class _InstanceNorm(Module):
             self._cache = ("instance", cache, unbatched)
         else:
             forward = pick(self.backend, batch_norm_eval_forward, _bn_kernels.batch_norm_eval_forward)
-            out, cache = forward(x, self.running_mean, self.running_var, w, b, self.eps)
+            out, cache = run_reusing(forward, _bn_kernels.batch_norm_eval_forward, self._cache,
+                                     x, self.running_mean, self.running_var, w, b, self.eps)
             self._cache = ("running", cache, unbatched)
         return out[0] if unbatched else out
 

@@ -31,6 +31,7 @@ from .._checks import (as_float_array, check_cache, check_device, check_eps, che
                        normalize_shape, resolve_dtype)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.statistics import layernorm as _kernels
 from .standardize import standardize_backward, standardize_forward
 
@@ -171,8 +172,8 @@ class LayerNorm(Module):
         x = as_float_array(x, "x", "LayerNorm")
         _trailing_axes(x, self.normalized_shape, "LayerNorm")
         forward = pick(self.backend, layer_norm_forward, _kernels.layer_norm_forward)
-        out, self._cache = forward(x, self.normalized_shape, self.params.get("weight"),
-                                              self.params.get("bias"), self.eps)
+        out, self._cache = run_reusing(forward, _kernels.layer_norm_forward, self._cache, x, self.normalized_shape,
+                                       self.params.get("weight"), self.params.get("bias"), self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -228,7 +229,8 @@ class RMSNorm(Module):
         x = as_float_array(x, "x", "RMSNorm")
         _trailing_axes(x, self.normalized_shape, "RMSNorm")
         forward = pick(self.backend, rms_norm_forward, _kernels.rms_norm_forward)
-        out, self._cache = forward(x, self.normalized_shape, self.params.get("weight"), self.eps)
+        out, self._cache = run_reusing(forward, _kernels.rms_norm_forward, self._cache, x, self.normalized_shape,
+                                       self.params.get("weight"), self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

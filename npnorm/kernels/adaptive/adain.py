@@ -21,7 +21,8 @@ from ..statistics.groupnorm import group_stats, grouped_backward, grouped_forwar
 __all__ = ["adain_forward", "adain_backward"]
 
 
-def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5, *, out: np.ndarray | None = None):
+def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5, *, out: np.ndarray | None = None,
+                  keep_out: np.ndarray | None = None):
     """Fused AdaIN: style statistics (stats kernel), then content statistics + output in one kernel.
     Same checks as the reference; the cache holds private copies of the content (written by the
     output kernel while it reads each block) and of the style, never the caller's arrays."""
@@ -34,9 +35,9 @@ def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5, *, 
     s_mean, s_var = group_stats(s3, c)                       # (P, C), P = 1 or N
     s_std = np.sqrt(s_var + eps)
     y = C.check_out(out, x3.shape, x3.dtype)
-    keep = C.keep_buffer(content, x3)
+    keep = C.keep_buffer(content, x3, keep_out)
     mean, _, rstd = grouped_forward(x3, c, s_std, s_mean, eps, y, keep)
-    cache = {"backend": "numba", "x": x3 if keep is None else keep, "style": s3, "s_mean": s_mean,
+    cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None, "style": s3, "s_mean": s_mean,
              "s_std": s_std, "mean": mean, "rstd": rstd, "shape": content.shape, "style_shape": style.shape,
              "out_shape": content.shape, "dtype": content.dtype, "style_dtype": style.dtype}
     return C.restore(y, content.shape, content.dtype), cache

@@ -20,7 +20,9 @@ one (n, c) block of ``S`` contiguous elements after the other, on all threads:
 
 The backward pass has the same shape: per-block sums of ``dy`` and ``dy (x - mu)``, a reduction over
 ``n``, and one elementwise pass (:func:`~npnorm.kernels.affine.channel_affine2`). Traffic: the
-forward reads ``x`` twice and writes ``y``; the backward reads ``x`` and ``dy`` twice and writes ``dx``.
+forward reads ``x`` twice and writes ``y`` and a private copy of ``x`` (step 3 writes it while it
+reads ``x``: the backward pass must not read the caller's array, which the caller may have edited
+since); the backward reads that copy and ``dy`` twice and writes ``dx``.
 
 Evaluation mode is an affine map with frozen statistics: the :mod:`~npnorm.kernels.affine` kernel.
 """
@@ -47,7 +49,7 @@ def _empty_result(cache: dict[str, Any]):
 
 
 def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
-                       *, out: np.ndarray | None = None):
+                       *, out: np.ndarray | None = None, keep_out: np.ndarray | None = None):
     """Fused training-mode BatchNorm of ``x`` (N, C, *). Same arguments, checks and errors as the
     reference :func:`npnorm.statistics.batchnorm.batch_norm_forward`. The cache holds the batch
     ``mean`` and biased ``batch_var`` (C,), as the reference's does (for the running statistics),
@@ -73,9 +75,9 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     mean = block_mean.mean(axis=0)
     var = block_var.mean(axis=0) + ((block_mean - mean) ** 2).mean(axis=0)   # (BN-merge): no cancellation
     rstd = 1.0 / np.sqrt(var + eps)
-    keep = C.keep_buffer(x, x3)
+    keep = C.keep_buffer(x, x3, keep_out)
     y = channel_affine(x3, mean, w * rstd, b, out=out, keep=keep)
-    cache.update(x=x3 if keep is None else keep, mean=mean, batch_var=var, rstd=rstd)
+    cache.update(x=x3 if keep is None else keep, owns_x=keep is not None, mean=mean, batch_var=var, rstd=rstd)
     return C.restore(y, x.shape, x.dtype), cache
 
 
@@ -106,7 +108,7 @@ def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
 
 def batch_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
                             weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
-                            *, out: np.ndarray | None = None):
+                            *, out: np.ndarray | None = None, keep_out: np.ndarray | None = None):
     """Evaluation-mode BatchNorm (an affine map with the running statistics), on the affine kernel.
     The input is kept (a private copy, written in the same pass) only when there is a ``weight``,
     whose gradient needs it."""
@@ -117,9 +119,10 @@ def batch_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_var
     x3 = C.as_input(x, (n, c, s_len))
     rstd = 1.0 / np.sqrt(rv + eps)
     w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
-    keep = C.keep_buffer(x, x3) if weight is not None else None
+    keep = C.keep_buffer(x, x3, keep_out) if weight is not None else None
     y = channel_affine(x3, rm, w * rstd, b, out=out, keep=keep)
     cache = {"backend": "numba", "x": (x3 if keep is None else keep) if weight is not None else None,
+             "owns_x": keep is not None,
              "w": w, "rm": rm, "rstd": rstd, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
              "ncs": (n, c, s_len), "kdtype": x3.dtype, "has_weight": weight is not None, "has_bias": bias is not None}
     return C.restore(y, x.shape, x.dtype), cache

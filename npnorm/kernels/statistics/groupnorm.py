@@ -11,6 +11,10 @@ where the scale ``a`` and shift ``b`` are given per (sample, channel) as arrays 
 ``P`` = 1 (a per-channel affine: GroupNorm, InstanceNorm) or ``N`` (a per-sample affine: AdaIN,
 where ``a`` is the style's standard deviation and ``b`` its mean).
 
+When the forward pass's ``x`` is the caller's array, the forward also copies each row's block
+into a private buffer right after normalizing it (``_gn_fwd_keep_rows``: one more write, no more
+reads), and the backward pass reads that copy: editing ``x`` afterwards cannot change the gradient.
+
 The backward pass reads ``x`` and ``dy`` once per row into cache-resident sums
 
 .. math:: \Sigma^{dy}_{n,c} = \sum_s dy_{n,c,s}, \qquad
@@ -102,16 +106,26 @@ def _gn_fwd_parallel(x, groups, scale, shift, eps, out, mean, var, nchunks):
 
 @jit
 def _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1):
-    """:func:`_gn_fwd_rows`, one row at a time, each followed by a copy of the row's block into
-    ``keep`` while the block is still in the cache (the backward pass reads that copy, never the
-    caller's array)."""
+    """:func:`_gn_fwd_rows` whose output pass also copies the block into ``keep`` while it is in the
+    cache (the backward pass reads that copy, never the caller's array)."""
     k = x.shape[1] // groups
+    s_len = x.shape[2]
+    p = scale.shape[0]
     for r in range(r0, r1):
-        _gn_fwd_rows(x, groups, scale, shift, eps, out, mean, var, r, r + 1)
         n = r // groups
         c0 = (r % groups) * k
+        mu, v = _block_stats(x, n, c0, k)
+        rs = 1.0 / np.sqrt(v + eps)
         for c in range(c0, c0 + k):
-            keep[n, c, :] = x[n, c, :]
+            a = rs * scale[n % p, c]
+            b = shift[n % p, c]
+            xr, orow, krow = x[n, c], out[n, c], keep[n, c]
+            for j in range(s_len):
+                xv = xr[j]
+                orow[j] = (xv - mu) * a + b
+                krow[j] = xv
+        mean[r] = mu
+        var[r] = v
 
 
 @pjit
@@ -223,7 +237,7 @@ def affine_grads(sdy: np.ndarray, sdyx: np.ndarray, rstd: np.ndarray, groups: in
 
 # -- entry points with the reference's signatures ---------------------------------------------------
 def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None, bias: np.ndarray | None,
-                       eps: float = 1e-5, *, out: np.ndarray | None = None):
+                       eps: float = 1e-5, *, out: np.ndarray | None = None, keep_out: np.ndarray | None = None):
     """Fused GroupNorm forward of ``x`` (N, C, *); ``out`` may be preallocated. Same checks and errors
     as the reference :func:`npnorm.statistics.groupnorm.group_norm_forward`; the cache holds a private
     copy of ``x`` (written while the kernel reads it), never the caller's array."""
@@ -234,12 +248,13 @@ def group_norm_forward(x: np.ndarray, num_groups: int, weight: np.ndarray | None
     x3 = C.as_input(x, (n, c, s_len))
     y = C.check_out(out, x3.shape, x3.dtype)
     scale, shift = C.as_f64(weight, (1, c), 1.0), C.as_f64(bias, (1, c), 0.0)
-    keep = C.keep_buffer(x, x3) if x3.size else None
+    keep = C.keep_buffer(x, x3, keep_out) if x3.size else None
     if x3.size:
         mean, var, rstd = grouped_forward(x3, num_groups, scale, shift, eps, y, keep)
     else:                                   # an empty batch or empty groups: nothing to normalize
         mean = var = rstd = np.zeros((n, num_groups))
-    cache = {"backend": "numba", "x": x3 if keep is None else keep, "groups": num_groups, "scale": scale,
+    cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
+             "groups": num_groups, "scale": scale,
              "mean": mean, "var": var, "rstd": rstd, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
              "has_weight": weight is not None, "has_bias": bias is not None}
     return C.restore(y, x.shape, x.dtype), cache

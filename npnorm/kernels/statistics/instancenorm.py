@@ -17,7 +17,8 @@ __all__ = ["instance_norm_forward", "instance_norm_backward"]
 
 
 def instance_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
-                          eps: float = 1e-5, *, out: np.ndarray | None = None):
+                          eps: float = 1e-5, *, out: np.ndarray | None = None,
+                          keep_out: np.ndarray | None = None):
     """Fused InstanceNorm forward of ``x`` (N, C, *spatial): GroupNorm with one channel per group.
     The cache holds the instance ``mean`` and biased ``var`` of shape (N, C), as the reference's does
     (for the running statistics). Same checks and errors as the reference
@@ -26,7 +27,7 @@ def instance_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.nda
     x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
     check_min_ndim(x, 3, "(N, C, *spatial)", "x", where)
     check_spatial(x, where)
-    return group_norm_forward(x, x.shape[1], weight, bias, eps, out=out)
+    return group_norm_forward(x, x.shape[1], weight, bias, eps, out=out, keep_out=keep_out)
 
 
 def instance_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):

@@ -95,11 +95,27 @@ def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
 
 @jit
 def _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, r0, r1):
-    """:func:`_ln_fwd_rows` one row at a time, each followed by a copy of the row into ``keep`` while
-    it is in the cache: the backward pass reads that private copy, never the caller's array."""
+    """:func:`_ln_fwd_rows` whose pass 3 also copies the row into ``keep`` while it is in the cache:
+    the backward pass reads that private copy, never the caller's array."""
+    m = x.shape[1]
     for i in range(r0, r1):
-        _ln_fwd_rows(x, w, b, eps, out, mean, rstd, i, i + 1)
-        keep[i, :] = x[i, :]
+        row = x[i]
+        s = np.float64(0.0)
+        for j in range(m):                      # pass 1: mean
+            s += row[j]
+        mu = s / m
+        ss = np.float64(0.0)
+        for j in range(m):                      # pass 2: biased variance, from deviations
+            d = row[j] - mu
+            ss += d * d
+        r = 1.0 / np.sqrt(ss / m + eps)
+        orow, krow = out[i], keep[i]
+        for j in range(m):                      # pass 3: normalize + affine, and keep x
+            v = row[j]
+            orow[j] = (v - mu) * r * w[j] + b[j]
+            krow[j] = v
+        mean[i] = mu
+        rstd[i] = r
 
 
 @pjit
@@ -144,10 +160,21 @@ def _rms_fwd_parallel(x, w, eps, out, rstd, nchunks):
 
 @jit
 def _rms_fwd_keep_rows(x, w, eps, out, rstd, keep, r0, r1):
-    """:func:`_rms_fwd_rows` one row at a time, each followed by a copy of the row into ``keep``."""
+    """:func:`_rms_fwd_rows` whose pass 2 also copies the row into ``keep`` (see :func:`_ln_fwd_keep_rows`)."""
+    m = x.shape[1]
     for i in range(r0, r1):
-        _rms_fwd_rows(x, w, eps, out, rstd, i, i + 1)
-        keep[i, :] = x[i, :]
+        row = x[i]
+        ss = np.float64(0.0)
+        for j in range(m):
+            v = np.float64(row[j])
+            ss += v * v
+        r = 1.0 / np.sqrt(ss / m + eps)
+        orow, krow = out[i], keep[i]
+        for j in range(m):
+            v = row[j]
+            orow[j] = v * r * w[j]
+            krow[j] = v
+        rstd[i] = r
 
 
 @pjit
@@ -195,7 +222,8 @@ def _rows(x: np.ndarray, normalized_shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None,
-                       bias: np.ndarray | None, eps: float = 1e-5, *, out: np.ndarray | None = None):
+                       bias: np.ndarray | None, eps: float = 1e-5, *, out: np.ndarray | None = None,
+                       keep_out: np.ndarray | None = None):
     """Fused LayerNorm forward; ``out`` may be a preallocated array (shape and dtype of ``x``). Same
     checks and errors as the reference; the cache holds a private copy of ``x`` (written while the
     kernel reads each row), never the caller's array."""
@@ -207,7 +235,7 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
     w, b = C.as_f64(weight, (m,), 1.0), C.as_f64(bias, (m,), 0.0)
     y = C.check_out(out, (n, m), x2.dtype)
     mean, rstd = np.empty(n), np.empty(n)
-    keep = C.keep_buffer(x, x2)
+    keep = C.keep_buffer(x, x2, keep_out)
     if keep is not None:
         if C.use_parallel(x2.size):
             _ln_fwd_keep_parallel(x2, w, b, float(eps), y, mean, rstd, keep, C.num_chunks(n))
@@ -217,7 +245,7 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
         _ln_fwd_parallel(x2, w, b, float(eps), y, mean, rstd, C.num_chunks(n))
     else:
         _ln_fwd_rows(x2, w, b, float(eps), y, mean, rstd, 0, n)
-    cache = {"backend": "numba", "x": x2 if keep is None else keep, "w": w, "mean": mean, "rstd": rstd,
+    cache = {"backend": "numba", "x": x2 if keep is None else keep, "owns_x": keep is not None, "w": w, "mean": mean, "rstd": rstd,
              "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
              "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None,
              "has_bias": bias is not None}
@@ -246,7 +274,8 @@ def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
 
 
 def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None,
-                     eps: float | None = None, *, out: np.ndarray | None = None):
+                     eps: float | None = None, *, out: np.ndarray | None = None,
+                     keep_out: np.ndarray | None = None):
     """Fused RMSNorm forward (``eps=None``: machine epsilon of the input dtype, as the reference). Same
     checks as the reference; the cache holds a private copy of ``x``."""
     x, normalized_shape, p, eps = check_rows_input(x, normalized_shape, {"weight": weight}, eps,
@@ -259,7 +288,7 @@ def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: n
     w = C.as_f64(weight, (m,), 1.0)
     y = C.check_out(out, (n, m), x2.dtype)
     rstd = np.empty(n)
-    keep = C.keep_buffer(x, x2)
+    keep = C.keep_buffer(x, x2, keep_out)
     if keep is not None:
         if C.use_parallel(x2.size):
             _rms_fwd_keep_parallel(x2, w, float(eps), y, rstd, keep, C.num_chunks(n))
@@ -269,7 +298,7 @@ def rms_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight: n
         _rms_fwd_parallel(x2, w, float(eps), y, rstd, C.num_chunks(n))
     else:
         _rms_fwd_rows(x2, w, float(eps), y, rstd, 0, n)
-    cache = {"backend": "numba", "x": x2 if keep is None else keep, "w": w, "rstd": rstd, "shape": x.shape,
+    cache = {"backend": "numba", "x": x2 if keep is None else keep, "owns_x": keep is not None, "w": w, "rstd": rstd, "shape": x.shape,
              "out_shape": x.shape, "dtype": x.dtype,
              "normalized_shape": tuple(normalized_shape), "has_weight": weight is not None}
     return C.restore(y, x.shape, x.dtype), cache
