@@ -31,10 +31,11 @@ __all__ = ["RUNS", "run_label", "sliced_wasserstein", "mode_stats", "lipschitz_p
 
 CHAPTER = "Keeping a critic Lipschitz"
 
-#: (loss, method, power steps) of every run of :func:`gan_lipschitz`.
-RUNS = (("wasserstein", "none", 1), ("wasserstein", "clip", 1), ("wasserstein", "gp", 1),
-        ("wasserstein", "sn", 1), ("wasserstein", "sn", 5), ("nonsaturating", "none", 1),
-        ("nonsaturating", "sn", 1))
+#: (loss, method, options of :func:`train_gan`) of every run of :func:`gan_lipschitz`.
+RUNS = (("wasserstein", "none", {}), ("wasserstein", "clip", {"clip": 0.01}), ("wasserstein", "gp", {"lam": 1.0}),
+        ("wasserstein", "gp", {"lam": 10.0}), ("wasserstein", "sn", {"n_power_iterations": 1}),
+        ("wasserstein", "sn", {"n_power_iterations": 5}), ("nonsaturating", "none", {}),
+        ("nonsaturating", "sn", {"n_power_iterations": 1}))
 #: The square [-GRID_LIMIT, GRID_LIMIT]^2 on which critic surfaces are evaluated.
 GRID_LIMIT = 2.75
 #: Standard deviation of each mixture component (npnorm.data.gan2d's default) and the "high quality" radius.
@@ -43,10 +44,12 @@ MODE_STD = 0.05
 MODE_MIN_SAMPLES = 10
 
 
-def run_label(loss: str, method: str, n_power_iterations: int = 1) -> str:
-    """``"wgan-gp"``, ``"wgan-sn5"``, ``"ns-sn1"``, ...: the name of a run in the results."""
+def run_label(loss: str, method: str, opts: dict[str, Any] | None = None) -> str:
+    """``"wgan-gp10"`` (lambda 10), ``"wgan-sn5"`` (5 power steps), ``"ns-sn1"``, ...: the name of a run."""
+    opts = opts or {}
     prefix = "wgan" if loss == "wasserstein" else "ns"
-    return f"{prefix}-{method}{n_power_iterations if method == 'sn' else ''}"
+    suffix = {"sn": f"{opts.get('n_power_iterations', 1)}", "gp": f"{opts.get('lam', 10.0):g}"}.get(method, "")
+    return f"{prefix}-{method}{suffix}"
 
 
 def sliced_wasserstein(a: np.ndarray, b: np.ndarray, n_projections: int = 64, seed: int = 0) -> float:
@@ -159,7 +162,7 @@ def _spread(values: list[float]) -> dict[str, float]:
 @experiment("gan-lipschitz", "a 2-D GAN with weight clipping, gradient penalty, spectral norm (1 or 5 power "
             "steps) or nothing: Lipschitz constant vs bound, modes, distance, cost", CHAPTER)
 def gan_lipschitz(quick: bool = True, seed: int = 0, datasets: tuple[str, ...] | None = None,
-                  runs: tuple[tuple[str, str, int], ...] = RUNS, n_seeds: int | None = None) -> dict[str, Any]:
+                  runs: tuple[tuple[str, str, dict[str, Any]], ...] = RUNS, n_seeds: int | None = None) -> dict[str, Any]:
     """Every run of :data:`RUNS` on each data set, over several seeds.
 
     Quick: the ring, 3 seeds, 400 generator iterations, width 32, batch 128. Full: ring, grid and swiss
@@ -179,11 +182,11 @@ def gan_lipschitz(quick: bool = True, seed: int = 0, datasets: tuple[str, ...] |
     history: dict[str, Any] = {d: {lab: [] for lab in labels} for d in datasets}
     snapshots: dict[str, Any] = {}
     jobs = [(d, s, r) for d in datasets for s in seeds for r in runs]
-    for d, s, (loss, method, npi) in progress(jobs, "GAN runs"):
-        lab = run_label(loss, method, npi)
+    for d, s, (loss, method, opts) in progress(jobs, "GAN runs"):
+        lab = run_label(loss, method, opts)
         snap = snap_steps if (d == datasets[0] and s == seeds[0]) else ()
-        h = train_gan(d, loss, method, npi, iterations=iterations, hidden=hidden, batch_size=batch,
-                      log_every=log_every, snapshots=snap, seed=s)
+        h = train_gan(d, loss, method, iterations=iterations, hidden=hidden, batch_size=batch,
+                      log_every=log_every, snapshots=snap, seed=s, **opts)
         if snap:
             snapshots[lab] = h["snapshots"]
         del h["snapshots"]
