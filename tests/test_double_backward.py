@@ -145,3 +145,25 @@ def test_bad_arguments_are_named():
     _, cache = gradient_penalty_forward(x, Ws, bs)
     with pytest.raises(ValueError, match="shape of the forward output"):
         gradient_penalty_backward(np.ones(4), cache)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "silu"])
+def test_matches_pytorch_double_backward(activation):
+    """Against torch.autograd.grad(..., create_graph=True) then backward (recorded with PyTorch 2.13 by
+    tools/pytorch_ref_gan.py): input gradient, per-sample penalty, and every parameter's and x's gradient."""
+    from pathlib import Path
+
+    ref = np.load(Path(__file__).parent / "data" / "pytorch_gan.npz")
+    r = {k.split("/", 1)[1]: ref[k] for k in ref.files if k.startswith(activation + "/")}
+    n_layers = len(SIZES) - 1
+    Ws = [r[f"W{k}"] for k in range(n_layers)]
+    bs = [r[f"b{k}"] for k in range(n_layers)]
+    p, cache = gradient_penalty_forward(r["x"], Ws, bs, activation, float(ref["lam"]), negative_slope=0.2)
+    np.testing.assert_allclose(cache["g"], r["g"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(p, r["p"], rtol=1e-12, atol=1e-14)
+    for backward in (gradient_penalty_backward, gradient_penalty_backward_staged):
+        g = backward(r["dout"], cache)
+        np.testing.assert_allclose(g["x"], r["dx"], rtol=1e-10, atol=1e-12)
+        for k in range(n_layers):
+            np.testing.assert_allclose(g["weights"][k], r[f"dW{k}"], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(g["biases"][k], r[f"db{k}"], rtol=1e-10, atol=1e-12)
