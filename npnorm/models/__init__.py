@@ -3,11 +3,14 @@ normalizers - one module per model:
 
 * :mod:`.cnn` - :func:`small_cnn`, the chapter-8 CNN for the procedural shapes, with any normalizer;
 * :mod:`.mlp` - :func:`deep_mlp`, a deep ReLU MLP whose initial weight scale is a parameter;
+* :mod:`.gan` - :func:`mlp_generator`, :class:`MLPCritic` (with its Lipschitz diagnostics and the
+  gradient penalty's double backward) and :class:`GAN` (losses, clipping / penalty / spectral norm);
 * :mod:`.norms` - :func:`norm_layer`, a normalizer chosen by its short name (``"bn"``, ``"ln"``, ...).
 """
 
 from .cnn import small_cnn
 from .mlp import deep_mlp
+from .gan import GAN, MLPCritic, mlp_generator
 from .norms import NORMALIZERS, norm_layer
 
-__all__ = ["small_cnn", "deep_mlp", "norm_layer", "NORMALIZERS"]
+__all__ = ["small_cnn", "deep_mlp", "GAN", "MLPCritic", "mlp_generator", "norm_layer", "NORMALIZERS"]

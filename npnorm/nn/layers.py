@@ -9,6 +9,7 @@ Equations (:math:`g = \partial L/\partial y`):
 * Linear: :math:`y = x W^\top + b`; :math:`\partial L/\partial x = g W`,
   :math:`\partial L/\partial W = g^\top x`, :math:`\partial L/\partial b = \sum_n g`.
 * ReLU: :math:`y = \max(x, 0)`; :math:`dx = g\,[x > 0]` (the subgradient 0 at :math:`x = 0`, as PyTorch).
+* LeakyReLU: :math:`y = x` for :math:`x > 0`, :math:`a x` otherwise; :math:`dx = g\,([x > 0] + a[x \le 0])`.
 * Tanh: :math:`dx = g\,(1 - y^2)`.
 * SiLU: :math:`y = x\,\sigma(x)`; :math:`dx = g\,\sigma(x)\,(1 + x(1 - \sigma(x)))`.
 * GELU (exact): :math:`y = x\,\Phi(x) = \tfrac{x}{2}(1 + \mathrm{erf}(x/\sqrt2))`;
@@ -32,7 +33,7 @@ from . import init
 
 __all__ = [
     "linear_forward", "linear_backward", "Linear", "Flatten", "Identity",
-    "ReLU", "Tanh", "SiLU", "GELU", "erf", "Dropout", "Sequential",
+    "ReLU", "LeakyReLU", "Tanh", "SiLU", "GELU", "erf", "Dropout", "Sequential",
 ]
 
 
@@ -200,6 +201,32 @@ class ReLU(_InplaceArg):
 
     def _df(self, positive):
         return positive.astype(np.float64)
+
+
+class LeakyReLU(_Elementwise):
+    """:math:`x` for :math:`x > 0`, :math:`a x` otherwise, as ``torch.nn.LeakyReLU(negative_slope=0.01)``.
+
+    The derivative is 1 for :math:`x > 0` and :math:`a` otherwise (so :math:`a` at :math:`x = 0`, as
+    PyTorch). ``negative_slope`` must be a finite number; with :math:`|a| \\le 1` the activation is
+    1-Lipschitz.
+    """
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real) \
+                or not math.isfinite(negative_slope):
+            raise ValueError(f"LeakyReLU: negative_slope must be a finite number, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def _f(self, x):
+        positive = x > 0
+        return np.where(positive, x, self.negative_slope * x), positive
+
+    def _df(self, positive):
+        return np.where(positive, 1.0, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
 
 
 class Tanh(_Elementwise):
@@ -452,6 +479,10 @@ register(Spec(
 register(Spec(
     name="ReLU", cls=ReLU, pytorch="torch.nn.ReLU", make_inputs=_away_from_zero, differences=_INPLACE,
     cases=(Case("NCHW", {}, ((2, 3, 2, 2),)),),
+))
+register(Spec(
+    name="LeakyReLU", cls=LeakyReLU, pytorch="torch.nn.LeakyReLU", make_inputs=_away_from_zero,
+    cases=(Case("default", {}, ((4, 5),)), Case("slope-0.2-NCHW", {"negative_slope": 0.2}, ((2, 3, 2, 2),))),
 ))
 register(Spec(
     name="Tanh", cls=Tanh, pytorch="torch.nn.Tanh", input_offset=0.3, input_scale=1.5,

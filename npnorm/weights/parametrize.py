@@ -115,6 +115,20 @@ class ParametrizedModule(Module):
     def children(self) -> list[Module]:
         return self.module.children()
 
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        """The mode; setting it sets the wrapped layer's and the normalizer's too, so a container's
+        ``eval()`` (which sets ``training`` on every module it reaches) also stops spectral norm's
+        power iteration."""
+        return self._training
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        self._training = bool(mode)
+        for part in ("module", "parametrization"):
+            if part in self.__dict__:
+                getattr(self, part).train(self._training)
+
     def train(self, mode: bool = True) -> ParametrizedModule:
         super().train(mode)
         self.module.train(mode)

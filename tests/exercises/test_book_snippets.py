@@ -15,6 +15,9 @@ import pytest
 
 from npnorm.exercises import REPO_ROOT, SOLUTIONS_DIR
 
+#: The chapters with exercise snippets (book/exercises/ch<n>.md).
+CHAPTERS = (*range(1, 8), 12)
+
 # The configuration the book needs for the snippets (also described in book/exercises/README.md).
 CONFIG = """\
 title: exercise snippets
@@ -44,7 +47,7 @@ def _build(root: Path, hide: bool) -> dict[str, str]:
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     pages = {}
-    for n in range(1, 8):
+    for n in CHAPTERS:
         rel = f"part/ch{n}.html" if n == 3 else f"ch{n}.html"
         raw = (book / "_build" / "html" / rel).read_text(encoding="utf-8")
         pages[f"ch{n}"] = html.unescape(re.sub(r"<[^>]+>", "", raw))
@@ -59,7 +62,7 @@ def test_snippets_build_in_both_editions(tmp_path: Path):
     (book / "part").mkdir()
     (book / "intro.md").write_text("# Intro\n")
     chapters = []
-    for n in range(1, 8):
+    for n in CHAPTERS:
         # chapter 3 lives one folder deeper: the snippets' code includes must not depend on where they are included from
         name, inc = (f"part/ch{n}", f"../exercises/ch{n}.md") if n == 3 else (f"ch{n}", f"exercises/ch{n}.md")
         (book / f"{name}.md").write_text(f"# Chapter {n}\n\n## Exercises\n\n```{{include}} {inc}\n```\n")
