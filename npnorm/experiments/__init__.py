@@ -9,6 +9,9 @@ Topics:
 * :mod:`.why_normalization` - chapter "Why normalization helps": normalizers compared in a CNN, the
   batch-size sweep, initialization scale, dead units, depth statistics, BatchNorm's train/eval gap;
   and the learning-rate sweep with and without BatchNorm of chapter "Batch normalization".
+* :mod:`.layer_and_weight` - LayerNorm against BatchNorm across batch sizes (chapter "Layer
+  normalization and RMSNorm"); weight normalization in training (chapter "Weight normalization and
+  spectral normalization").
 
 The framework (registration, progress bars, JSON) is :mod:`._framework`. The book calls the same
 functions with ``quick=True``. The models they train are in :mod:`npnorm.models`.
@@ -16,13 +19,16 @@ functions with ``quick=True``. The models they train are in :mod:`npnorm.models`
 
 from ._framework import EXPERIMENTS, Experiment, experiment, progress, show_progress, to_jsonable
 from . import why_normalization
+from . import layer_and_weight  # noqa: I001 (registration order = --list order)
+from .layer_and_weight import ln_vs_bn_batch_size, weight_norm_training
 from .why_normalization import (batch_size_sweep, bn_train_eval_gap, compare_normalizers, dead_units,
                                 depth_statistics, init_scale_sweep, learning_rate_sweep,
                                 shapes_data)
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment", "progress", "show_progress", "to_jsonable", "run",
            "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics",
-           "bn_train_eval_gap", "learning_rate_sweep", "shapes_data"]
+           "bn_train_eval_gap", "learning_rate_sweep", "shapes_data", "ln_vs_bn_batch_size",
+           "weight_norm_training"]
 
 
 def run(name: str, quick: bool = True, seed: int = 0, **options):
