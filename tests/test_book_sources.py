@@ -176,7 +176,7 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
         "0.1": "PyTorch's momentum default",
     },
     "intro": {"2.223": "the example exercise's answer (arithmetic)", "2.2232": "the same, the solution"},
-    "weightnorm": {"2.13": "the PyTorch version", "0.05": "a chosen learning rate",
+    "weightnorm": {"2.13": "the PyTorch version", "0.1": "a chosen step size (0.1 %)", "0.05": "a chosen learning rate",
                    "0.2": "a chosen learning rate", "0.9": "a chosen ratio in an exercise", "0.3": "chosen singular values",
                    "0.8": "chosen singular values"},
     "performance": {r"6\times 10^{-8}": "float32 unit roundoff (a constant)",
