@@ -202,10 +202,11 @@ class GradcheckReport:
         """The report, every line at most 79 characters (it is printed in the book)."""
         verdict = "passed" if self.passed else "FAILED"
         width = 10          # a longer name gets a line of its own, so the table stays narrow
-        lines = [
-            f"Gradient check {verdict} for {self.label}",
-            f"  (float64, {self.upstream} upstream gradient, tolerance {self.tolerance:.0e}, "
-            f"denominator floor {self.floor:.0e})",
+        wrap = textwrap.TextWrapper(width=79, subsequent_indent="     ", break_on_hyphens=False)
+        lines = [f"Gradient check {verdict} for {self.label}"]
+        lines += wrap.wrap(f"  (float64, {self.upstream} upstream gradient, tolerance {self.tolerance:.0e}, "
+                           f"denominator floor {self.floor:.0e})")
+        lines += [
             f"  {'gradient':<{width}}{'shape':<13}{'max rel. error':<16}{'worst index':<14}"
             f"{'analytic':>12}{'numerical':>12}",
         ]
@@ -219,7 +220,6 @@ class GradcheckReport:
                 f"  {name:<{width}}{str(c.shape):<13}{c.max_rel_error:<9.2e}{flag:<7}"
                 f"{str(c.worst_index):<14}{c.analytic_at_worst:>12.4e}{c.numeric_at_worst:>12.4e}"
             )
-        wrap = textwrap.TextWrapper(width=79, subsequent_indent="     ", break_on_hyphens=False)
         for p in self.problems:
             lines += wrap.wrap(f"  problem: {p}")
         for c in self.comparisons:

@@ -72,3 +72,15 @@ def test_learning_rate_sweep_reports_every_seed_and_learning_rate():
             assert [len(v) for v in res[key][norm]] == [2, 2]
     # BatchNorm trains at the moderate learning rate on every seed
     assert all(np.isfinite(v) and v < 1.0 for v in res["loss"]["bn"][0])
+
+
+def test_layernorm_trains_at_batch_size_2_where_batchnorm_does_not():
+    res = E.ln_vs_bn_batch_size(quick=True, batch_sizes=(2,), seeds=(0, 1))
+    assert np.median(res["acc"]["ln"][0]) > np.median(res["acc"]["bn"][0]) + 0.2
+
+
+def test_weight_norm_training_v_never_shrinks_without_weight_decay():
+    res = E.weight_norm_training(quick=True, scales=(1.0,), lrs=(0.05,), seeds=(0,))
+    assert res["v_norm"][0.0][-1] >= res["v_norm"][0.0][0]
+    assert res["v_norm"][0.01][-1] < res["v_norm"][0.01][0]
+    assert len(res["final_loss"]["wn"][0.05][1.0]) == 1

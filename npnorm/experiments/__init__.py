@@ -9,6 +9,9 @@ Topics:
 * :mod:`.why_normalization` - chapter "Why normalization helps": normalizers compared in a CNN, the
   batch-size sweep, initialization scale, dead units, depth statistics, BatchNorm's train/eval gap;
   and the learning-rate sweep with and without BatchNorm of chapter "Batch normalization".
+* :mod:`.layer_and_weight` - LayerNorm against BatchNorm across batch sizes (chapter "Layer
+  normalization and RMSNorm"); weight normalization in training (chapter "Weight normalization and
+  spectral normalization").
 * :mod:`.gan` - chapter "Keeping a critic Lipschitz": a 2-D GAN with weight clipping, gradient penalty,
   spectral normalization or nothing; the critic alone against a fixed generator.
 * :mod:`.catalog` - chapter "The rest of the catalog": the small-batch sweep over BN, batch renorm,
@@ -20,6 +23,8 @@ functions with ``quick=True``. The models they train are in :mod:`npnorm.models`
 
 from ._framework import EXPERIMENTS, Experiment, experiment, progress, show_progress, to_jsonable
 from . import why_normalization
+from . import layer_and_weight  # noqa: I001 (registration order = --list order)
+from .layer_and_weight import ln_vs_bn_batch_size, weight_norm_training
 from . import gan
 from .gan import critic_fixed_generator, gan_lipschitz
 from .why_normalization import (batch_size_sweep, bn_train_eval_gap, compare_normalizers, dead_units,
@@ -30,8 +35,8 @@ from .catalog import small_batch_catalog
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment", "progress", "show_progress", "to_jsonable", "run",
            "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics",
-           "bn_train_eval_gap", "learning_rate_sweep", "shapes_data", "small_batch_catalog", "gan_lipschitz",
-           "critic_fixed_generator"]
+           "bn_train_eval_gap", "learning_rate_sweep", "shapes_data", "ln_vs_bn_batch_size",
+           "weight_norm_training", "small_batch_catalog", "gan_lipschitz", "critic_fixed_generator"]
 
 
 def run(name: str, quick: bool = True, seed: int = 0, **options):
