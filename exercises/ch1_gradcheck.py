@@ -1,6 +1,8 @@
-# Your exercise file, generated from solutions/ch1_gradcheck.py by `python -m npnorm.exercises generate`.
-# Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
-# `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
+# Your exercise file, generated from solutions/ch1_gradcheck.py
+# by `python -m npnorm.exercises generate`. Write your code between the
+# BEGIN TASK and END TASK lines (replace the `raise`), then run
+# `make check TASK=<task id>` (in a notebook: `%run -m npnorm.check <task id>`).
+# Regenerating never overwrites a file you have changed.
 """Chapter 1 - Gradient checking.
 
 Every backward pass in this course is judged by a gradient check, so you build one first.
@@ -20,7 +22,8 @@ Tasks
 1.1  numerical_gradient - the two-point central difference
 1.2  relative_error and gradient_check - compare, and report the worst element
 
-Self-check: ``python exercises/ch1_gradcheck.py``.  Full check: ``python -m npnorm.check 1``.
+Self-check: ``.venv/bin/python exercises/ch1_gradcheck.py``.
+Full check: ``make check TASK=1`` (in a notebook: ``%run -m npnorm.check 1``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+from npnorm.exercises import fingerprint
 
 
 def numerical_gradient(
@@ -64,7 +69,10 @@ def numerical_gradient(
     Self-check: task 1.1 in ``python exercises/ch1_gradcheck.py`` (``self_check_1_1`` below).
     """
     # BEGIN TASK 1.1: the central-difference numerical gradient
-    raise NotImplementedError('Task 1.1: the central-difference numerical gradient - not written yet (book chapter 1, exercise 1.1); check it with: python -m npnorm.check 1.1')
+    raise NotImplementedError(
+        'Task 1.1: the central-difference numerical gradient - not written '
+        'yet (exercise 1.1 of chapter 1). Check it with: make check TASK=1.1 '
+        '(in a notebook: %run -m npnorm.check 1.1)')
     # END TASK 1.1
 
 
@@ -85,7 +93,10 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = 1e-
     ndarray, float64, same shape, every entry in [0, 1]
     """
     # BEGIN TASK 1.2: relative error and a gradient checker
-    raise NotImplementedError('Task 1.2: relative error and a gradient checker - not written yet (book chapter 1, exercise 1.2); check it with: python -m npnorm.check 1.2')
+    raise NotImplementedError(
+        'Task 1.2: relative error and a gradient checker - not written yet '
+        '(exercise 1.2 of chapter 1). Check it with: make check TASK=1.2 (in '
+        'a notebook: %run -m npnorm.check 1.2)')
     # END TASK 1.2
 
 
@@ -122,26 +133,45 @@ def gradient_check(
     * ``np.argmax`` returns a flat index; ``np.unravel_index`` turns it into a tuple.
     """
     # BEGIN TASK 1.2: relative error and a gradient checker
-    raise NotImplementedError('Task 1.2: relative error and a gradient checker - not written yet (book chapter 1, exercise 1.2); check it with: python -m npnorm.check 1.2')
+    raise NotImplementedError(
+        'Task 1.2: relative error and a gradient checker - not written yet '
+        '(exercise 1.2 of chapter 1). Check it with: make check TASK=1.2 (in '
+        'a notebook: %run -m npnorm.check 1.2)')
     # END TASK 1.2
 
 
-# -- self-checks: `python exercises/ch1_gradcheck.py` ----------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch1_gradcheck.py` ---------------
 
 def self_check_1_1() -> float:
-    """Task 1.1: the slope of sin at 0.5 is cos(0.5); you should get about 0.87758."""
-    return float(numerical_gradient(np.sin, np.array([0.5]), np.ones(1))[0])
+    """Task 1.1: the numerical gradient of L(x) = sum(dout * tanh(x @ A)) for a random x (4, 3),
+    A (3, 2) and dout (4, 2), summed with fixed weights (every element counts); you should get about
+    -2.069996."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 2))
+    x = rng.standard_normal((4, 3))
+    dout = rng.standard_normal((4, 2))
+    grad = numerical_gradient(lambda z: np.tanh(z @ a), x, dout)
+    return fingerprint(grad=(grad, (4, 3)))
 
 
 def self_check_1_2() -> float:
-    """Task 1.2: the gradient of x**2 claimed as x (a forgotten factor 2) has relative error
-    |x - 2x| / (|x| + |2x|) = 1/3 everywhere; you should get about 0.33333."""
-    x = np.array([[1.0, -2.0], [0.5, 3.0]])
-    err, _ = gradient_check(np.square, x, analytic=x.copy(), dout=np.ones_like(x))
-    return err
+    """Task 1.2: the gradient of sum(dout * x**2) for a random dout, claimed with one element 1.25
+    times too large and one exactly zero: the worst relative error is 0.25 / 2.25, and gradient_check
+    must also say where it is; you should get about 0.1111111."""
+    rng = np.random.default_rng(2)
+    x = rng.uniform(1.0, 2.0, (3, 4)) * rng.choice([-1.0, 1.0], (3, 4))
+    dout = rng.uniform(0.5, 2.0, (3, 4)) * rng.choice([-1.0, 1.0], (3, 4))
+    x[0, 3] = 0.0                        # a zero gradient: the floor keeps 0 / 0 out
+    analytic = 2.0 * x * dout
+    analytic[1, 2] *= 1.25
+    err, worst = gradient_check(np.square, x, analytic, dout)
+    if tuple(np.atleast_1d(worst).tolist()) != (1, 2):
+        raise ValueError(f"gradient_check says the worst element is at {worst}; it is at (1, 2) "
+                         "(one int per dimension of x)")
+    return float(err)
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

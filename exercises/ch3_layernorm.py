@@ -1,6 +1,8 @@
-# Your exercise file, generated from solutions/ch3_layernorm.py by `python -m npnorm.exercises generate`.
-# Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
-# `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
+# Your exercise file, generated from solutions/ch3_layernorm.py
+# by `python -m npnorm.exercises generate`. Write your code between the
+# BEGIN TASK and END TASK lines (replace the `raise`), then run
+# `make check TASK=<task id>` (in a notebook: `%run -m npnorm.check <task id>`).
+# Regenerating never overwrites a file you have changed.
 """Chapter 3 - LayerNorm and RMSNorm.
 
 Both normalize each example over its last axis (the D features of a token, say), not over the batch,
@@ -17,7 +19,8 @@ Tasks
 3.1  layernorm_forward and layernorm_backward
 3.2  rmsnorm_forward and rmsnorm_backward
 
-Self-check: ``python exercises/ch3_layernorm.py``.  Full check: ``python -m npnorm.check 3``.
+Self-check: ``.venv/bin/python exercises/ch3_layernorm.py``.
+Full check: ``make check TASK=3`` (in a notebook: ``%run -m npnorm.check 3``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from npnorm.exercises import fingerprint
 
 
 def layernorm_forward(
@@ -51,7 +56,10 @@ def layernorm_forward(
     * It is batch norm transposed: the same three lines, with ``axis=-1`` instead of ``axis=0``.
     """
     # BEGIN TASK 3.1: LayerNorm forward and backward
-    raise NotImplementedError('Task 3.1: LayerNorm forward and backward - not written yet (book chapter 3, exercise 3.1); check it with: python -m npnorm.check 3.1')
+    raise NotImplementedError(
+        'Task 3.1: LayerNorm forward and backward - not written yet (exercise'
+        ' 3.1 of chapter 3). Check it with: make check TASK=3.1 (in a '
+        'notebook: %run -m npnorm.check 3.1)')
     # END TASK 3.1
 
 
@@ -75,7 +83,10 @@ def layernorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndar
     Self-check: ``self_check_3_1`` below.
     """
     # BEGIN TASK 3.1: LayerNorm forward and backward
-    raise NotImplementedError('Task 3.1: LayerNorm forward and backward - not written yet (book chapter 3, exercise 3.1); check it with: python -m npnorm.check 3.1')
+    raise NotImplementedError(
+        'Task 3.1: LayerNorm forward and backward - not written yet (exercise'
+        ' 3.1 of chapter 3). Check it with: make check TASK=3.1 (in a '
+        'notebook: %run -m npnorm.check 3.1)')
     # END TASK 3.1
 
 
@@ -96,7 +107,10 @@ def rmsnorm_forward(x: np.ndarray, gamma: np.ndarray, eps: float = 1e-6) -> tupl
     cache : dict for :func:`rmsnorm_backward`
     """
     # BEGIN TASK 3.2: RMSNorm forward and backward
-    raise NotImplementedError('Task 3.2: RMSNorm forward and backward - not written yet (book chapter 3, exercise 3.2); check it with: python -m npnorm.check 3.2')
+    raise NotImplementedError(
+        'Task 3.2: RMSNorm forward and backward - not written yet (exercise '
+        '3.2 of chapter 3). Check it with: make check TASK=3.2 (in a '
+        'notebook: %run -m npnorm.check 3.2)')
     # END TASK 3.2
 
 
@@ -115,15 +129,20 @@ def rmsnorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarra
     Self-check: ``self_check_3_2`` below.
     """
     # BEGIN TASK 3.2: RMSNorm forward and backward
-    raise NotImplementedError('Task 3.2: RMSNorm forward and backward - not written yet (book chapter 3, exercise 3.2); check it with: python -m npnorm.check 3.2')
+    raise NotImplementedError(
+        'Task 3.2: RMSNorm forward and backward - not written yet (exercise '
+        '3.2 of chapter 3). Check it with: make check TASK=3.2 (in a '
+        'notebook: %run -m npnorm.check 3.2)')
     # END TASK 3.2
 
 
-# -- self-checks: `python exercises/ch3_layernorm.py` ----------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch3_layernorm.py` ---------------
+# Each returns one number made of every element of every result (npnorm.exercises.fingerprint).
 
 def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
     x = 2.0 + 3.0 * rng.standard_normal((2, 3, 4))
+    x[0, 0] *= 1e-3                      # one row so small that eps matters
     gamma = np.array([1.2, -0.5, 0.8, 2.0])
     beta = np.array([0.1, 0.2, -0.3, 0.0])
     dout = rng.standard_normal((2, 3, 4))
@@ -131,22 +150,25 @@ def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def self_check_3_1() -> float:
-    """Task 3.1: dx[0, 0, 0] of the example; you should get about -0.12107."""
+    """Task 3.1: out, dx, dgamma and dbeta of the example (2, 3, 4), every element weighted; you
+    should get about -11.96435."""
     x, gamma, beta, dout = _example()
-    _, cache = layernorm_forward(x, gamma, beta)
-    dx, _, _ = layernorm_backward(dout, cache)
-    return float(dx[0, 0, 0])
+    out, cache = layernorm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = layernorm_backward(dout, cache)
+    return fingerprint(out=(out, (2, 3, 4)), dx=(dx, (2, 3, 4)), dgamma=(dgamma, (4,)),
+                       dbeta=(dbeta, (4,)))
 
 
 def self_check_3_2() -> float:
-    """Task 3.2: dx[0, 0, 0] of the example; you should get about -0.10834."""
+    """Task 3.2: out, dx and dgamma of the example, every element weighted; you should get about
+    49.76936."""
     x, gamma, _, dout = _example()
-    _, cache = rmsnorm_forward(x, gamma)
-    dx, _ = rmsnorm_backward(dout, cache)
-    return float(dx[0, 0, 0])
+    out, cache = rmsnorm_forward(x, gamma)
+    dx, dgamma = rmsnorm_backward(dout, cache)
+    return fingerprint(out=(out, (2, 3, 4)), dx=(dx, (2, 3, 4)), dgamma=(dgamma, (4,)))
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

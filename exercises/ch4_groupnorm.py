@@ -1,6 +1,8 @@
-# Your exercise file, generated from solutions/ch4_groupnorm.py by `python -m npnorm.exercises generate`.
-# Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
-# `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
+# Your exercise file, generated from solutions/ch4_groupnorm.py
+# by `python -m npnorm.exercises generate`. Write your code between the
+# BEGIN TASK and END TASK lines (replace the `raise`), then run
+# `make check TASK=<task id>` (in a notebook: `%run -m npnorm.check <task id>`).
+# Regenerating never overwrites a file you have changed.
 """Chapter 4 - Group and instance normalization.
 
 Input ``x`` of shape ``(N, C, *spatial)`` - for images ``(N, C, H, W)``.
@@ -17,7 +19,8 @@ Tasks
 4.1  groupnorm_forward and groupnorm_backward, via a reshape to (N, G, -1)
 4.2  instancenorm_forward and instancenorm_backward
 
-Self-check: ``python exercises/ch4_groupnorm.py``.  Full check: ``python -m npnorm.check 4``.
+Self-check: ``.venv/bin/python exercises/ch4_groupnorm.py``.
+Full check: ``make check TASK=4`` (in a notebook: ``%run -m npnorm.check 4``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from npnorm.exercises import fingerprint
 
 
 def _channel_view(ndim: int) -> tuple[int, ...]:
@@ -57,7 +62,10 @@ def groupnorm_forward(
     * The affine map is per **channel**: ``gamma.reshape(1, C, 1, 1)`` (see ``_channel_view``).
     """
     # BEGIN TASK 4.1: GroupNorm via reshape, forward and backward
-    raise NotImplementedError('Task 4.1: GroupNorm via reshape, forward and backward - not written yet (book chapter 4, exercise 4.1); check it with: python -m npnorm.check 4.1')
+    raise NotImplementedError(
+        'Task 4.1: GroupNorm via reshape, forward and backward - not written '
+        'yet (exercise 4.1 of chapter 4). Check it with: make check TASK=4.1 '
+        '(in a notebook: %run -m npnorm.check 4.1)')
     # END TASK 4.1
 
 
@@ -78,7 +86,10 @@ def groupnorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndar
     Self-check: ``self_check_4_1`` below.
     """
     # BEGIN TASK 4.1: GroupNorm via reshape, forward and backward
-    raise NotImplementedError('Task 4.1: GroupNorm via reshape, forward and backward - not written yet (book chapter 4, exercise 4.1); check it with: python -m npnorm.check 4.1')
+    raise NotImplementedError(
+        'Task 4.1: GroupNorm via reshape, forward and backward - not written '
+        'yet (exercise 4.1 of chapter 4). Check it with: make check TASK=4.1 '
+        '(in a notebook: %run -m npnorm.check 4.1)')
     # END TASK 4.1
 
 
@@ -99,7 +110,10 @@ def instancenorm_forward(
     * Or reuse task 4.1: it is ``groupnorm_forward(x, C, gamma, beta, eps)``.
     """
     # BEGIN TASK 4.2: InstanceNorm forward and backward
-    raise NotImplementedError('Task 4.2: InstanceNorm forward and backward - not written yet (book chapter 4, exercise 4.2); check it with: python -m npnorm.check 4.2')
+    raise NotImplementedError(
+        'Task 4.2: InstanceNorm forward and backward - not written yet '
+        '(exercise 4.2 of chapter 4). Check it with: make check TASK=4.2 (in '
+        'a notebook: %run -m npnorm.check 4.2)')
     # END TASK 4.2
 
 
@@ -109,11 +123,15 @@ def instancenorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.n
     Self-check: ``self_check_4_2`` below.
     """
     # BEGIN TASK 4.2: InstanceNorm forward and backward
-    raise NotImplementedError('Task 4.2: InstanceNorm forward and backward - not written yet (book chapter 4, exercise 4.2); check it with: python -m npnorm.check 4.2')
+    raise NotImplementedError(
+        'Task 4.2: InstanceNorm forward and backward - not written yet '
+        '(exercise 4.2 of chapter 4). Check it with: make check TASK=4.2 (in '
+        'a notebook: %run -m npnorm.check 4.2)')
     # END TASK 4.2
 
 
-# -- self-checks: `python exercises/ch4_groupnorm.py` ----------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch4_groupnorm.py` ---------------
+# Each returns one number made of every element of every result (npnorm.exercises.fingerprint).
 
 def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(4)
@@ -125,22 +143,25 @@ def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def self_check_4_1() -> float:
-    """Task 4.1: dx[1, 2, 0, 1] of the example with 2 groups; you should get about -0.39910."""
+    """Task 4.1: out, dx, dgamma and dbeta of the example with 2 groups; you should get about
+    32.23476."""
     x, gamma, beta, dout = _example()
-    _, cache = groupnorm_forward(x, 2, gamma, beta)
-    dx, _, _ = groupnorm_backward(dout, cache)
-    return float(dx[1, 2, 0, 1])
+    out, cache = groupnorm_forward(x, 2, gamma, beta)
+    dx, dgamma, dbeta = groupnorm_backward(dout, cache)
+    return fingerprint(out=(out, x.shape), dx=(dx, x.shape), dgamma=(dgamma, (4,)),
+                       dbeta=(dbeta, (4,)))
 
 
 def self_check_4_2() -> float:
-    """Task 4.2: dx[1, 2, 0, 1] of the example; you should get about -0.36212."""
+    """Task 4.2: out, dx, dgamma and dbeta of the example; you should get about 29.05876."""
     x, gamma, beta, dout = _example()
-    _, cache = instancenorm_forward(x, gamma, beta)
-    dx, _, _ = instancenorm_backward(dout, cache)
-    return float(dx[1, 2, 0, 1])
+    out, cache = instancenorm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = instancenorm_backward(dout, cache)
+    return fingerprint(out=(out, x.shape), dx=(dx, x.shape), dgamma=(dgamma, (4,)),
+                       dbeta=(dbeta, (4,)))
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

@@ -1,6 +1,8 @@
-# Your exercise file, generated from solutions/ch7_numba.py by `python -m npnorm.exercises generate`.
-# Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
-# `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
+# Your exercise file, generated from solutions/ch7_numba.py
+# by `python -m npnorm.exercises generate`. Write your code between the
+# BEGIN TASK and END TASK lines (replace the `raise`), then run
+# `make check TASK=<task id>` (in a notebook: `%run -m npnorm.check <task id>`).
+# Regenerating never overwrites a file you have changed.
 """Chapter 7 - Making it fast.
 
 A fused LayerNorm forward with Numba. The NumPy LayerNorm reads ``x`` several times and allocates a temporary for every intermediate
@@ -17,16 +19,19 @@ Tasks
 -----
 7.1  _layernorm_rows - the @njit kernel (the wrapper around it is given)
 
-Tip: ``NUMBA_DISABLE_JIT=1 python -m npnorm.check 7.1`` runs your kernel as plain Python, with
+Tip: ``make check TASK=7.1 NUMBA_DISABLE_JIT=1`` runs your kernel as plain Python, with
 ordinary tracebacks (slow, but easy to debug).
 
-Self-check: ``python exercises/ch7_numba.py``.  Full check: ``python -m npnorm.check 7``.
+Self-check: ``.venv/bin/python exercises/ch7_numba.py``.
+Full check: ``make check TASK=7`` (in a notebook: ``%run -m npnorm.check 7``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from npnorm.exercises import fingerprint
 
 
 @njit
@@ -58,7 +63,10 @@ def _layernorm_rows(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: flo
     * ``np.sqrt`` works on scalars inside @njit.
     """
     # BEGIN TASK 7.1: a fused Numba LayerNorm forward
-    raise NotImplementedError('Task 7.1: a fused Numba LayerNorm forward - not written yet (book chapter 7, exercise 7.1); check it with: python -m npnorm.check 7.1')
+    raise NotImplementedError(
+        'Task 7.1: a fused Numba LayerNorm forward - not written yet '
+        '(exercise 7.1 of chapter 7). Check it with: make check TASK=7.1 (in '
+        'a notebook: %run -m npnorm.check 7.1)')
     # END TASK 7.1
 
 
@@ -74,18 +82,25 @@ def layernorm_forward_numba(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, 
     return out.reshape(x.shape)
 
 
-# -- self-checks: `python exercises/ch7_numba.py` --------------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch7_numba.py` -------------------
 
 def self_check_7_1() -> float:
-    """Task 7.1: out[0, 1] for rows of float32 numbers near 1000; you should get about -0.32975."""
+    """Task 7.1: out for float32 rows near 1000 with a spread of 0.01, and for float64 rows near 1e4
+    with a spread of 1e-3, every element weighted; you should get about 25.09262."""
     rng = np.random.default_rng(8)
-    x = (1000.0 + 0.01 * rng.standard_normal((4, 16))).astype(np.float32)
     gamma = np.linspace(0.5, 1.5, 16)
     beta = np.full(16, 0.25)
-    return float(layernorm_forward_numba(x, gamma, beta)[0, 1])
+    results = {}
+    for name, x in (("out_float32", (1000.0 + 0.01 * rng.standard_normal((4, 16))).astype(np.float32)),
+                    ("out_float64", 1e4 + 1e-3 * rng.standard_normal((3, 16)))):
+        out = layernorm_forward_numba(x, gamma, beta, 1e-12 if x.dtype == np.float64 else 1e-5)
+        if np.shape(out) != x.shape or np.asarray(out).dtype != x.dtype:
+            raise ValueError(f"out must have x's shape {x.shape} and dtype {x.dtype}")
+        results[name] = (out, x.shape)
+    return fingerprint(**results)
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

@@ -14,7 +14,8 @@ Tasks
 4.1  groupnorm_forward and groupnorm_backward, via a reshape to (N, G, -1)
 4.2  instancenorm_forward and instancenorm_backward
 
-Self-check: ``python exercises/ch4_groupnorm.py``.  Full check: ``python -m npnorm.check 4``.
+Self-check: ``.venv/bin/python exercises/ch4_groupnorm.py``.
+Full check: ``make check TASK=4`` (in a notebook: ``%run -m npnorm.check 4``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from npnorm.exercises import fingerprint
 
 
 def _channel_view(ndim: int) -> tuple[int, ...]:
@@ -140,7 +143,8 @@ def instancenorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.n
     # END TASK 4.2
 
 
-# -- self-checks: `python exercises/ch4_groupnorm.py` ----------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch4_groupnorm.py` ---------------
+# Each returns one number made of every element of every result (npnorm.exercises.fingerprint).
 
 def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(4)
@@ -152,22 +156,25 @@ def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def self_check_4_1() -> float:
-    """Task 4.1: dx[1, 2, 0, 1] of the example with 2 groups; you should get about -0.39910."""
+    """Task 4.1: out, dx, dgamma and dbeta of the example with 2 groups; you should get about
+    32.23476."""
     x, gamma, beta, dout = _example()
-    _, cache = groupnorm_forward(x, 2, gamma, beta)
-    dx, _, _ = groupnorm_backward(dout, cache)
-    return float(dx[1, 2, 0, 1])
+    out, cache = groupnorm_forward(x, 2, gamma, beta)
+    dx, dgamma, dbeta = groupnorm_backward(dout, cache)
+    return fingerprint(out=(out, x.shape), dx=(dx, x.shape), dgamma=(dgamma, (4,)),
+                       dbeta=(dbeta, (4,)))
 
 
 def self_check_4_2() -> float:
-    """Task 4.2: dx[1, 2, 0, 1] of the example; you should get about -0.36212."""
+    """Task 4.2: out, dx, dgamma and dbeta of the example; you should get about 29.05876."""
     x, gamma, beta, dout = _example()
-    _, cache = instancenorm_forward(x, gamma, beta)
-    dx, _, _ = instancenorm_backward(dout, cache)
-    return float(dx[1, 2, 0, 1])
+    out, cache = instancenorm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = instancenorm_backward(dout, cache)
+    return fingerprint(out=(out, x.shape), dx=(dx, x.shape), dgamma=(dgamma, (4,)),
+                       dbeta=(dbeta, (4,)))
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

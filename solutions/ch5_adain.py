@@ -14,7 +14,8 @@ Tasks
 -----
 5.1  adain_forward and adain_backward (to the content and to the style)
 
-Self-check: ``python exercises/ch5_adain.py``.  Full check: ``python -m npnorm.check 5``.
+Self-check: ``.venv/bin/python exercises/ch5_adain.py``.
+Full check: ``make check TASK=5`` (in a notebook: ``%run -m npnorm.check 5``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from npnorm.exercises import fingerprint
 
 
 def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, dict[str, Any]]:
@@ -93,20 +96,23 @@ def adain_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray,
     # END TASK 5.1
 
 
-# -- self-checks: `python exercises/ch5_adain.py` --------------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch5_adain.py` -------------------
 
 def self_check_5_1() -> float:
-    """Task 5.1: dstyle[0, 1, 2, 0] of the example; you should get about -0.032898."""
+    """Task 5.1: out, dcontent and dstyle for a content (2, 3, 3, 3) and a style (2, 3, 4, 2),
+    every element weighted; you should get about -105.9085."""
     rng = np.random.default_rng(5)
     content = 1.0 + 2.0 * rng.standard_normal((2, 3, 3, 3))
-    style = -2.0 + 0.5 * rng.standard_normal((2, 3, 4, 2))
+    spread = np.array([0.005, 0.5, 0.5]).reshape(1, 3, 1, 1)     # one channel where eps matters
+    style = -2.0 + spread * rng.standard_normal((2, 3, 4, 2))
     dout = rng.standard_normal((2, 3, 3, 3))
-    _, cache = adain_forward(content, style)
-    _, dstyle = adain_backward(dout, cache)
-    return float(dstyle[0, 1, 2, 0])
+    out, cache = adain_forward(content, style)
+    dcontent, dstyle = adain_backward(dout, cache)
+    return fingerprint(out=(out, content.shape), dcontent=(dcontent, content.shape),
+                       dstyle=(dstyle, style.shape))
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

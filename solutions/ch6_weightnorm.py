@@ -15,7 +15,8 @@ Tasks
 6.1  power_iteration - u, v and sigma
 6.2  weightnorm_backward - the gradients dv and dg from dw
 
-Self-check: ``python exercises/ch6_weightnorm.py``.  Full check: ``python -m npnorm.check 6``.
+Self-check: ``.venv/bin/python exercises/ch6_weightnorm.py``.
+Full check: ``make check TASK=6`` (in a notebook: ``%run -m npnorm.check 6``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from npnorm.exercises import fingerprint
 
 
 def l2_normalize(a: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -149,29 +152,31 @@ def weightnorm_backward(dw: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarr
     # END TASK 6.2
 
 
-# -- self-checks: `python exercises/ch6_weightnorm.py` ---------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch6_weightnorm.py` --------------
 
 def self_check_6_1() -> float:
-    """Task 6.1: sigma after one step from the given u; you should get about 3.4125
-    (np.linalg.norm(W, 2) = 3.6020 is the exact value it converges to)."""
+    """Task 6.1: u, v and sigma after one step from the given u, every element weighted; you
+    should get about 1.165712 (sigma alone converges to np.linalg.norm(W, 2))."""
     rng = np.random.default_rng(6)
     W = rng.standard_normal((4, 3))
     u = l2_normalize(rng.standard_normal(4))
-    return power_iteration(W, u, n_iters=1)[2]
+    u, v, sigma = power_iteration(W, u, n_iters=1)
+    return fingerprint(u=(u, (4,)), v=(v, (3,)), sigma=(sigma, ()))
 
 
 def self_check_6_2() -> float:
-    """Task 6.2: dg[1, 0] for a (3, 4) weight with dim=0; you should get about 0.40476."""
+    """Task 6.2: dv and dg for a (3, 4) weight with dim=0, every element weighted; you should get
+    about -2.71035."""
     rng = np.random.default_rng(7)
-    v = rng.standard_normal((3, 4))
-    g = rng.uniform(0.5, 2.0, size=(3, 1))
+    v = 0.5 + rng.standard_normal((3, 4))
+    g = rng.uniform(0.5, 2.0, size=(3, 1)) * np.array([[1.0], [-1.0], [1.0]])
     dw = rng.standard_normal((3, 4))
     _, cache = weightnorm_forward(v, g, dim=0)
-    _, dg = weightnorm_backward(dw, cache)
-    return float(dg[1, 0])
+    dv, dg = weightnorm_backward(dw, cache)
+    return fingerprint(dv=(dv, (3, 4)), dg=(dg, (3, 1)))
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

@@ -14,16 +14,19 @@ Tasks
 -----
 7.1  _layernorm_rows - the @njit kernel (the wrapper around it is given)
 
-Tip: ``NUMBA_DISABLE_JIT=1 python -m npnorm.check 7.1`` runs your kernel as plain Python, with
+Tip: ``make check TASK=7.1 NUMBA_DISABLE_JIT=1`` runs your kernel as plain Python, with
 ordinary tracebacks (slow, but easy to debug).
 
-Self-check: ``python exercises/ch7_numba.py``.  Full check: ``python -m npnorm.check 7``.
+Self-check: ``.venv/bin/python exercises/ch7_numba.py``.
+Full check: ``make check TASK=7`` (in a notebook: ``%run -m npnorm.check 7``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from npnorm.exercises import fingerprint
 
 
 @njit
@@ -83,18 +86,25 @@ def layernorm_forward_numba(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, 
     return out.reshape(x.shape)
 
 
-# -- self-checks: `python exercises/ch7_numba.py` --------------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch7_numba.py` -------------------
 
 def self_check_7_1() -> float:
-    """Task 7.1: out[0, 1] for rows of float32 numbers near 1000; you should get about -0.32975."""
+    """Task 7.1: out for float32 rows near 1000 with a spread of 0.01, and for float64 rows near 1e4
+    with a spread of 1e-3, every element weighted; you should get about 25.09262."""
     rng = np.random.default_rng(8)
-    x = (1000.0 + 0.01 * rng.standard_normal((4, 16))).astype(np.float32)
     gamma = np.linspace(0.5, 1.5, 16)
     beta = np.full(16, 0.25)
-    return float(layernorm_forward_numba(x, gamma, beta)[0, 1])
+    results = {}
+    for name, x in (("out_float32", (1000.0 + 0.01 * rng.standard_normal((4, 16))).astype(np.float32)),
+                    ("out_float64", 1e4 + 1e-3 * rng.standard_normal((3, 16)))):
+        out = layernorm_forward_numba(x, gamma, beta, 1e-12 if x.dtype == np.float64 else 1e-5)
+        if np.shape(out) != x.shape or np.asarray(out).dtype != x.dtype:
+            raise ValueError(f"out must have x's shape {x.shape} and dtype {x.dtype}")
+        results[name] = (out, x.shape)
+    return fingerprint(**results)
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

@@ -155,3 +155,137 @@ class Mistake:
     function: str
     wrong: Callable[..., Any]
     message: str
+
+
+# --- recognizing a catalogued mistake -----------------------------------------------------------
+# While a task's tests run, every task function named by one of the task's mistakes is wrapped so
+# that its first few calls are recorded: a copy of the arguments, and what the learner's code
+# returned (or the exception it raised). When the task fails, every catalogued wrong implementation
+# is run on the same recorded arguments; a mistake whose results agree with the learner's on every
+# recorded call is named (tests/exercises/conftest.py does this around every task test).
+
+import copy as _copy  # noqa: E402
+import functools as _functools  # noqa: E402
+from types import ModuleType as _ModuleType  # noqa: E402
+
+RECORDED_CALLS = 3
+
+
+def _copy_value(value: Any) -> Any:
+    try:
+        return _copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - a value that cannot be copied is kept as it is
+        return value
+
+
+@_dataclass
+class Call:
+    """One recorded call of a learner's function: the arguments as they were before it ran, and its
+    result or the exception it raised (as ``(type name, message)``)."""
+
+    args: tuple
+    kwargs: dict
+    result: Any = None
+    raised: tuple[str, str] | None = None
+
+
+class Recorder:
+    """Wraps functions of an implementation module and records their first calls."""
+
+    def __init__(self, module: _ModuleType, functions: Sequence[str], limit: int = RECORDED_CALLS) -> None:
+        self.module = module
+        self.limit = limit
+        self.calls: dict[str, list[Call]] = {name: [] for name in functions}
+        self._saved: dict[str, Any] = {}
+
+    def __enter__(self) -> "Recorder":
+        for name in self.calls:
+            original = getattr(self.module, name, None)
+            if original is None or not callable(original):
+                continue
+            self._saved[name] = original
+            setattr(self.module, name, self._wrap(name, original))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for name, original in self._saved.items():
+            setattr(self.module, name, original)
+
+    def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        calls = self.calls[name]
+
+        @_functools.wraps(original)
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            if len(calls) >= self.limit:
+                return original(*args, **kwargs)
+            call = Call(_copy_value(args), _copy_value(kwargs))
+            try:
+                result = original(*args, **kwargs)
+            except Exception as exc:
+                call.raised = (type(exc).__name__, str(exc))
+                calls.append(call)
+                raise
+            call.result = _copy_value(result)
+            calls.append(call)
+            return result
+
+        return recorded
+
+
+def same_result(a: Any, b: Any, rtol: float = 1e-9, atol: float = 1e-12) -> bool:
+    """Whether two results agree: arrays and numbers elementwise (NaN equals NaN), tuples and lists item
+    by item. Dicts (caches) are not compared: a cache's layout is the learner's choice."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict)
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b)
+                and all(same_result(x, y, rtol, atol) for x, y in zip(a, b)))
+    if a is None or b is None:
+        return a is None and b is None
+    try:
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            return False
+        if x.dtype.kind in "biufc" and y.dtype.kind in "biufc":
+            return bool(np.allclose(x.astype(np.complex128), y.astype(np.complex128), rtol=rtol, atol=atol,
+                                    equal_nan=True))
+        return bool(np.all(x == y))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _reproduces(mistake: Mistake, calls: Sequence[Call]) -> bool:
+    """Whether the wrong implementation gives what the learner's code gave on every recorded call.
+    Calls that raised must raise the same exception with the same message, and at least one call must
+    have returned (an exception alone - a missing cache key, a shape error - is no evidence)."""
+    if not calls or all(c.raised is not None for c in calls):
+        return False
+    for call in calls:
+        try:
+            got = mistake.wrong(*_copy_value(call.args), **_copy_value(call.kwargs))
+        except Exception as exc:  # noqa: BLE001
+            if call.raised != (type(exc).__name__, str(exc)):
+                return False
+            continue
+        if call.raised is not None or not same_result(call.result, got):
+            return False
+    return True
+
+
+def recognize(mistakes: Sequence[Mistake], recorder: Recorder) -> list[Mistake]:
+    """The catalogued mistakes that reproduce the learner's results on every recorded call of their
+    function (a mistake whose function was never called is not recognized)."""
+    found = []
+    for m in mistakes:
+        if _reproduces(m, recorder.calls.get(m.function, [])):
+            found.append(m)
+    return found
+
+
+def mistake_message(found: Sequence[Mistake]) -> str:
+    """The lines the check prints before its own report when it recognizes a catalogued mistake."""
+    if len(found) == 1:
+        return f"This looks like a common mistake ({found[0].name}): {found[0].message}"
+    lines = ["This looks like one of these common mistakes (your results match each of them):"]
+    lines += [f"  - ({m.name}) {m.message}" for m in found]
+    return "\n".join(lines)

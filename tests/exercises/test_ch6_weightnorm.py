@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from task_helpers import (TaskFailure, expect_close, expect_gradients, failure_message, mentions, mutated_solution,
+from task_helpers import (Mistake, TaskFailure, expect_close, expect_gradients, failure_message, mentions, mutated_solution,
                           rand, unpack)
 
 CHAPTER = "ch6_weightnorm"
@@ -34,6 +34,15 @@ def _unit(a):
 
 
 def check_6_1(mod) -> None:
+    # a square matrix first: there, using W where W.T belongs runs (and is wrong)
+    W = rand((4, 4), seed=11, scale=2.0)
+    u0 = _unit(rand((4,), seed=12))
+    u, v, sigma = unpack(mod.power_iteration(W, u0.copy(), 1), ("u", "v", "sigma"), "power_iteration")
+    v1 = _unit(W.T @ u0)
+    u1 = _unit(W @ v1)
+    expect_close("v after one iteration (W of shape (4, 4))", v, v1, rtol=1e-10, atol=1e-12,
+                 hint="v = normalize(W.T @ u) comes first.")
+    expect_close("sigma after one iteration (W of shape (4, 4))", sigma, u1 @ W @ v1, rtol=1e-10, atol=1e-12)
     W = rand((5, 3), seed=1, scale=2.0)
     u0 = _unit(rand((5,), seed=2))
     u_in = u0.copy()
@@ -120,3 +129,64 @@ def test_mutation_missing_projection_fails_6_2(tmp_path):
     mod = mutated_solution(CHAPTER, "dv = (g / norm) * dw - (g * dg / norm**2) * v", "dv = (g / norm) * dw", tmp_path)
     msg = failure_message(lambda: check_6_2(mod))
     assert mentions(msg, "-> dv is wrong", r"g .* ok"), msg
+
+
+# -- the catalogue of common mistakes (npnorm.check names them; tests/exercises/test_mistakes.py) ----
+
+def _l2(a):
+    return a / max(float(np.linalg.norm(a)), 1e-12)
+
+
+def _power(W, u, n_iters=1, eps=1e-12, *, u_first=False, old_vectors=False, frobenius=False, transposed=False):
+    v = None
+    u_old = u
+    for _ in range(n_iters):
+        if u_first:
+            u = _l2(W @ _l2(W.T @ u))
+            v = _l2(W.T @ u)
+        else:
+            u_old = u
+            v = _l2((W @ u) if transposed else (W.T @ u))
+            u = _l2(W @ v)
+    sigma = float(np.linalg.norm(W)) if frobenius else float((u_old if old_vectors else u) @ W @ v)
+    return u, v, sigma
+
+
+def _wn_backward(dw, cache, *, projection=True, dg_axes="right", divide=True):
+    v, g, norm, axes = cache["v"], cache["g"], cache["norm"], cache["axes"]
+    if dg_axes == "right":
+        dg = np.sum(dw * v, axis=axes, keepdims=cache["keepdims"])
+    else:   # over the axis that was kept, i.e. per input unit
+        other = tuple(a for a in range(v.ndim) if a not in axes) or axes
+        dg = np.sum(dw * v, axis=other, keepdims=True)
+    if divide:
+        dg = dg / norm
+    dv = (g / norm) * dw - ((g * dg / norm**2) * v if projection else 0)
+    return dv, dg
+
+
+def _with(func, **options):
+    return lambda *args, **kwargs: func(*args, **kwargs, **options)
+
+
+MISTAKES: list[Mistake] = [
+    Mistake("6.1", "u-before-v", "power_iteration", _with(_power, u_first=True),
+            "you update u first; this task keeps only u between steps, so each round computes "
+            "v = normalize(W.T @ u) first, then u = normalize(W @ v)."),
+    Mistake("6.1", "sigma-from-the-old-u", "power_iteration", _with(_power, old_vectors=True),
+            "sigma uses the u from before the round; compute sigma = u @ W @ v with the NEW u and v."),
+    Mistake("6.1", "frobenius-norm", "power_iteration", _with(_power, frobenius=True),
+            "sigma is the Frobenius norm of W (np.linalg.norm(W)); the spectral norm is the largest "
+            "singular value, u @ W @ v."),
+    Mistake("6.1", "transposed-matrix", "power_iteration", _with(_power, transposed=True),
+            "v = normalize(W @ u) uses the matrix where its transpose is needed: u has W's output size, "
+            "so v = normalize(W.T @ u)."),
+    Mistake("6.2", "missing-projection", "weightnorm_backward", _with(_wn_backward, projection=False),
+            "dv misses the projection - g dg / ||v||**2 * v: the part of dw along v must be removed, "
+            "since changing the length of v does not change w."),
+    Mistake("6.2", "dg-wrong-axis", "weightnorm_backward", _with(_wn_backward, dg_axes="wrong"),
+            "dg is summed over the wrong axis: sum dw * v over every axis EXCEPT dim (cache['axes'], "
+            "keepdims=cache['keepdims']), one value per output unit."),
+    Mistake("6.2", "dg-not-divided-by-norm", "weightnorm_backward", _with(_wn_backward, divide=False),
+            "dg = sum(dw * v) / ||v||: w depends on g through the unit vector v / ||v||."),
+]
