@@ -1,7 +1,8 @@
 # Your exercise file, generated from solutions/ch5_adain.py
-# by `python -m npnorm.exercises generate`. Write your code between the
-# BEGIN TASK and END TASK lines (replace the `raise`), then run
-# `make check TASK=<task id>` (in a notebook: `%run -m npnorm.check <task id>`).
+# by `python -m npnorm.exercises generate`. Write your code between the two
+# marker lines of each task (replace the `raise`), then check it with
+#     make check TASK=<task id>        (in a terminal)
+#     %run -m npnorm.check <task id>   (in a notebook)
 # Regenerating never overwrites a file you have changed.
 """Chapter 5 - AdaIN.
 

@@ -386,7 +386,8 @@ def select_tasks(tasks: dict[str, Task], requested: list[str]) -> list[Task]:
         return list(tasks.values())
     chapters = sorted({t.chapter for t in tasks.values()})
     chosen: dict[str, Task] = {}
-    for raw in [p for r in requested for p in r.replace(",", " ").split()]:
+    text = " ".join(requested).replace(",", " ")
+    for raw in re.findall(r"(?i)(?:task[\s_-]*)?\d+(?:\s*[.\-_]\s*\d+)?[.:]?|\S+", text):
         r = normalize_request(raw)
         if r in tasks:
             chosen[r] = tasks[r]
@@ -443,8 +444,12 @@ def _wrap(text: str, prefix: str, limit: int | None = MAX_MESSAGE_LINES) -> list
     lines: list[str] = []
     for raw in text.splitlines() or [""]:
         lead = raw[:len(raw) - len(raw.lstrip())]
-        folded = textwrap.wrap(raw.strip(), WIDTH - len(prefix) - len(lead), break_long_words=True,
-                               break_on_hyphens=False) or [""]
+        room = max(WIDTH - len(prefix) - len(lead), 20)
+        first = textwrap.wrap(raw.strip(), room, break_long_words=True, break_on_hyphens=False) or [""]
+        folded = [first[0]]
+        if len(first) > 1:
+            rest = raw.strip()[len(first[0]):].strip()
+            folded += textwrap.wrap(rest, room - 2, break_long_words=True, break_on_hyphens=False)
         lines += [prefix + lead + folded[0]] + [prefix + lead + "  " + f for f in folded[1:]]
     if limit is not None and len(lines) > limit:
         lines = lines[:limit] + [f"{prefix}... ({len(lines) - limit} more lines)"]
@@ -521,8 +526,8 @@ def summary(results: list[TaskResult], impl_dir: Path) -> list[str]:
         lines.append("Fix the task(s) above, then run the same command again.")
     elif todo:
         t = todo[0]
-        lines += _wrap(f"Next: task {t.id} - {impl_dir.name}/{t.module}.py, {', '.join(t.functions)}; "
-                       f"then: {check_command(t.id)}", "", None)
+        lines += _wrap(f"Next: task {t.id} - {impl_dir.name}/{t.module}.py, {', '.join(t.functions)}", "", None)
+        lines.append(f"then: {check_command(t.id)}")
     elif results:
         lines.append("All selected tasks pass. Well done.")
     return lines
@@ -561,6 +566,14 @@ def _other_clone_warning() -> str:
                         "(it rebuilds the environment for the new place).")
             return ""
     return ""
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the current directory when it is inside it (shorter lines)."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve())) + os.sep
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -606,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     warning = _other_clone_warning()
     if warning:
         print("\n".join(_wrap(warning, "", None)), file=out)
-    print(f"Checking {impl_dir}", file=out)
+    print(f"Checking {_display(impl_dir)}", file=out)
     if marker_note:
         print("\n".join(_wrap(marker_note, "", None)), file=out)
     state: dict[str, Any] = {"chapter": None, "shown": set()}

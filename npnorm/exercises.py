@@ -177,9 +177,10 @@ def discover_tasks(directory: Path | str = SOLUTIONS_DIR) -> dict[str, Task]:
 def _header(solution_name: str) -> str:
     return (
         f"# Your exercise file, generated from solutions/{solution_name}\n"
-        "# by `python -m npnorm.exercises generate`. Write your code between the\n"
-        "# BEGIN TASK and END TASK lines (replace the `raise`), then run\n"
-        "# `make check TASK=<task id>` (in a notebook: `%run -m npnorm.check <task id>`).\n"
+        "# by `python -m npnorm.exercises generate`. Write your code between the two\n"
+        "# marker lines of each task (replace the `raise`), then check it with\n"
+        "#     make check TASK=<task id>        (in a terminal)\n"
+        "#     %run -m npnorm.check <task id>   (in a notebook)\n"
         "# Regenerating never overwrites a file you have changed.\n"
     )
 

@@ -381,7 +381,22 @@ def test_mutation_unbiased_variance_in_forward_fails_2_1(tmp_path):
 def test_mutation_missing_variance_path_fails_2_2(tmp_path):
     mod = mutated_solution(CHAPTER, "dxc = dxc + dvar * 2.0 * xc / n", "dxc = dxc", tmp_path)
     msg = failure_message(lambda: check_2_2(mod))
+    # node by node: the first wrong step, and the ones before it that are right
+    assert mentions(msg, r"your dxc is wrong", "right: dx_hat, drstd, dstd, dvar", r"\+=, not ="), msg
+    msg = failure_message(lambda: _check_backward(mod.batchnorm_backward_staged, "batchnorm_backward_staged"))
     assert mentions(msg, "FAILED", "-> dx is wrong", r"gamma .* ok"), msg
+
+
+def test_mutation_wrong_local_derivative_is_named_node_by_node_2_2(tmp_path):
+    mod = mutated_solution(CHAPTER, "dstd = -drstd / std**2", "dstd = -drstd / std", tmp_path)
+    msg = failure_message(lambda: check_2_2_nodes(mod))
+    assert mentions(msg, r"node \(5\) rstd = 1 / std: your dstd is wrong", "right: dx_hat, drstd", "-1/s"), msg
+
+
+def test_node_check_passes_a_staged_backward_with_other_names_2_2(tmp_path):
+    """Nodes the learner named differently are not compared (the gradient check still judges them)."""
+    mod = mutated_solution(CHAPTER, "dvar = dstd * 0.5 / std", "d_var = dstd * 0.5 / std\n    dvar = d_var", tmp_path)
+    check_2_2_nodes(mod)
 
 
 def test_mutation_missing_term_fails_2_3(tmp_path):
