@@ -74,7 +74,7 @@ lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full pin set (pip freeze of a working .venv, Python 3.11). Used as a constraints file by requirements.txt.\n# Regenerate with: make lock' > constraints.txt
 
 clean:
-	rm -rf book/_build .pytest_cache .hypothesis .numba_cache .jupyter-lab-settings
+	rm -rf book/_build .pytest_cache .hypothesis .numba_cache .jupyter-lab-settings notebooks
 
 clean-venv:
 	rm -rf $(VENV)

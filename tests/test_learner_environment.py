@@ -58,3 +58,27 @@ def test_make_rebuilds_an_environment_made_for_another_place(tmp_path: Path):
     run = subprocess.run(["make", "-n", "check", "TASK=2.3"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60)
     assert "rebuilding" not in run.stdout and "-m venv" not in run.stdout, run.stdout
+
+
+def test_lab_notebooks_have_the_included_code_and_no_raw_myst(tmp_path: Path):
+    import json
+
+    from npnorm.tools.lab import write_notebooks
+
+    def markdown(folder: Path, name: str) -> str:
+        nb = json.loads((folder / f"{name}.ipynb").read_text())
+        return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+    learner = write_notebooks(tmp_path / "learner", learner=True)
+    assert {p.stem for p in learner} >= {"intro", "gradcheck", "batchnorm", "layernorm"}
+    for path in learner:
+        text = markdown(path.parent, path.stem)
+        for raw in ("{literalinclude}", "{include}", "{cite}", "{eq}", "{exercise}", "{solution}", "{doc}"):
+            assert raw not in text, f"{path.name}: raw MyST {raw}"
+    bn = markdown(tmp_path / "learner", "batchnorm")
+    assert "#### Exercise: Task 2.3" in bn and "**Task 2.3** - this listing is left out" in bn
+    assert "def batch_norm_backward(" not in bn and "**Solution**" not in bn
+    assert "def batch_norm_forward" not in bn or "def batch_norm_backward_staged" not in bn
+    teacher = write_notebooks(tmp_path / "teacher", learner=False)
+    bn = markdown(teacher[0].parent, "batchnorm")
+    assert "def batch_norm_backward(" in bn and "**Solution**" in bn and "def batchnorm_backward_fused" in bn
