@@ -18,7 +18,7 @@ These normalize a layer's **weight**, not its activations.
 
 Tasks
 -----
-6.1  power_iteration - u, v and sigma
+6.1  power_iteration - u, v and sigma (u first, as in the chapter)
 6.2  weightnorm_backward - the gradients dv and dg from dw
 
 Self-check: ``.venv/bin/python exercises/ch6_weightnorm.py``.
@@ -41,30 +41,32 @@ def l2_normalize(a: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 
 def power_iteration(
-    W: np.ndarray, u: np.ndarray, n_iters: int = 1, eps: float = 1e-12
+    W: np.ndarray, u: np.ndarray, v: np.ndarray, n_iters: int = 1,
+    eps: float = 1e-12,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Estimate the largest singular value of ``W`` by power iteration, as spectral norm does.
+    """Estimate the largest singular value of ``W`` by power iteration, in the
+    order of the chapter (``npnorm.SpectralNorm``, PyTorch's
+    ``torch.nn.utils.parametrizations.spectral_norm``), which keeps both
+    vectors from one training step to the next.
 
-    Repeat ``n_iters`` times, in this order::
+    Repeat ``n_iters`` times::
 
-        v = normalize(W.T @ u)
         u = normalize(W @ v)
+        v = normalize(W.T @ u)
 
-    This is the order of the original paper and of the legacy ``torch.nn.utils.spectral_norm``,
-    which suits an iteration that keeps only ``u`` between steps. ``npnorm.SpectralNorm`` keeps both
-    vectors, as ``torch.nn.utils.parametrizations.spectral_norm`` does, and updates ``u`` first
-    (``u = normalize(W @ v)``, then ``v = normalize(W.T @ u)``). Both orders converge to the same
-    sigma; they differ only in which vector is fresher after a finite number of steps.
-
-    then ``sigma = u @ W @ v``. Each round multiplies the error of ``u`` by about
-    ``(sigma_2 / sigma_1)**2``, so one round per training step is enough once ``u`` has converged
-    (PyTorch's default ``n_power_iterations=1``).
+    and then estimate ``sigma = u @ W @ v`` with the new ``u`` and ``v``.
+    Each round multiplies the error of ``v`` by about
+    ``(sigma_2 / sigma_1)**2``, so one round per training step is enough once
+    the vectors have converged (PyTorch's default ``n_power_iterations=1``).
 
     Parameters
     ----------
     W : ndarray, shape (out, in)
     u : ndarray, shape (out,)
-        The current estimate of the top left singular vector (a unit vector). Do not modify it in place.
+        The current estimate of the top left singular vector (unit norm).
+    v : ndarray, shape (in,)
+        The current estimate of the top right singular vector (unit norm).
+        Modify neither in place.
     n_iters : int >= 1
     eps : float
         For :func:`l2_normalize`.
@@ -74,12 +76,14 @@ def power_iteration(
     u : ndarray, shape (out,), unit norm
     v : ndarray, shape (in,), unit norm
     sigma : float
-        The estimate of the largest singular value; it never exceeds the true one.
+        The estimate of the largest singular value; it never exceeds the
+        true one.
 
     Hints
     -----
-    * Use ``l2_normalize`` above. ``sigma`` uses the **new** ``u`` and ``v``.
-    * Check yourself with ``np.linalg.norm(W, 2)``, the exact largest singular value.
+    * Use ``l2_normalize`` above.
+    * Check yourself with ``np.linalg.norm(W, 2)``, the exact largest
+      singular value.
 
     Self-check: ``self_check_6_1`` below.
     """
@@ -159,12 +163,14 @@ def weightnorm_backward(dw: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarr
 # -- self-checks: `.venv/bin/python exercises/ch6_weightnorm.py` --------------
 
 def self_check_6_1() -> float:
-    """Task 6.1: u, v and sigma after one step from the given u, every element weighted; you
-    should get about 1.165712 (sigma alone converges to np.linalg.norm(W, 2))."""
+    """Task 6.1: u, v and sigma after one step from the given u and v, every
+    element weighted; you should get about 4.489875 (sigma alone converges to
+    np.linalg.norm(W, 2))."""
     rng = np.random.default_rng(6)
     W = rng.standard_normal((4, 3))
     u = l2_normalize(rng.standard_normal(4))
-    u, v, sigma = power_iteration(W, u, n_iters=1)
+    v = l2_normalize(rng.standard_normal(3))
+    u, v, sigma = power_iteration(W, u, v, n_iters=1)
     return fingerprint(u=(u, (4,)), v=(v, (3,)), sigma=(sigma, ()))
 
 
