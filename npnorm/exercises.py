@@ -269,6 +269,7 @@ class GenerateResult:
     kept: list[str] = field(default_factory=list)        # learner-modified, new version written beside
     forced: list[str] = field(default_factory=list)      # learner-modified, overwritten (backup .bak)
     stale: list[str] = field(default_factory=list)       # --check: would change
+    yours: list[str] = field(default_factory=list)       # learner-modified, no new version to offer
 
     @property
     def ok(self) -> bool:
@@ -300,6 +301,10 @@ def generate(solutions: Path | str = SOLUTIONS_DIR, exercises: Path | str = EXER
             result.stale.append(name)
             continue
         learner_changed = current is not None and manifest.get(name) != _sha(current)
+        if learner_changed and manifest.get(name) == _sha(new):
+            # the learner changed the file, and the course did not: nothing to merge, nothing to write
+            result.yours.append(name)
+            continue
         if learner_changed and not force:
             beside = target.with_name(name + ".new")
             beside.write_text(new, encoding="utf-8")
@@ -491,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print("exercises/ is up to date." if result.ok else "exercises/ is out of date: run python -m npnorm.exercises generate")
     else:
-        print(f"{len(result.written)} written, {len(result.unchanged)} unchanged, {len(result.kept)} kept "
-              f"(changed by you), {len(result.forced)} overwritten with --force.")
+        print(f"{len(result.written)} written, {len(result.unchanged)} unchanged, "
+              f"{len(result.yours)} yours with no update, {len(result.kept)} kept (changed by you; the "
+              f"update is beside it as .new), {len(result.forced)} overwritten with --force.")
     return 0 if result.ok else 1
 
 

@@ -82,3 +82,15 @@ def test_lab_notebooks_have_the_included_code_and_no_raw_myst(tmp_path: Path):
     teacher = write_notebooks(tmp_path / "teacher", learner=False)
     bn = markdown(teacher[0].parent, "batchnorm")
     assert "def batch_norm_backward(" in bn and "**Solution**" in bn and "def batchnorm_backward_fused" in bn
+
+
+def test_every_exported_layer_documents_forward_and_backward():
+    import inspect
+
+    import npnorm
+
+    for name in npnorm.__all__:
+        cls = getattr(npnorm, name)
+        if isinstance(cls, type) and issubclass(cls, npnorm.Module) and cls is not npnorm.Module:
+            for method in ("forward", "backward"):
+                assert inspect.getdoc(getattr(cls, method)), f"{name}.{method} has no docstring"

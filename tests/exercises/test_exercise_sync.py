@@ -154,6 +154,17 @@ def test_generate_never_overwrites_a_learners_file(demo: Path):
     assert "Return x**2." in (demo / "ex" / "ch9_demo.py").read_text()
 
 
+def test_generate_leaves_a_learners_file_alone_when_the_course_did_not_change(demo: Path):
+    _gen(demo)
+    mine = (demo / "ex" / "ch9_demo.py").read_text().replace("raise NotImplementedError(", "return x ** 2  # (")
+    (demo / "ex" / "ch9_demo.py").write_text(mine)
+    result = _gen(demo)
+    assert result.ok and result.yours == ["ch9_demo.py"] and not result.kept
+    assert not (demo / "ex" / "ch9_demo.py.new").exists()                  # no copy of the old stub beside it
+    assert (demo / "ex" / "ch9_demo.py").read_text() == mine
+    assert gen.main(["generate", "--solutions", str(demo / "sol"), "--exercises", str(demo / "ex")]) == 0
+
+
 def test_generate_updates_untouched_files_and_check_mode_writes_nothing(demo: Path):
     _gen(demo)
     (demo / "sol" / "ch9_demo.py").write_text(SOLUTION.replace("Return x squared.", "Square x."))
