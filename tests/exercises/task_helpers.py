@@ -72,30 +72,71 @@ def expect_close(name: str, got: Any, expected: Any, *, rtol: float = 1e-7, atol
     raise TaskFailure(msg)
 
 
+def format_gradcheck(report: GradcheckReport) -> str:
+    """A gradient-check report that fits the check's page width (79 columns, indented): the table
+    without the value columns, then one line per wrong gradient with the values where it is worst."""
+    width = max([10] + [len(c.name) + 2 for c in report.comparisons])
+    lines = [f"Gradient check {'passed' if report.passed else 'FAILED'} for {report.label}",
+             f"(float64, {report.upstream} upstream gradient, tolerance {report.tolerance:.0e})",
+             f"  {'gradient':<{width}}{'shape':<14}{'max rel. error':<17}worst index"]
+    for c in report.comparisons:
+        flag = "ok" if c.passed else "FAIL"
+        lines.append(f"  {c.name:<{width}}{str(c.shape):<14}{c.max_rel_error:<9.2e}{flag:<8}{c.worst_index}")
+    lines += [f"  problem: {p}" for p in report.problems]
+    for c in report.comparisons:
+        if not c.passed:
+            lines.append(f"-> d{c.name} is wrong: at index {c.worst_index} your backward gives "
+                         f"{c.analytic_at_worst:.6g}, central differences give {c.numeric_at_worst:.6g}. "
+                         f"A correct float64 backward scores below {c.tolerance:.0e} (typically 1e-12 to 1e-9).")
+            if c.hint:
+                lines.append(f"   hint: {c.hint}")
+    return "\n".join(lines)
+
+
 def expect_gradients(label: str, forward: Callable[..., Any], backward: Callable[..., Any],
                      inputs: Mapping[str, Any], *, forward_name: str, backward_name: str,
-                     output_names: Sequence[str] | None = None, seed: int = 0, **kwargs: Any) -> GradcheckReport:
+                     output_names: Sequence[str] | None = None, seed: int = 0,
+                     same_shape_output: bool = True, **kwargs: Any) -> GradcheckReport:
     """Gradient-check ``backward`` against central differences of ``forward`` (npnorm.gradcheck: float64,
-    random upstream, fourth-order stencil) for every array in ``inputs``."""
+    random upstream, fourth-order stencil) for every array in ``inputs``.
+
+    Shapes are checked first, so that a wrong shape is reported as such (not as rows of NaN): the
+    forward's output must have the shape of the first input (``same_shape_output``, true for every
+    normalizer) - the upstream gradient is made with the output's shape - and every returned
+    gradient must have its argument's shape."""
     arrays = [k for k, v in inputs.items() if isinstance(v, np.ndarray)]
     names = list(output_names) if output_names else ["d" + k for k in arrays]
+    first = arrays[0]
+    want_out = np.shape(inputs[first])
 
     def fw(**kw: Any) -> tuple[np.ndarray, Any]:
         out, cache = unpack(forward(**kw), ("out", "cache"), forward_name)
+        if same_shape_output and np.shape(out) != want_out:
+            raise TaskFailure(
+                f"{forward_name} returns out of shape {np.shape(out)}, but for {first} of shape {want_out} "
+                f"it must have the same shape. The upstream gradient dout has the output's shape, so "
+                f"{backward_name} cannot be checked until the forward pass gets the shape right.")
         return np.asarray(out, dtype=np.float64), cache
 
     def bw(dout: np.ndarray, cache: Any) -> tuple[Any, ...]:
         grads = backward(dout, cache)
         if len(names) == 1 and not isinstance(grads, tuple):
             grads = (grads,)
-        return unpack(grads, names, backward_name)
+        grads = unpack(grads, names, backward_name)
+        for name, arg, grad in zip(names, arrays, grads):
+            if np.shape(grad) != np.shape(inputs[arg]):
+                raise TaskFailure(
+                    f"{backward_name} returns {name} of shape {np.shape(grad)}, expected "
+                    f"{np.shape(inputs[arg])}: the gradient of {arg} has the shape of {arg} "
+                    f"(for {label}). Fix the shape first; the values are compared after.")
+        return grads
 
     # The upstream gradient's generator must differ from the inputs': with the same seed, dout would be
     # an affine function of x and the true input gradient of a normalizer would vanish (a blind check).
     report = check_gradients(fw, bw, inputs, seed=UPSTREAM_SEED_OFFSET + seed, label=label,
                              raise_on_failure=False, **kwargs)
     if not report.passed:
-        raise TaskFailure(str(report))
+        raise TaskFailure(format_gradcheck(report))
     for comp in report.comparisons:   # a test bug, not the learner's: a gradient check must be able to fail
         assert np.nanmax(np.abs(comp.numeric)) > 1e-6, f"degenerate gradient check: d{comp.name} is ~0 ({label})"
     return report

@@ -72,5 +72,5 @@ def test_snippets_build_in_both_editions(tmp_path: Path):
 
     learner = _build(tmp_path, hide=True)
     for ch, text in learner.items():
-        assert "you should get about" in text and "python -m npnorm.check" in text, ch
+        assert "you should get about" in text and "make check TASK=" in text, ch
         assert "def " not in text, f"{ch}: the learner edition shows solution code"
