@@ -6,14 +6,17 @@
 # Regenerating never overwrites a file you have changed.
 """Chapter 3 - LayerNorm and RMSNorm.
 
-Both normalize each example over its last axis (the D features of a token, say), not over the batch,
-so they behave the same in training and evaluation and need no running statistics.
+Both normalize each example over its last axis (the D features of a token,
+say), not over the batch, so they behave the same in training and evaluation
+and need no running statistics.
 
-    LayerNorm:  x_hat = (x - mean) / sqrt(var + eps),   out = gamma * x_hat + beta
-    RMSNorm:    x_hat = x / sqrt(mean(x**2) + eps),     out = gamma * x_hat        (no centring, no beta)
+    LayerNorm:  x_hat = (x - mean) / sqrt(var + eps)
+                out = gamma * x_hat + beta
+    RMSNorm:    x_hat = x / sqrt(mean(x**2) + eps)
+                out = gamma * x_hat               (no centring, no beta)
 
-Inputs have shape ``(..., D)`` - any number of leading (batch) axes; ``gamma`` and ``beta`` have shape
-``(D,)``.
+Inputs have shape ``(..., D)`` - any number of leading (batch) axes; ``gamma``
+and ``beta`` have shape ``(D,)``.
 
 Tasks
 -----
@@ -48,13 +51,14 @@ def layernorm_forward(
     -------
     out : ndarray, shape of ``x``
     cache : dict
-        Whatever your :func:`layernorm_backward` needs (suggestion: ``x_hat``, ``rstd`` of shape
-        (..., 1), ``gamma``).
+        Whatever your :func:`layernorm_backward` needs (suggestion: ``x_hat``,
+        ``rstd`` of shape (..., 1), ``gamma``).
 
     Hints
     -----
     * ``axis=-1, keepdims=True``: the statistics have shape (..., 1).
-    * It is batch norm transposed: the same three lines, with ``axis=-1`` instead of ``axis=0``.
+    * It is batch norm transposed: the same three lines, with ``axis=-1``
+      instead of ``axis=0``.
     """
     # BEGIN TASK 3.1: LayerNorm forward and backward
     raise NotImplementedError(
@@ -64,7 +68,9 @@ def layernorm_forward(
     # END TASK 3.1
 
 
-def layernorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layernorm_backward(
+    dout: np.ndarray, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward pass of :func:`layernorm_forward`.
 
     With ``g = gamma * dout`` and bars meaning the mean over the last axis:
@@ -75,11 +81,13 @@ def layernorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndar
     -------
     dx : ndarray, shape of ``x``
     dgamma, dbeta : ndarray, shape (D,)
-        Summed over **every** leading axis (a (B, T, D) input sums over B and T).
+        Summed over **every** leading axis (a (B, T, D) input sums over B and
+        T).
 
     Hints
     -----
-    * ``dout.reshape(-1, D)`` turns any leading axes into one, which makes the parameter sums easy.
+    * ``dout.reshape(-1, D)`` turns any leading axes into one, which makes the
+      parameter sums easy.
 
     Self-check: ``self_check_3_1`` below.
     """
@@ -91,16 +99,19 @@ def layernorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndar
     # END TASK 3.1
 
 
-def rmsnorm_forward(x: np.ndarray, gamma: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, dict[str, Any]]:
-    """RMSNorm over the last axis of ``x``: ``out = gamma * x / sqrt(mean(x**2) + eps)``.
+def rmsnorm_forward(
+    x: np.ndarray, gamma: np.ndarray, eps: float = 1e-6
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """RMSNorm over the last axis of ``x``: ``out = gamma * x / sqrt(mean(x**2)
+    + eps)``.
 
     Parameters
     ----------
     x : ndarray, shape (..., D)
     gamma : ndarray, shape (D,)
     eps : float
-        1e-6 here (a common choice in language models). ``torch.nn.RMSNorm``'s default ``eps=None``
-        means the machine epsilon of the input's dtype.
+        1e-6 here (a common choice in language models). ``torch.nn.RMSNorm``'s
+        default ``eps=None`` means the machine epsilon of the input's dtype.
 
     Returns
     -------
@@ -115,12 +126,17 @@ def rmsnorm_forward(x: np.ndarray, gamma: np.ndarray, eps: float = 1e-6) -> tupl
     # END TASK 3.2
 
 
-def rmsnorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def rmsnorm_backward(
+    dout: np.ndarray, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
     """Backward pass of :func:`rmsnorm_forward`.
 
-    .. math:: dx = r\\,(g - \\hat x\\,\\overline{g \\hat x}), \\qquad g = \\gamma\\,dout
+    .. math::
+       dx = r\\,(g - \\hat x\\,\\overline{g \\hat x}),
+       \\qquad g = \\gamma\\,dout
 
-    (LayerNorm's formula without the ``- mean(g)`` term: there is no mean to subtract.)
+    (LayerNorm's formula without the ``- mean(g)`` term: there is no mean to
+    subtract.)
 
     Returns
     -------
@@ -138,7 +154,8 @@ def rmsnorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarra
 
 
 # -- self-checks: `.venv/bin/python exercises/ch3_layernorm.py` ---------------
-# Each returns one number made of every element of every result (npnorm.exercises.fingerprint).
+# Each returns one number made of every element of every result
+# (npnorm.exercises.fingerprint).
 
 def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(3)
@@ -151,22 +168,23 @@ def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def self_check_3_1() -> float:
-    """Task 3.1: out, dx, dgamma and dbeta of the example (2, 3, 4), every element weighted; you
-    should get about -11.96435."""
+    """Task 3.1: out, dx, dgamma and dbeta of the example (2, 3, 4), every
+    element weighted; you should get about -11.96435."""
     x, gamma, beta, dout = _example()
     out, cache = layernorm_forward(x, gamma, beta)
     dx, dgamma, dbeta = layernorm_backward(dout, cache)
-    return fingerprint(out=(out, (2, 3, 4)), dx=(dx, (2, 3, 4)), dgamma=(dgamma, (4,)),
-                       dbeta=(dbeta, (4,)))
+    return fingerprint(out=(out, (2, 3, 4)), dx=(dx, (2, 3, 4)),
+                       dgamma=(dgamma, (4,)), dbeta=(dbeta, (4,)))
 
 
 def self_check_3_2() -> float:
-    """Task 3.2: out, dx and dgamma of the example, every element weighted; you should get about
-    49.76936."""
+    """Task 3.2: out, dx and dgamma of the example, every element weighted; you
+    should get about 49.76936."""
     x, gamma, _, dout = _example()
     out, cache = rmsnorm_forward(x, gamma)
     dx, dgamma = rmsnorm_backward(dout, cache)
-    return fingerprint(out=(out, (2, 3, 4)), dx=(dx, (2, 3, 4)), dgamma=(dgamma, (4,)))
+    return fingerprint(out=(out, (2, 3, 4)), dx=(dx, (2, 3, 4)),
+                       dgamma=(dgamma, (4,)))
 
 
 if __name__ == "__main__":

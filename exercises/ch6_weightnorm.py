@@ -8,13 +8,14 @@
 
 These normalize a layer's **weight**, not its activations.
 
-* **Spectral norm** divides a weight matrix W by its largest singular value sigma(W), estimated
-  cheaply by power iteration with a vector ``u`` kept from one training step to the next
-  (``torch.nn.utils.parametrizations.spectral_norm``; a weight with more than two dimensions is
-  flattened to ``(out, -1)``).
-* **Weight norm** reparametrizes ``w = g * v / ||v||``: a direction ``v`` and a length ``g``, with the
-  norm taken per output unit (over every axis but ``dim``, 0 by default) as in
-  ``torch.nn.utils.parametrizations.weight_norm``.
+* **Spectral norm** divides a weight matrix W by its largest singular value
+  sigma(W), estimated cheaply by power iteration with a vector ``u`` kept from
+  one training step to the next
+  (``torch.nn.utils.parametrizations.spectral_norm``; a weight with more than
+  two dimensions is flattened to ``(out, -1)``).
+* **Weight norm** reparametrizes ``w = g * v / ||v||``: a direction ``v`` and a
+  length ``g``, with the norm taken per output unit (over every axis but
+  ``dim``, 0 by default) as in ``torch.nn.utils.parametrizations.weight_norm``.
 
 Tasks
 -----
@@ -35,8 +36,8 @@ from npnorm.exercises import fingerprint
 
 
 def l2_normalize(a: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """``a / max(||a||, eps)`` (as ``torch.nn.functional.normalize``): a unit vector, and no division by
-    zero for a zero vector."""
+    """``a / max(||a||, eps)`` (as ``torch.nn.functional.normalize``): a unit
+    vector, and no division by zero for a zero vector."""
     return a / max(float(np.linalg.norm(a)), eps)
 
 
@@ -102,38 +103,48 @@ def _norm_axes(ndim: int, dim: int | None) -> tuple[int, ...]:
     return tuple(a for a in range(ndim) if a != dim)
 
 
-def weightnorm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """``w = g * v / ||v||`` with the norm over every axis except ``dim`` (given; not a task).
+def weightnorm_forward(
+    v: np.ndarray, g: np.ndarray, dim: int | None = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``w = g * v / ||v||`` with the norm over every axis except ``dim``
+    (given; not a task).
 
     Parameters
     ----------
     v : ndarray, any shape, e.g. (out, in) or (out, in, kh, kw)
-    g : ndarray, the shape of ``||v||`` with ``keepdims`` - e.g. (out, 1) or (out, 1, 1, 1) for
-        ``dim=0`` (as PyTorch's ``weight_g``); shape () for ``dim=None`` (one norm over all of v).
+    g : ndarray, the shape of ``||v||`` with ``keepdims`` - e.g. (out, 1) or
+        (out, 1, 1, 1) for ``dim=0`` (as PyTorch's ``weight_g``); shape () for
+        ``dim=None`` (one norm over all of v).
     dim : int or None
 
     Returns
     -------
     w : ndarray, shape of ``v``
-    cache : dict with ``v``, ``g``, ``norm`` (shape of ``g``) and ``axes`` (the reduced axes)
+    cache : dict with ``v``, ``g``, ``norm`` (shape of ``g``) and ``axes`` (the
+        reduced axes)
     """
     axes = _norm_axes(v.ndim, dim)
     norm = np.sqrt(np.sum(v * v, axis=axes, keepdims=dim is not None))
     w = g * v / norm
-    return w, {"v": v, "g": g, "norm": norm, "axes": axes, "keepdims": dim is not None}
+    return w, {"v": v, "g": g, "norm": norm, "axes": axes,
+               "keepdims": dim is not None}
 
 
-def weightnorm_backward(dw: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Backward pass of :func:`weightnorm_forward`: the gradients with respect to ``v`` and ``g``.
+def weightnorm_backward(
+    dw: np.ndarray, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backward pass of :func:`weightnorm_forward`: the gradients with respect
+    to ``v`` and ``g``.
 
     With :math:`n = \\|v\\|` (per output unit):
 
     .. math::
        \\frac{\\partial L}{\\partial g} = \\frac{\\sum dw\\, v}{n}, \\qquad
-       \\frac{\\partial L}{\\partial v} = \\frac{g}{n}\\,dw - \\frac{g}{n^2}\\frac{\\partial L}{\\partial g}\\, v
+       \\frac{\\partial L}{\\partial v} = \\frac{g}{n}\\,dw
+       - \\frac{g}{n^2}\\frac{\\partial L}{\\partial g}\\, v
 
-    The second term removes the part of ``dw`` along ``v``: changing the length of ``v`` does not
-    change ``w``, so ``dv`` is orthogonal to ``v``.
+    The second term removes the part of ``dw`` along ``v``: changing the length
+    of ``v`` does not change ``w``, so ``dv`` is orthogonal to ``v``.
 
     Parameters
     ----------
@@ -147,7 +158,8 @@ def weightnorm_backward(dw: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarr
 
     Hints
     -----
-    * Sum over ``cache["axes"]`` with ``keepdims=cache["keepdims"]`` to get ``g``'s shape.
+    * Sum over ``cache["axes"]`` with ``keepdims=cache["keepdims"]`` to get
+      ``g``'s shape.
     * Check: ``np.sum(dv * v, axis=cache["axes"])`` should be ~0.
 
     Self-check: ``self_check_6_2`` below.
@@ -175,8 +187,8 @@ def self_check_6_1() -> float:
 
 
 def self_check_6_2() -> float:
-    """Task 6.2: dv and dg for a (3, 4) weight with dim=0, every element weighted; you should get
-    about -2.71035."""
+    """Task 6.2: dv and dg for a (3, 4) weight with dim=0, every element
+    weighted; you should get about -2.71035."""
     rng = np.random.default_rng(7)
     v = 0.5 + rng.standard_normal((3, 4))
     g = rng.uniform(0.5, 2.0, size=(3, 1)) * np.array([[1.0], [-1.0], [1.0]])

@@ -87,8 +87,8 @@ def test_mutation_dgamma_summed_over_one_axis_fails_3_1(tmp_path):
 
 
 def test_mutation_missing_mean_term_fails_3_1(tmp_path):
-    mod = mutated_solution(CHAPTER, "dx = rstd * (g - g.mean(axis=-1, keepdims=True) - x_hat",
-                           "dx = rstd * (g - x_hat", tmp_path)
+    mod = mutated_solution(CHAPTER, "dx = rstd * (g - g.mean(axis=-1, keepdims=True)\n                 - x_hat",
+                           "dx = rstd * (g\n                 - x_hat", tmp_path)
     msg = failure_message(lambda: check_3_1_backward(mod))
     assert mentions(msg, "-> dx is wrong", r"gamma .* ok"), msg
 

@@ -185,3 +185,11 @@ def test_generate_updates_untouched_files_and_check_mode_writes_nothing(demo: Pa
 def test_malformed_markers_are_reported_with_their_line(bad: str, message: str):
     with pytest.raises(MarkerError, match=message):
         make_exercise(bad, "ch9_demo.py")
+
+
+@pytest.mark.parametrize("folder", [SOLUTIONS_DIR, EXERCISES_DIR], ids=["solutions", "exercises"])
+def test_exercise_files_fit_the_page(folder: Path):
+    """A learner reads these files on a page, in an editor split and in JupyterLab: 79 columns."""
+    wide = [f"{path.name}:{i}: {len(line)} columns" for path in sorted(folder.glob("ch*.py"))
+            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if len(line) > 79]
+    assert not wide, "\n".join(wide)
