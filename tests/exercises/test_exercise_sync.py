@@ -193,3 +193,34 @@ def test_exercise_files_fit_the_page(folder: Path):
     wide = [f"{path.name}:{i}: {len(line)} columns" for path in sorted(folder.glob("ch*.py"))
             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if len(line) > 79]
     assert not wide, "\n".join(wide)
+
+
+def test_self_check_script_exits_non_zero_when_a_check_differs_or_raises(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    ex = tmp_path / "exercises"
+    gen.generate(SOLUTIONS_DIR, ex, log=lambda _: None)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), NUMBA_CACHE_DIR=str(REPO_ROOT / ".numba_cache"))
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(ex / "ch2_batchnorm.py")], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    first = run()
+    assert first.returncode == 0 and "Task 2.1: not started (the BatchNorm forward pass" in first.stdout, first
+    assert "Task 2.1: not started (Task 2.1" not in first.stdout             # the id is not repeated
+    solution = (SOLUTIONS_DIR / "ch2_batchnorm.py").read_text(encoding="utf-8")
+    path = ex / "ch2_batchnorm.py"
+    wrong = solution.replace("var = np.mean(xc * xc, axis=0, keepdims=True)\n    std",
+                             "var = np.var(x, axis=0, ddof=1, keepdims=True)\n    std")
+    broken = solution.replace("    dbeta = dout.sum(axis=0)\n    dgamma = np.sum(dout * x_hat, axis=0)\n    g =",
+                              "    dbeta = dout.sum(axis=1)\n    dgamma = np.sum(dout * x_hat, axis=0)\n    g =")
+    assert wrong != solution and broken != solution
+    text = gen.replace_task_regions(path.read_text(encoding="utf-8"), wrong, {"2.1"})
+    path.write_text(gen.replace_task_regions(text, broken, {"2.3"}), encoding="utf-8")
+    second = run()
+    assert second.returncode == 1, second
+    assert "Task 2.1: you got" in second.stdout and "DIFFERS" in second.stdout, second.stdout
+    assert "Task 2.3: your code raised ValueError: dbeta has shape (6,), expected (3,)" in second.stdout, second.stdout
