@@ -480,11 +480,18 @@ def task_details(r: TaskResult, impl_dir: Path, *, verbose: bool = False, show_o
                      f"{impl_dir.name}/{t.module}.py; the task is checked anyway (the list of tasks comes "
                      "from solutions/). Put them back to keep the file regenerable.", "       ")
     failing = status in ("FAILED", "TIMED OUT")
+    named: set[str] = set()
     if failing or verbose:
         for c in r.checks:
             if c.outcome in ("failed", "timed out"):
                 out += _wrap(f"x {c.name}", "       ", None)
-                out += _wrap(c.message, "         ")
+                message = c.message
+                head, sep, rest = message.partition("\n\nThe check's own report:\n")
+                if sep and head.startswith(MISTAKE_PREFIX):
+                    # the same catalogued mistake is named once per task, not under every check
+                    message = f"(the same common mistake as above)\n{rest}" if head in named else message
+                    named.add(head)
+                out += _wrap(message, "         ")
             elif verbose:
                 out += _wrap(f"{'+' if c.outcome == 'passed' else '-'} {c.name}: {c.outcome}", "       ", None)
         if failing:
