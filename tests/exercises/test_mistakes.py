@@ -32,8 +32,9 @@ def catalogue() -> list[tuple[str, str, Mistake]]:
     found = []
     for path in sorted(HERE.glob("test_ch*.py")):
         module = importlib.import_module(path.stem)
+        chapter = getattr(module, "CHAPTER", path.stem.removeprefix("test_"))
         for mistake in getattr(module, "MISTAKES", ()):
-            found.append((path.stem, module.CHAPTER, mistake))
+            found.append((path.stem, chapter, mistake))
     return found
 
 
