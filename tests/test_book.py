@@ -154,6 +154,8 @@ def test_learner_edition_has_exercises_but_no_solutions(built_book):
         assert "evaluate it at" in html
     assert "product rule" in teacher and "product rule" not in learner
     # the edition's own description of itself, and the footer
+    teacher = text(built_book / "intro.html")
+    learner = text(build_book.html_dir("learner") / "intro.html")
     assert "This is the learner edition" in learner and "This is the learner edition" not in teacher
     assert "The solution is folded" in teacher and "The solution is folded" not in learner
     for html in (teacher, learner):
