@@ -476,9 +476,8 @@ def task_details(r: TaskResult, impl_dir: Path, *, verbose: bool = False, show_o
         needs = sorted({c.waiting_for for c in r.checks if c.waiting_for})
         out += _wrap(f"(needs task {', '.join(needs)} first)", "       ")
     if r.markers_missing:
-        out += _wrap(f"note: the BEGIN TASK {t.id} / END TASK {t.id} lines are missing from your "
-                     f"{impl_dir.name}/{t.module}.py; the task is checked anyway (the list of tasks comes "
-                     "from solutions/). Put them back to keep the file regenerable.", "       ")
+        out += _wrap(f"note: its BEGIN/END TASK {t.id} lines are missing from your file (checked "
+                     "anyway; put them back so that the file can be regenerated)", "       ")
     failing = status in ("FAILED", "TIMED OUT")
     named: set[str] = set()
     if failing or verbose:
