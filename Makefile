@@ -1,5 +1,6 @@
-# npnorm - the two commands a user needs are `make book` and `make test`.
-# Both create .venv from requirements.txt on first use and refresh it when requirements change.
+# npnorm - the two commands a user needs are `make book` and `make test`; a learner adds
+# `make check TASK=2.3`. Every target creates .venv from requirements.txt on first use and refreshes it
+# when the requirements change (or when the clone has been moved: see below).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,14 +11,30 @@ export MPLBACKEND ?= Agg
 # small matrices on few cores: one BLAS thread is faster (see tests/conftest.py)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: help test bench book book-learner lab venv lock clean clean-venv
+.PHONY: help test check bench book book-learner lab venv lock clean clean-venv
+
+# A virtual environment remembers where it was made: the .pth file that makes this project importable
+# holds its absolute path, and the scripts' first lines name .venv/bin/python by absolute path. After
+# the clone is moved, the old environment would silently import the OLD clone (and check its
+# exercises), so it is rebuilt for the new place.
+VENV_PTH = $(firstword $(wildcard $(VENV)/lib/python*/site-packages/npnorm-project.pth))
+ifneq ($(wildcard $(STAMP)),)
+ifneq ($(VENV_PTH),)
+ifneq ($(shell cat $(VENV_PTH)),$(CURDIR))
+$(info .venv was made for $(shell cat $(VENV_PTH)); this clone is $(CURDIR): rebuilding .venv)
+$(shell rm -rf $(VENV))
+endif
+endif
+endif
 
 help:
 	@echo "make test          run the whole test suite (creates .venv if needed)"
+	@echo "make check         check your exercises: make check TASK=2.3 (a task), TASK=2 (a chapter)"
+	@echo "                   or no TASK (everything); in a notebook: %run -m npnorm.check 2.3"
 	@echo "make bench         benchmark against PyTorch CPU in .venv-bench (ARGS='--quick' etc.)"
 	@echo "make book          build the book to HTML and print where to open it"
 	@echo "make book-learner  build the learner edition (no solutions)"
-	@echo "make lab           open the book's notebooks in JupyterLab"
+	@echo "make lab           JupyterLab on the project: chapters (book/) and exercise files"
 	@echo "make clean         remove build outputs (keeps .venv)"
 
 venv: $(STAMP)
@@ -33,6 +50,12 @@ $(STAMP): requirements.txt constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# make check TASK=2.3 [CHECK_ARGS=--show-output]: the verdict per task. A failed task is reported by
+# the check itself, so make does not add its own error line for it (exit status 1); usage errors (2)
+# and Ctrl-C still fail the target.
+check: $(STAMP)
+	@$(PY) -m npnorm.check $(TASK) $(CHECK_ARGS) || test $$? -eq 1
 
 # The benchmark runs in its own environment, .venv-bench: npnorm's numerics plus PyTorch CPU (the
 # comparison column). PyTorch never enters .venv, the project's environment.
@@ -63,7 +86,7 @@ lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | sed '1i # Full pin set (pip freeze of a working .venv, Python 3.11). Used as a constraints file by requirements.txt.\n# Regenerate with: make lock' > constraints.txt
 
 clean:
-	rm -rf book/_build .pytest_cache .hypothesis .numba_cache .jupyter-lab-settings
+	rm -rf book/_build .pytest_cache .hypothesis .numba_cache .jupyter-lab-settings notebooks
 
 clean-venv:
 	rm -rf $(VENV) $(BENCH_VENV)

@@ -1,6 +1,9 @@
-# Your exercise file, generated from solutions/ch12_lipschitz.py by `python -m npnorm.exercises generate`.
-# Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
-# `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
+# Your exercise file, generated from solutions/ch12_lipschitz.py
+# by `python -m npnorm.exercises generate`. Write your code between the two
+# marker lines of each task (replace the `raise`), then check it with
+#     make check TASK=<task id>        (in a terminal)
+#     %run -m npnorm.check <task id>   (in a notebook)
+# Regenerating never overwrites a file you have changed.
 """Chapter 12 - Keeping a critic Lipschitz.
 
 A Wasserstein critic must be 1-Lipschitz. Two ways to get there, one task each:
@@ -73,7 +76,10 @@ def penalty_backward(x: np.ndarray, W: np.ndarray, b: np.ndarray, w: np.ndarray,
     Self-check: ``self_check_12_1`` below.
     """
     # BEGIN TASK 12.1: the gradient penalty's double backward
-    raise NotImplementedError("Task 12.1: the gradient penalty's double backward - not written yet (book chapter 12, exercise 12.1); check it with: python -m npnorm.check 12.1")
+    raise NotImplementedError(
+        "Task 12.1: the gradient penalty's double backward - not written yet "
+        '(exercise 12.1 of chapter 12). Check it with: make check TASK=12.1 '
+        '(in a notebook: %run -m npnorm.check 12.1)')
     # END TASK 12.1
 
 
@@ -105,7 +111,10 @@ def sn_lipschitz_bound(weights: list[np.ndarray], us: list[np.ndarray]) -> tuple
     Self-check: ``self_check_12_2`` below.
     """
     # BEGIN TASK 12.2: the Lipschitz bound of a spectrally normalized MLP
-    raise NotImplementedError('Task 12.2: the Lipschitz bound of a spectrally normalized MLP - not written yet (book chapter 12, exercise 12.2); check it with: python -m npnorm.check 12.2')
+    raise NotImplementedError(
+        'Task 12.2: the Lipschitz bound of a spectrally normalized MLP - not '
+        'written yet (exercise 12.2 of chapter 12). Check it with: make check'
+        ' TASK=12.2 (in a notebook: %run -m npnorm.check 12.2)')
     # END TASK 12.2
 
 

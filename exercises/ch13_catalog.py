@@ -1,6 +1,9 @@
-# Your exercise file, generated from solutions/ch13_catalog.py by `python -m npnorm.exercises generate`.
-# Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run
-# `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.
+# Your exercise file, generated from solutions/ch13_catalog.py
+# by `python -m npnorm.exercises generate`. Write your code between the two
+# marker lines of each task (replace the `raise`), then check it with
+#     make check TASK=<task id>        (in a terminal)
+#     %run -m npnorm.check <task id>   (in a notebook)
+# Regenerating never overwrites a file you have changed.
 """Chapter 13 - the rest of the catalog, and statistics across devices.
 
 Two pieces the chapter derives:
@@ -46,7 +49,10 @@ def merge_moments(n_a: float, mean_a: np.ndarray, m2_a: np.ndarray, n_b: float, 
     * M2 is not M2_a + M2_b: the two means differ, and that spread counts too.
     """
     # BEGIN TASK 13.1: the parallel merge
-    raise NotImplementedError('Task 13.1: the parallel merge - not written yet (book chapter 13, exercise 13.1); check it with: python -m npnorm.check 13.1')
+    raise NotImplementedError(
+        'Task 13.1: the parallel merge - not written yet (exercise 13.1 of '
+        'chapter 13). Check it with: make check TASK=13.1 (in a notebook: '
+        '%run -m npnorm.check 13.1)')
     # END TASK 13.1
 
 
@@ -54,7 +60,10 @@ def merge_all(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[f
     """Merge W triples (``counts`` (W,), ``means`` and ``m2s`` (W, C)) in order with
     :func:`merge_moments`; empty sets (count 0) are allowed anywhere."""
     # BEGIN TASK 13.1: the parallel merge
-    raise NotImplementedError('Task 13.1: the parallel merge - not written yet (book chapter 13, exercise 13.1); check it with: python -m npnorm.check 13.1')
+    raise NotImplementedError(
+        'Task 13.1: the parallel merge - not written yet (exercise 13.1 of '
+        'chapter 13). Check it with: make check TASK=13.1 (in a notebook: '
+        '%run -m npnorm.check 13.1)')
     # END TASK 13.1
 
 
@@ -75,7 +84,10 @@ def lrn_forward(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.7
     * PyTorch divides alpha by ``size`` (the paper does not).
     """
     # BEGIN TASK 13.2: local response normalization
-    raise NotImplementedError('Task 13.2: local response normalization - not written yet (book chapter 13, exercise 13.2); check it with: python -m npnorm.check 13.2')
+    raise NotImplementedError(
+        'Task 13.2: local response normalization - not written yet (exercise '
+        '13.2 of chapter 13). Check it with: make check TASK=13.2 (in a '
+        'notebook: %run -m npnorm.check 13.2)')
     # END TASK 13.2
 
 
@@ -91,7 +103,10 @@ def lrn_backward(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
       which differs from the window itself when ``size`` is even.
     """
     # BEGIN TASK 13.2: local response normalization
-    raise NotImplementedError('Task 13.2: local response normalization - not written yet (book chapter 13, exercise 13.2); check it with: python -m npnorm.check 13.2')
+    raise NotImplementedError(
+        'Task 13.2: local response normalization - not written yet (exercise '
+        '13.2 of chapter 13). Check it with: make check TASK=13.2 (in a '
+        'notebook: %run -m npnorm.check 13.2)')
     # END TASK 13.2
 
 

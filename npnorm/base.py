@@ -34,6 +34,20 @@ from ._checks import check_dout
 __all__ = ["Module"]
 
 
+_FORWARD_DOC = """The forward pass of {name}; ``layer(x)`` calls it.
+
+        Returns the output (the input's shape for a normalizer) and keeps in the layer what
+        :meth:`backward` needs. In training mode a layer with running statistics also updates them;
+        after ``.eval()`` it uses them instead. The equations, shapes, conventions and the errors
+        raised are in the class docstring."""
+
+_BACKWARD_DOC = """The backward pass of {name}: the gradients of the last forward pass.
+
+        ``dout`` is the gradient of the loss with respect to the output of the last :meth:`forward`
+        call (the same shape, a real floating dtype; anything else raises ``ValueError``). Returns
+        the gradient with respect to the input (a tuple when the layer has several inputs) and
+        stores the gradient of every learnable parameter in ``self.grads``, under the names of
+        ``self.params``."""
 def _output_shape(out: Any) -> Any:
     """The shape of a forward output (a tuple of shapes for a tuple of arrays; None when not an array)."""
     if isinstance(out, np.ndarray):
@@ -85,8 +99,19 @@ class Module:
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap a subclass's ``forward`` (it records the output's shape) and ``backward`` (it validates
+        ``dout`` against that shape), and give them a docstring when they have none, so that
+        ``help(npnorm.LayerNorm)`` documents them."""
         super().__init_subclass__(**kwargs)
-        # wrap the methods this class defines (inherited ones are wrapped already)
+        for kind, text in (("forward", _FORWARD_DOC), ("backward", _BACKWARD_DOC)):
+            method = cls.__dict__.get(kind)
+            if method is not None and not getattr(method, "__doc__", None):
+                try:
+                    method.__doc__ = text.format(name=cls.__name__.lstrip("_"))
+                except (AttributeError, TypeError):  # pragma: no cover - a builtin or a slot
+                    pass
+        # wrap the methods this class defines (inherited ones are wrapped already); functools.wraps
+        # carries the docstring over
         for name, wrap in (("forward", _recording_forward), ("backward", _checked_backward)):
             fn = cls.__dict__.get(name)
             if callable(fn) and not getattr(fn, "_npnorm_wrapped", False):

@@ -55,7 +55,11 @@ __all__ = [
     "load_module",
     "replace_task_regions",
     "run_self_checks",
+    "self_check_main",
+    "fingerprint",
+    "check_command",
     "stub_message",
+    "stub_lines",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -111,8 +115,8 @@ def stub_message(task_id: str, title: str) -> str:
     """The message of the ``NotImplementedError`` a stub raises. It starts with ``Task <id>:`` -
     ``npnorm.check`` relies on that to tell "not started" from "failed"."""
     chapter = task_id.split(".")[0]
-    return (f"Task {task_id}: {title} - not written yet (book chapter {chapter}, exercise {task_id}); "
-            f"check it with: python -m npnorm.check {task_id}")
+    return (f"Task {task_id}: {title} - not written yet (exercise {task_id} of chapter {chapter}). "
+            f"Check it with: make check TASK={task_id} (in a notebook: %run -m npnorm.check {task_id})")
 
 
 def find_regions(text: str, filename: str = "<text>") -> list[Region]:
@@ -172,10 +176,29 @@ def discover_tasks(directory: Path | str = SOLUTIONS_DIR) -> dict[str, Task]:
 
 def _header(solution_name: str) -> str:
     return (
-        f"# Your exercise file, generated from solutions/{solution_name} by `python -m npnorm.exercises generate`.\n"
-        "# Write your code between the BEGIN TASK and END TASK lines (replace the `raise`), then run\n"
-        "# `python -m npnorm.check <task id>`. Regenerating never overwrites a file you have changed.\n"
+        f"# Your exercise file, generated from solutions/{solution_name}\n"
+        "# by `python -m npnorm.exercises generate`. Write your code between the two\n"
+        "# marker lines of each task (replace the `raise`), then check it with\n"
+        "#     make check TASK=<task id>        (in a terminal)\n"
+        "#     %run -m npnorm.check <task id>   (in a notebook)\n"
+        "# Regenerating never overwrites a file you have changed.\n"
     )
+
+
+def stub_lines(indent: str, task_id: str, title: str, width: int = 79) -> list[str]:
+    """The stub that replaces a task region: one ``raise NotImplementedError(...)`` statement whose
+    message (:func:`stub_message`) is split into string pieces so that no line is wider than
+    ``width``."""
+    import textwrap
+
+    inner = indent + " " * 4
+    room = max(width - len(inner) - 3, 20)          # the quotes, and a closing parenthesis
+    pieces = textwrap.wrap(stub_message(task_id, title), room, drop_whitespace=False,
+                           break_on_hyphens=False)
+    lines = [f"{indent}raise NotImplementedError(\n"]
+    lines += [f"{inner}{piece!r}\n" for piece in pieces]
+    lines[-1] = lines[-1].rstrip("\n") + ")\n"
+    return lines
 
 
 def make_exercise(solution_text: str, solution_name: str = "solution.py") -> str:
@@ -185,11 +208,10 @@ def make_exercise(solution_text: str, solution_name: str = "solution.py") -> str
     pos = 0
     for r in find_regions(solution_text, solution_name):
         out.extend(lines[pos:r.begin + 1])                          # everything up to the BEGIN line
-        out.append(f"{r.indent}raise NotImplementedError({stub_message(r.task_id, r.title)!r})\n")
+        out.extend(stub_lines(r.indent, r.task_id, r.title))
         pos = r.end                                                 # keep the END line
     out.extend(lines[pos:])
     body = "".join(out)
-    # keep a shebang / encoding line first, if any; otherwise the header goes on top
     return _header(solution_name) + body
 
 
@@ -247,6 +269,7 @@ class GenerateResult:
     kept: list[str] = field(default_factory=list)        # learner-modified, new version written beside
     forced: list[str] = field(default_factory=list)      # learner-modified, overwritten (backup .bak)
     stale: list[str] = field(default_factory=list)       # --check: would change
+    yours: list[str] = field(default_factory=list)       # learner-modified, no new version to offer
 
     @property
     def ok(self) -> bool:
@@ -278,6 +301,10 @@ def generate(solutions: Path | str = SOLUTIONS_DIR, exercises: Path | str = EXER
             result.stale.append(name)
             continue
         learner_changed = current is not None and manifest.get(name) != _sha(current)
+        if learner_changed and manifest.get(name) == _sha(new):
+            # the learner changed the file, and the course did not: nothing to merge, nothing to write
+            result.yours.append(name)
+            continue
         if learner_changed and not force:
             beside = target.with_name(name + ".new")
             beside.write_text(new, encoding="utf-8")
@@ -346,11 +373,44 @@ def self_checks(namespace: Mapping[str, Any]) -> dict[str, Callable[[], float]]:
     return dict(sorted(found.items(), key=lambda kv: tuple(int(p) for p in kv[0].split("."))))
 
 
+#: How close a self-check's result must be to the stated value (relative; the values are stated to
+#: seven significant digits, and every self-check is a float64 computation).
+SELF_CHECK_RTOL = 1e-6
+
+
+def self_check_agrees(got: float, want: float) -> bool:
+    """Whether a self-check's result ``got`` agrees with the stated value ``want``."""
+    return abs(got - want) <= SELF_CHECK_RTOL * max(abs(want), 1e-2)
+
+
+def fingerprint(**results: tuple[Any, tuple[int, ...]]) -> float:
+    """One number that depends on every element of every result: ``sum(result * weights)`` with
+    fixed random weights of the expected shape. A self-check returns it so that a mistake in any
+    element of any returned array changes the number (and a wrong shape is named).
+
+    ``fingerprint(dx=(dx, (6, 3)), dgamma=(dgamma, (3,)))``
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(20240607)
+    total = 0.0
+    for name, (value, shape) in results.items():
+        if value is None:
+            raise ValueError(f"{name} is None; expected an array of shape {tuple(shape)}")
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != tuple(shape):
+            raise ValueError(f"{name} has shape {arr.shape}, expected {tuple(shape)}")
+        weights = rng.uniform(0.5, 1.5, tuple(shape))
+        total += float(np.sum(arr * weights))
+    return total
+
+
 def run_self_checks(namespace: Mapping[str, Any], out: Callable[[str], None] = print) -> int:
     """Run every self-check of a chapter module and print what you got next to what you should get.
 
-    Called from the ``if __name__ == "__main__":`` block of each chapter module. Returns the number of
-    self-checks that ran and disagree with the stated value (tasks not started do not count).
+    Called from the ``if __name__ == "__main__":`` block of each chapter module, which exits with
+    status 1 when this returns a non-zero count. Returns the number of self-checks that ran and
+    disagree with the stated value or raised (tasks not started do not count).
     """
     wrong = 0
     for task_id, func in self_checks(namespace).items():
@@ -359,19 +419,52 @@ def run_self_checks(namespace: Mapping[str, Any], out: Callable[[str], None] = p
             got = float(func())
         except NotImplementedError as exc:
             if str(exc).startswith("Task "):
-                out(f"Task {task_id}: not started ({str(exc).split(' - ')[0]})")
+                title = str(exc).split(" - ")[0].split(": ", 1)[-1]
+                out(f"Task {task_id}: not started ({title})")
                 continue
-            raise
-        except Exception as exc:  # noqa: BLE001 - show the learner what went wrong, keep going
-            out(f"Task {task_id}: your code raised {type(exc).__name__}: {exc}")
+            out(f"Task {task_id}: your code raised NotImplementedError: {exc} ... DIFFERS")
             wrong += 1
             continue
-        close = abs(got - want) <= 5e-4 * max(abs(want), 1e-3)
+        except Exception as exc:  # noqa: BLE001 - show the learner what went wrong, keep going
+            out(f"Task {task_id}: your code raised {type(exc).__name__}: {exc} ... DIFFERS")
+            wrong += 1
+            continue
+        close = self_check_agrees(got, want)
         verdict = "matches" if close else "DIFFERS"
-        out(f"Task {task_id}: you got {got:.6g}; you should get about {want:g} ... {verdict}")
+        out(f"Task {task_id}: you got {got:.7g}; you should get about {want:.7g} ... {verdict}")
         wrong += not close
-    out("Full check with a gradient check and a diagnosis: python -m npnorm.check")
+    out(f"{wrong} of the self-checks above differ." if wrong else "No self-check differs.")
+    out(f"Full check (a gradient check and a diagnosis): {check_command()}")
     return wrong
+
+
+def self_check_main(namespace: Mapping[str, Any]) -> None:
+    """The ``__main__`` block of a chapter module: run its self-checks; exit with status 1 if any differs
+    (when run as a script; in a notebook it only prints)."""
+    wrong = run_self_checks(namespace)
+    if wrong and not _in_ipython():
+        raise SystemExit(1)
+
+
+# -- how to run the check, spelled the same everywhere ------------------------------------------------
+
+def _in_ipython() -> bool:
+    """True inside a Jupyter kernel or an IPython shell (where ``SystemExit`` shows as a traceback)."""
+    shell = sys.modules.get("IPython")
+    try:
+        return shell is not None and shell.get_ipython() is not None  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def check_command(task: str = "", notebook: bool | None = None) -> str:
+    """The command that checks ``task`` (``"2.3"``, a chapter ``"2"``, or everything for ``""``):
+    ``make check TASK=2.3`` in a terminal, ``%run -m npnorm.check 2.3`` in a notebook."""
+    if notebook is None:
+        notebook = _in_ipython()
+    if notebook:
+        return f"%run -m npnorm.check {task}".rstrip()
+    return f"make check TASK={task}" if task else "make check"
 
 
 # -- command line -----------------------------------------------------------------------------------
@@ -403,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print("exercises/ is up to date." if result.ok else "exercises/ is out of date: run python -m npnorm.exercises generate")
     else:
-        print(f"{len(result.written)} written, {len(result.unchanged)} unchanged, {len(result.kept)} kept "
-              f"(changed by you), {len(result.forced)} overwritten with --force.")
+        print(f"{len(result.written)} written, {len(result.unchanged)} unchanged, "
+              f"{len(result.yours)} yours with no update, {len(result.kept)} kept (changed by you; the "
+              f"update is beside it as .new), {len(result.forced)} overwritten with --force.")
     return 0 if result.ok else 1
 
 

@@ -2,19 +2,23 @@
 
 Input ``x`` of shape ``(N, C, *spatial)`` - for images ``(N, C, H, W)``.
 
-* **GroupNorm** splits the C channels into G contiguous groups of C/G channels and standardizes every
-  (sample, group) block - C/G channels times all positions - on its own; then a per-channel affine map.
-* **InstanceNorm** standardizes every (sample, channel) over its positions: GroupNorm with G = C.
+* **GroupNorm** splits the C channels into G contiguous groups of C/G channels
+  and standardizes every (sample, group) block - C/G channels times all
+  positions - on its own; then a per-channel affine map.
+* **InstanceNorm** standardizes every (sample, channel) over its positions:
+  GroupNorm with G = C.
 
-Both use the biased variance and behave the same in training and evaluation (no running statistics
-here; ``torch.nn.InstanceNorm2d`` can optionally keep some). ``gamma`` and ``beta`` have shape (C,).
+Both use the biased variance and behave the same in training and evaluation (no
+running statistics here; ``torch.nn.InstanceNorm2d`` can optionally keep some).
+``gamma`` and ``beta`` have shape (C,).
 
 Tasks
 -----
 4.1  groupnorm_forward and groupnorm_backward, via a reshape to (N, G, -1)
 4.2  instancenorm_forward and instancenorm_backward
 
-Self-check: ``python exercises/ch4_groupnorm.py``.  Full check: ``python -m npnorm.check 4``.
+Self-check: ``.venv/bin/python exercises/ch4_groupnorm.py``.
+Full check: ``make check TASK=4`` (in a notebook: ``%run -m npnorm.check 4``).
 """
 
 from __future__ import annotations
@@ -23,16 +27,24 @@ from typing import Any
 
 import numpy as np
 
+from npnorm.exercises import fingerprint
+
 
 def _channel_view(ndim: int) -> tuple[int, ...]:
-    """Shape that broadcasts a (C,) vector against an (N, C, *spatial) array, e.g. (1, C, 1, 1)."""
+    """Shape that broadcasts a (C,) vector against an (N, C, *spatial) array,
+    e.g. (1, C, 1, 1)."""
     return (1, -1) + (1,) * (ndim - 2)
 
 
 def groupnorm_forward(
-    x: np.ndarray, num_groups: int, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
+    x: np.ndarray,
+    num_groups: int,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float = 1e-5,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """GroupNorm of ``x`` (N, C, *spatial), as ``torch.nn.GroupNorm(num_groups, C)``.
+    """GroupNorm of ``x`` (N, C, *spatial), as ``torch.nn.GroupNorm(num_groups,
+    C)``.
 
     Parameters
     ----------
@@ -49,9 +61,11 @@ def groupnorm_forward(
 
     Hints
     -----
-    * ``x.reshape(N, G, -1)`` puts every (sample, group) block in one row of length C/G * H * W;
-      standardize over the last axis (that is LayerNorm), then reshape back to ``x.shape``.
-    * The affine map is per **channel**: ``gamma.reshape(1, C, 1, 1)`` (see ``_channel_view``).
+    * ``x.reshape(N, G, -1)`` puts every (sample, group) block in one row of
+      length C/G * H * W; standardize over the last axis (that is LayerNorm),
+      then reshape back to ``x.shape``.
+    * The affine map is per **channel**: ``gamma.reshape(1, C, 1, 1)`` (see
+      ``_channel_view``).
     """
     # BEGIN TASK 4.1: GroupNorm via reshape, forward and backward
     n, c = x.shape[:2]
@@ -62,35 +76,43 @@ def groupnorm_forward(
     x_hat = (xc * rstd).reshape(x.shape)
     view = _channel_view(x.ndim)
     out = gamma.reshape(view) * x_hat + beta.reshape(view)
-    return out, {"x_hat": x_hat, "rstd": rstd, "gamma": gamma, "num_groups": num_groups}
+    cache = {"x_hat": x_hat, "rstd": rstd, "gamma": gamma,
+             "num_groups": num_groups}
+    return out, cache
     # END TASK 4.1
 
 
-def groupnorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def groupnorm_backward(
+    dout: np.ndarray, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward pass of :func:`groupnorm_forward`.
 
     Returns
     -------
     dx : ndarray, shape of ``x``
-    dgamma, dbeta : ndarray, shape (C,), summed over the batch and every position
+    dgamma, dbeta : ndarray, shape (C,), summed over the batch and every
+        position
 
     Hints
     -----
-    * Parameter gradients first, in the (N, C, ...) layout; then ``g = gamma * dout``, reshaped to
-      (N, G, -1), goes through the standardize backward ``r (g - mean(g) - x_hat mean(g x_hat))``
-      over the last axis; reshape the result back.
+    * Parameter gradients first, in the (N, C, ...) layout; then ``g = gamma *
+      dout``, reshaped to (N, G, -1), goes through the standardize backward ``r
+      (g - mean(g) - x_hat mean(g x_hat))`` over the last axis; reshape the
+      result back.
 
     Self-check: ``self_check_4_1`` below.
     """
     # BEGIN TASK 4.1: GroupNorm via reshape, forward and backward
-    x_hat, rstd, gamma, groups = cache["x_hat"], cache["rstd"], cache["gamma"], cache["num_groups"]
+    x_hat, rstd, gamma = cache["x_hat"], cache["rstd"], cache["gamma"]
+    groups = cache["num_groups"]
     axes = (0,) + tuple(range(2, dout.ndim))
     dbeta = dout.sum(axis=axes)
     dgamma = np.sum(dout * x_hat, axis=axes)
     n = dout.shape[0]
     g = (dout * gamma.reshape(_channel_view(dout.ndim))).reshape(n, groups, -1)
     xh = x_hat.reshape(n, groups, -1)
-    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xh * np.mean(g * xh, axis=-1, keepdims=True))
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True)
+                 - xh * np.mean(g * xh, axis=-1, keepdims=True))
     return dx.reshape(dout.shape), dgamma, dbeta
     # END TASK 4.1
 
@@ -99,7 +121,8 @@ def instancenorm_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """InstanceNorm of ``x`` (N, C, *spatial) with a per-channel affine map (as
-    ``torch.nn.InstanceNorm2d(C, affine=True)``; ``affine=False`` is ``gamma = 1, beta = 0``).
+    ``torch.nn.InstanceNorm2d(C, affine=True)``; ``affine=False`` is ``gamma =
+    1, beta = 0``).
 
     Returns
     -------
@@ -108,7 +131,8 @@ def instancenorm_forward(
 
     Hints
     -----
-    * Standardize over ``axes = tuple(range(2, x.ndim))`` with ``keepdims=True``.
+    * Standardize over ``axes = tuple(range(2, x.ndim))`` with
+      ``keepdims=True``.
     * Or reuse task 4.1: it is ``groupnorm_forward(x, C, gamma, beta, eps)``.
     """
     # BEGIN TASK 4.2: InstanceNorm forward and backward
@@ -123,8 +147,11 @@ def instancenorm_forward(
     # END TASK 4.2
 
 
-def instancenorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backward pass of :func:`instancenorm_forward`: returns ``(dx, dgamma, dbeta)``.
+def instancenorm_backward(
+    dout: np.ndarray, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward pass of :func:`instancenorm_forward`: returns ``(dx, dgamma,
+    dbeta)``.
 
     Self-check: ``self_check_4_2`` below.
     """
@@ -140,7 +167,9 @@ def instancenorm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.n
     # END TASK 4.2
 
 
-# -- self-checks: `python exercises/ch4_groupnorm.py` ----------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch4_groupnorm.py` ---------------
+# Each returns one number made of every element of every result
+# (npnorm.exercises.fingerprint).
 
 def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(4)
@@ -152,22 +181,26 @@ def _example() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def self_check_4_1() -> float:
-    """Task 4.1: dx[1, 2, 0, 1] of the example with 2 groups; you should get about -0.39910."""
+    """Task 4.1: out, dx, dgamma and dbeta of the example with 2 groups; you
+    should get about 32.23476."""
     x, gamma, beta, dout = _example()
-    _, cache = groupnorm_forward(x, 2, gamma, beta)
-    dx, _, _ = groupnorm_backward(dout, cache)
-    return float(dx[1, 2, 0, 1])
+    out, cache = groupnorm_forward(x, 2, gamma, beta)
+    dx, dgamma, dbeta = groupnorm_backward(dout, cache)
+    return fingerprint(out=(out, x.shape), dx=(dx, x.shape),
+                       dgamma=(dgamma, (4,)), dbeta=(dbeta, (4,)))
 
 
 def self_check_4_2() -> float:
-    """Task 4.2: dx[1, 2, 0, 1] of the example; you should get about -0.36212."""
+    """Task 4.2: out, dx, dgamma and dbeta of the example; you should get
+    about 29.05876."""
     x, gamma, beta, dout = _example()
-    _, cache = instancenorm_forward(x, gamma, beta)
-    dx, _, _ = instancenorm_backward(dout, cache)
-    return float(dx[1, 2, 0, 1])
+    out, cache = instancenorm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = instancenorm_backward(dout, cache)
+    return fingerprint(out=(out, x.shape), dx=(dx, x.shape),
+                       dgamma=(dgamma, (4,)), dbeta=(dbeta, (4,)))
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

@@ -9,7 +9,9 @@ elsewhere the browser tests are skipped with a message saying how to install it.
 
 from __future__ import annotations
 
+import html as html_lib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +154,9 @@ def test_printed_output_fits_the_page(name, built_book):
                   for line in pre.get_text().splitlines() if len(line) > 79]
     assert not long_lines, f"{name}.html: printed lines wider than 79 characters:\n" + \
         "\n".join(line[:100] for line in long_lines)
+def text(path: Path) -> str:
+    """A built page's visible text."""
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", path.read_text()))
 
 
 @pytest.mark.slow
@@ -165,3 +170,21 @@ def test_learner_edition_has_exercises_but_no_solutions(built_book):
     for html in (teacher, learner):
         assert "evaluate it at" in html
     assert "product rule" in teacher and "product rule" not in learner
+    # the edition's own description of itself, and the footer
+    teacher = text(built_book / "intro.html")
+    learner = text(build_book.html_dir("learner") / "intro.html")
+    assert "This is the learner edition" in learner and "This is the learner edition" not in teacher
+    assert "The solution is folded" in teacher and "The solution is folded" not in learner
+    for html in (teacher, learner):
+        assert "Every chapter was executed, and every gradient checked" in html, "html.extra_footer is not rendered"
+    # no page of the learner edition lists the code a task asks for; the teacher edition does
+    for page, code, task in (("gradcheck", "def numerical_gradient(", "1.1"),
+                             ("batchnorm", "def batch_norm_backward(", "2.3"),
+                             ("batchnorm", "def batch_norm_backward_staged(", "2.2"),
+                             ("layernorm", "def rms_norm_backward(", "3.2"),
+                             ("weightnorm", "def power_iteration(", "6.1"),
+                             ("weightnorm", "def weight_norm_backward(", "6.2")):
+        assert code in text(built_book / f"{page}.html"), (page, code)
+        shown = text(build_book.html_dir("learner") / f"{page}.html")
+        assert code not in shown, f"the learner edition's {page} page shows {code}"
+        assert f"what exercise {task} asks you to write" in shown, (page, task)

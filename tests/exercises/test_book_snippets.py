@@ -75,5 +75,27 @@ def test_snippets_build_in_both_editions(tmp_path: Path):
 
     learner = _build(tmp_path, hide=True)
     for ch, text in learner.items():
-        assert "you should get about" in text and "python -m npnorm.check" in text, ch
+        assert "you should get about" in text and "make check TASK=" in text, ch
         assert "def " not in text, f"{ch}: the learner edition shows solution code"
+
+
+# The library functions whose listing in a chapter would show the answer to an exercise task: the
+# learner edition hides them (``:task:`` on the ``{literalinclude}``, see book/_ext/npnorm_book.py).
+TASK_LISTINGS = {
+    "numerical_gradient": "1.1", "batch_norm_backward_staged": "2.2", "batch_norm_backward": "2.3",
+    "standardize_backward": "3.1", "layer_norm_backward": "3.1", "rms_norm_backward": "3.2",
+    "group_norm_forward": "4.1", "group_norm_backward": "4.1", "adain_backward": "5.1",
+    "power_iteration": "6.1", "weight_norm_backward": "6.2", "_ln_fwd_rows": "7.1",
+}
+
+
+def test_chapter_listings_of_task_answers_are_hidden_in_the_learner_edition():
+    blocks = re.findall(r"```\{literalinclude\}[^\n]*\n((?::[\w-]+:[^\n]*\n)*)", "".join(
+        p.read_text(encoding="utf-8") for p in sorted((REPO_ROOT / "book").glob("*.md"))))
+    seen = set()
+    for options in blocks:
+        obj = re.search(r":pyobject: (\S+)", options)
+        if obj and obj[1] in TASK_LISTINGS:
+            seen.add(obj[1])
+            assert f":task: {TASK_LISTINGS[obj[1]]}" in options, f"{obj[1]} must be marked :task: {TASK_LISTINGS[obj[1]]}"
+    assert seen == set(TASK_LISTINGS), f"listings not found in the chapters: {set(TASK_LISTINGS) - seen}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
-from task_helpers import TaskFailure, expect_close, failure_message, mutated_solution, rand, unpack
+from task_helpers import Mistake, TaskFailure, expect_close, failure_message, mutated_solution, rand, unpack
 
 from npnorm.gradcheck import numerical_gradient as reference_numerical_gradient
 from npnorm.gradcheck import relative_error as reference_relative_error
@@ -63,7 +65,10 @@ def _reference_numerical_gradient(f, x, dout, h=1e-5):
 def check_1_2_relative_error(mod) -> None:
     a = np.array([[1.0, -2.0, 0.0, 1e-9], [3.0, 0.5, 0.0, -4.0]])
     n = np.array([[1.1, -2.0, 0.0, 0.0], [-3.0, 0.4, 2e-5, -4.0 + 1e-6]])
-    expect_close("relative_error(a, n)", mod.relative_error(a, n), reference_relative_error(a, n, 1e-4),
+    with warnings.catch_warnings():       # 0 / 0 without a floor: report the NaN it gives, not the warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        got = mod.relative_error(a, n)
+    expect_close("relative_error(a, n)", got, reference_relative_error(a, n, 1e-4),
                  rtol=1e-10, atol=1e-14,
                  hint="|a - n| / max(|a| + |n|, floor), elementwise; the floor (1e-4) only matters where "
                       "both gradients are (almost) zero.")
@@ -128,3 +133,74 @@ def test_mutation_flat_index_fails_1_2(tmp_path, monkeypatch):
                            "return float(err.max()), (int(np.argmax(err)),)", tmp_path)
     monkeypatch.setattr(mod, "numerical_gradient", _reference_numerical_gradient)
     assert "(2, 1)" in failure_message(lambda: check_1_2_gradient_check(mod))
+
+
+# -- the catalogue of common mistakes (npnorm.check names them; tests/exercises/test_mistakes.py) ----
+
+def _numerical(f, x, dout, h=1e-5, *, use_dout=True, scheme="central"):
+    grad = np.zeros(x.shape)
+    weights = dout if use_dout else np.ones_like(dout)
+    for idx in np.ndindex(x.shape):
+        old = x[idx]
+        x[idx] = old + h
+        plus = np.sum(weights * f(x))
+        x[idx] = old - h
+        minus = np.sum(weights * f(x))
+        x[idx] = old
+        if scheme == "one-sided":
+            grad[idx] = (plus - np.sum(weights * f(x))) / h
+        elif scheme == "no-2":
+            grad[idx] = (plus - minus) / h
+        else:
+            grad[idx] = (plus - minus) / (2.0 * h)
+    return grad
+
+
+def _relative(analytic, numeric, floor=1e-4, *, kind="floored"):
+    a, n = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, dtype=np.float64)
+    if kind == "no-floor":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.abs(a - n) / (np.abs(a) + np.abs(n))
+    if kind == "max-denominator":
+        return np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)
+    return np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), floor)
+
+
+def _checker(f, x, analytic, dout, h=1e-5, floor=1e-4, *, ones=False, flat=False, mean=False):
+    numeric = _reference_numerical_gradient(f, x, np.ones_like(dout) if ones else dout, h)
+    err = _relative(analytic, numeric, floor)
+    flat_index = int(np.argmax(err))
+    worst = (flat_index,) if flat else tuple(int(i) for i in np.unravel_index(flat_index, err.shape))
+    return (float(err.mean()) if mean else float(err.max())), worst
+
+
+def _with(func, **options):
+    return lambda *args, **kwargs: func(*args, **kwargs, **options)
+
+
+MISTAKES: list[Mistake] = [
+    Mistake("1.1", "ignores-dout", "numerical_gradient", _with(_numerical, use_dout=False),
+            "your numerical gradient ignores dout: it differentiates sum(f(x)), as if dout were all "
+            "ones. The loss is L(x) = sum(dout * f(x)); evaluate that at x + h and x - h."),
+    Mistake("1.1", "one-sided-difference", "numerical_gradient", _with(_numerical, scheme="one-sided"),
+            "a one-sided difference (L(x + h) - L(x)) / h: its error is proportional to h. Use the "
+            "central one, (L(x + h) - L(x - h)) / (2h)."),
+    Mistake("1.1", "missing-factor-2", "numerical_gradient", _with(_numerical, scheme="no-2"),
+            "your estimate is twice the gradient: the central difference divides by 2h, the distance "
+            "between x - h and x + h."),
+    Mistake("1.2", "no-floor", "relative_error", _with(_relative, kind="no-floor"),
+            "relative_error has no floor: where both gradients are zero it divides 0 by 0. Use "
+            "max(|a| + |n|, floor) as the denominator."),
+    Mistake("1.2", "max-denominator", "relative_error", _with(_relative, kind="max-denominator"),
+            "the denominator is max(|a|, |n|); this course's relative error divides by |a| + |n| "
+            "(floored), which keeps every entry in [0, 1]."),
+    Mistake("1.2", "all-ones-upstream", "gradient_check", _with(_checker, ones=True),
+            "your gradient_check computes the numerical gradient with an all-ones upstream instead of "
+            "the dout it is given: pass dout through to numerical_gradient."),
+    Mistake("1.2", "flat-index", "gradient_check", _with(_checker, flat=True),
+            "the worst index is np.argmax's flat index; return a tuple with one int per dimension of x "
+            "(np.unravel_index(flat, err.shape))."),
+    Mistake("1.2", "mean-not-max", "gradient_check", _with(_checker, mean=True),
+            "you report the mean relative error; a gradient check reports the worst (largest) one - a "
+            "single wrong element is a bug."),
+]

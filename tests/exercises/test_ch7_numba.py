@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from numba import config as numba_config
-from task_helpers import TaskFailure, expect_close, failure_message, mutated_solution, rand
+from task_helpers import Mistake, TaskFailure, expect_close, failure_message, mutated_solution, rand
 
 from npnorm.statistics.layernorm import layer_norm_forward
 
@@ -68,3 +68,45 @@ def test_mutation_float32_accumulator_fails_7_1(tmp_path):
     mod = mutated_solution(CHAPTER, "        total = np.float64(0.0)\n", "        total = x[r, 0] - x[r, 0]  # float32 for float32 x\n", tmp_path)
     msg = failure_message(lambda: check_7_1(mod))
     assert "float32 rows near 1000" in msg, msg
+
+
+# -- the catalogue of common mistakes (npnorm.check names them; tests/exercises/test_mistakes.py) ----
+# The kernel fills ``out`` in place; the mistakes are recognized on what the given wrapper
+# ``layernorm_forward_numba`` returns. Each wrong kernel is written as the same loops in plain Python.
+
+def _wrong_kernel(x, gamma, beta, eps=1e-5, *, ddof=0, eps_outside=False, one_pass=False):
+    rows = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    out = np.empty_like(rows)
+    d = rows.shape[1]
+    for r in range(rows.shape[0]):
+        total = 0.0
+        for j in range(d):
+            total += float(rows[r, j])
+        mean = total / d
+        sq = 0.0
+        for j in range(d):
+            value = float(rows[r, j])
+            sq += value * value if one_pass else (value - mean) * (value - mean)
+        var = sq / d - mean * mean if one_pass else sq / (d - ddof)
+        std = np.sqrt(var) + eps if eps_outside else np.sqrt(var + eps)
+        for j in range(d):
+            out[r, j] = (float(rows[r, j]) - mean) / std * gamma[j] + beta[j]
+    return out.reshape(x.shape)
+
+
+def _with(func, **options):
+    return lambda *args, **kwargs: func(*args, **kwargs, **options)
+
+
+MISTAKES: list[Mistake] = [
+    Mistake("7.1", "unbiased-variance", "layernorm_forward_numba", _with(_wrong_kernel, ddof=1),
+            "your kernel divides the sum of squared deviations by D - 1; LayerNorm's variance is the "
+            "biased one: divide by D."),
+    Mistake("7.1", "eps-outside-sqrt", "layernorm_forward_numba", _with(_wrong_kernel, eps_outside=True),
+            "eps is added to the standard deviation; it belongs inside the square root: "
+            "1 / sqrt(var + eps)."),
+    Mistake("7.1", "one-pass-variance", "layernorm_forward_numba", _with(_wrong_kernel, one_pass=True),
+            "the one-pass variance mean(x**2) - mean(x)**2 cancels catastrophically when the mean is "
+            "large compared with the spread: take two passes, the mean first, then the mean of "
+            "squared deviations."),
+]
