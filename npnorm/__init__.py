@@ -22,6 +22,7 @@ from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, In
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
+from .divergence import AffineLike, L2PreNorm, PatchNormConv2d, RMSPreNorm
 from .gradcheck import check_gradients, check_layer
 from . import nn  # noqa: E402  (registers the network layers after the normalizers)
 
@@ -40,6 +41,10 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "AdaIN",
+    "L2PreNorm",
+    "RMSPreNorm",
+    "AffineLike",
+    "PatchNormConv2d",
     "WeightNorm",
     "SpectralNorm",
     "WeightStandardization",
