@@ -8,6 +8,8 @@ Topics:
 
 * :mod:`.why_normalization` - chapter "Why normalization helps": normalizers compared in a CNN, the
   batch-size sweep, initialization scale, dead units, depth statistics, BatchNorm's train/eval gap.
+* :mod:`.divergence` - chapter "The affine divergence and PatchNorm": MLP and CNN ablations, the
+  batch-size prediction, scale (in)variance.
 
 The framework (registration, progress bars, JSON) is :mod:`._framework`. The book calls the same
 functions with ``quick=True``. The models they train are in :mod:`npnorm.models`.
@@ -17,10 +19,13 @@ from ._framework import EXPERIMENTS, Experiment, experiment, progress, show_prog
 from . import why_normalization
 from .why_normalization import (batch_size_sweep, bn_train_eval_gap, compare_normalizers, dead_units,
                                 depth_statistics, init_scale_sweep, shapes_data)
+from . import divergence
+from .divergence import batch_size_prediction, cnn_ablation, mlp_ablation, scale_response
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment", "progress", "show_progress", "to_jsonable", "run",
            "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics",
-           "bn_train_eval_gap", "shapes_data"]
+           "bn_train_eval_gap", "shapes_data", "mlp_ablation", "cnn_ablation", "batch_size_prediction",
+           "scale_response"]
 
 
 def run(name: str, quick: bool = True, seed: int = 0, **options):

@@ -3,11 +3,14 @@ normalizers - one module per model:
 
 * :mod:`.cnn` - :func:`small_cnn`, the chapter-8 CNN for the procedural shapes, with any normalizer;
 * :mod:`.mlp` - :func:`deep_mlp`, a deep ReLU MLP whose initial weight scale is a parameter;
+* :mod:`.divergence` - :func:`divergence_mlp` and :func:`divergence_cnn`, the affine-divergence ablations;
 * :mod:`.norms` - :func:`norm_layer`, a normalizer chosen by its short name (``"bn"``, ``"ln"``, ...).
 """
 
 from .cnn import small_cnn
 from .mlp import deep_mlp
 from .norms import NORMALIZERS, norm_layer
+from .divergence import CNN_METHODS, MLP_METHODS, divergence_cnn, divergence_mlp
 
-__all__ = ["small_cnn", "deep_mlp", "norm_layer", "NORMALIZERS"]
+__all__ = ["small_cnn", "deep_mlp", "norm_layer", "NORMALIZERS", "divergence_mlp", "divergence_cnn", "MLP_METHODS",
+           "CNN_METHODS"]
