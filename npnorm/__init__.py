@@ -64,6 +64,7 @@ from .statistics import (BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, Insta
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
 from . import transformer, divergence
+from .divergence import AffineLike, L2PreNorm, PatchNormConv2d, RMSPreNorm
 from .gradcheck import check_gradients, check_layer
 from . import nn  # noqa: E402  (registers the network layers after the normalizers)
 
@@ -96,6 +97,10 @@ __all__ = [
     "SwitchNorm2d",
     "IterNorm",
     "AdaIN",
+    "L2PreNorm",
+    "RMSPreNorm",
+    "AffineLike",
+    "PatchNormConv2d",
     "WeightNorm",
     "SpectralNorm",
     "WeightStandardization",

@@ -102,7 +102,7 @@ class BenchCase:
     """One benchmark case: a layer family and the full-size input shape."""
 
     name: str
-    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm"
+    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "patchnorm"
     shape: tuple[int, ...]
     groups: int = 0
 
@@ -126,6 +126,10 @@ CASES = (
     BenchCase("GroupNorm G=32", "groupnorm", (32, 256, 32, 32), groups=32),
     BenchCase("InstanceNorm2d", "instancenorm", (32, 64, 64, 64)),
     BenchCase("BatchNorm2d train", "batchnorm", (64, 128, 28, 28)),
+    # PatchNorm (affine mode), 3x3 kernel, padding 1, as many output as input channels. Compute-bound
+    # (a convolution), so the roofline column means little here; "textbook" is the patch-by-patch
+    # definition, "torch" the composition conv2d(x, W, b) / sqrt(conv2d(x**2, ones) + 1).
+    BenchCase("PatchNormConv2d 3x3", "patchnorm", (16, 16, 32, 32)),
 )
 
 
@@ -222,6 +226,19 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
         impls["numba"] = (lambda: kbn.batch_norm_forward(x, w64, b64, eps, out=y, keep_out=keep),
                           lambda c_: kbn.batch_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.BatchNorm2d(c, eps=eps, dtype=dt)
+    elif fam == "patchnorm":
+        from .divergence import patchnorm as pn
+        from .kernels.divergence import patchnorm as kpn
+        wconv64 = rng.standard_normal((c, c, 3, 3))
+        impls["textbook"] = (lambda: pn.patch_norm_conv2d_forward_by_patches(x, wconv64, b64, 1, 1),
+                             lambda c_: pn.patch_norm_conv2d_backward_by_patches(dy, c_[1]))
+        impls["reference"] = (lambda: pn.patch_norm_conv2d_forward(x, wconv64, b64, 1, 1),
+                              lambda c_: pn.patch_norm_conv2d_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kpn.patch_norm_conv2d_forward(x, wconv64, b64, 1, 1, out=y),
+                          lambda c_: kpn.patch_norm_conv2d_backward(dy, c_[1], dx_out=dx))
+        w = wconv64.astype(dt)
+        from .divergence import PatchNormConv2d
+        layer = PatchNormConv2d(c, c, 3, padding=1, dtype=dt)
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
@@ -262,6 +279,9 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
             return F.group_norm(xi, case.groups, wi, bi, eps)
         if fam == "instancenorm":
             return F.instance_norm(xi, weight=wi, bias=bi, eps=eps)
+        if fam == "patchnorm":
+            ones = torch.ones((1,) + tuple(wi.shape[1:]), dtype=xi.dtype)
+            return F.conv2d(xi, wi, bi, 1, 1) / torch.sqrt(F.conv2d(xi * xi, ones, None, 1, 1) + 1)
         return F.batch_norm(xi, None, None, wi, bi, training=True, eps=eps)
 
     def fwd():

@@ -12,6 +12,8 @@ Topics:
 * :mod:`.layer_and_weight` - LayerNorm against BatchNorm across batch sizes (chapter "Layer
   normalization and RMSNorm"); weight normalization in training (chapter "Weight normalization and
   spectral normalization").
+* :mod:`.divergence` - chapter "The affine divergence and PatchNorm": MLP and CNN ablations, the
+  batch-size prediction, scale (in)variance.
 * :mod:`.gan` - chapter "Keeping a critic Lipschitz": a 2-D GAN with weight clipping, gradient penalty,
   spectral normalization or nothing; the critic alone against a fixed generator.
 * :mod:`.catalog` - chapter "The rest of the catalog": the small-batch sweep over BN, batch renorm,
@@ -30,13 +32,16 @@ from .gan import critic_fixed_generator, gan_lipschitz
 from .why_normalization import (batch_size_sweep, bn_train_eval_gap, compare_normalizers, dead_units,
                                 depth_statistics, init_scale_sweep, learning_rate_sweep,
                                 shapes_data)
+from . import divergence
+from .divergence import batch_size_prediction, cnn_ablation, mlp_ablation, scale_response
 from . import catalog
 from .catalog import small_batch_catalog
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment", "progress", "show_progress", "to_jsonable", "run",
            "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics",
            "bn_train_eval_gap", "learning_rate_sweep", "shapes_data", "ln_vs_bn_batch_size",
-           "weight_norm_training", "small_batch_catalog", "gan_lipschitz", "critic_fixed_generator"]
+           "weight_norm_training", "mlp_ablation", "cnn_ablation", "batch_size_prediction", "scale_response",
+           "small_batch_catalog", "gan_lipschitz", "critic_fixed_generator"]
 
 
 def run(name: str, quick: bool = True, seed: int = 0, **options):

@@ -5,6 +5,7 @@ normalizers - one module per model:
 * :mod:`.mlp` - :func:`deep_mlp`, a deep ReLU MLP whose initial weight scale is a parameter;
 * :mod:`.gan` - :func:`mlp_generator`, :class:`MLPCritic` (with its Lipschitz diagnostics and the
   gradient penalty's double backward) and :class:`GAN` (losses, clipping / penalty / spectral norm);
+* :mod:`.divergence` - :func:`divergence_mlp` and :func:`divergence_cnn`, the affine-divergence ablations;
 * :mod:`.norms` - :func:`norm_layer`, a normalizer chosen by its short name (``"bn"``, ``"ln"``, ...).
 """
 
@@ -12,5 +13,7 @@ from .cnn import small_cnn
 from .mlp import deep_mlp
 from .gan import GAN, MLPCritic, mlp_generator
 from .norms import NORMALIZERS, norm_layer
+from .divergence import CNN_METHODS, MLP_METHODS, divergence_cnn, divergence_mlp
 
-__all__ = ["small_cnn", "deep_mlp", "GAN", "MLPCritic", "mlp_generator", "norm_layer", "NORMALIZERS"]
+__all__ = ["small_cnn", "deep_mlp", "GAN", "MLPCritic", "mlp_generator", "norm_layer", "NORMALIZERS",
+           "divergence_mlp", "divergence_cnn", "MLP_METHODS", "CNN_METHODS"]

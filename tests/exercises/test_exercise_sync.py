@@ -23,6 +23,7 @@ TASKS = {  # fixed: the book's chapter numbers use them
     "5.1": "ch5_adain",
     "6.1": "ch6_weightnorm", "6.2": "ch6_weightnorm",
     "7.1": "ch7_numba",
+    "11.1": "ch11_divergence", "11.2": "ch11_divergence",
     "12.1": "ch12_lipschitz", "12.2": "ch12_lipschitz",
     "13.1": "ch13_catalog", "13.2": "ch13_catalog",
 }
@@ -83,7 +84,8 @@ def test_self_checks_state_what_the_solution_gives(chapter):
     mod = load_module(SOLUTIONS_DIR / f"{chapter}.py")
     checks = self_checks(vars(mod))
     assert set(checks) == {t for t, c in TASKS.items() if c == chapter}
-    snippet = BOOK_EXERCISES / f"ch{chapter[2:].split('_')[0]}.md"   # two-digit chapters too
+    number = re.match(r"ch(\d+)_", chapter)[1]                       # two-digit chapters too
+    snippet = BOOK_EXERCISES / f"ch{number}.md"
     text = snippet.read_text(encoding="utf-8") if snippet.exists() else ""
     for tid, func in checks.items():
         want = expected_value(func)

@@ -1,0 +1,156 @@
+"""Chapter 11 - The affine divergence and PatchNorm.
+
+One SGD step on an affine layer z = W x + b moves the sample's output by (||x||^2 + 1) times the ideal
+step -eta * dL/dz. The affine-like layer divides the output by s = sqrt(||x||^2 + 1), which makes that
+factor exactly 1; PatchNorm does the same at every position of a convolution, with the receptive-field
+patch P in the role of x (both are reconstructions of Bird, "The Affine Divergence", 2025: see the
+chapter).
+
+    affine-like:  s = sqrt(sum(x**2) + 1),            z = (x @ W.T + b) / s
+    PatchNorm:    s = sqrt(||P||^2 + 1) per position,  z = (conv2d(x, W, b)) / s
+
+Tasks
+-----
+11.1  affine_like_forward and affine_like_backward
+11.2  patch_sq_norms (one convolution of x**2 with a box of ones) and patchnorm_forward
+
+Self-check: ``python exercises/ch11_divergence.py``.  Full check: ``python -m npnorm.check 11``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npnorm.nn.conv import conv2d_forward
+
+
+def affine_like_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The affine-like layer on a batch: ``z = (x @ W.T + b) / sqrt(||x||^2 + 1)``, row by row.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D)
+    W : ndarray, shape (M, D)
+    b : ndarray, shape (M,)
+
+    Returns
+    -------
+    z : ndarray, shape (N, M)
+    cache : dict
+        Whatever your :func:`affine_like_backward` needs (suggestion: ``x``, ``W``, ``s`` of shape
+        (N, 1) and ``z``).
+
+    Hints
+    -----
+    * ``np.sum(x * x, axis=1, keepdims=True)`` is ``||x||^2`` per row, shape (N, 1).
+    * The "+1" is the bias's input: the layer is ``[W b]`` applied to ``[x; 1] / ||[x; 1]||``.
+    """
+    # BEGIN TASK 11.1: the affine-like layer, forward and backward
+    s = np.sqrt(np.sum(x * x, axis=1, keepdims=True) + 1.0)
+    z = (x @ W.T + b) / s
+    return z, {"x": x, "W": W, "s": s, "z": z}
+    # END TASK 11.1
+
+
+def affine_like_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward pass of :func:`affine_like_forward`.
+
+    With ``G = dout``, per row: ``dW = (G/s)^T x``, ``db = sum(G/s)``, and
+
+    .. math:: dx = \\frac{G}{s} W - \\frac{\\langle G, z\\rangle}{s^2}\\,x
+
+    (the last term comes from ``ds/dx = x / s``).
+
+    Returns
+    -------
+    dx : ndarray, shape (N, D)
+    dW : ndarray, shape (M, D)
+    db : ndarray, shape (M,)
+
+    Self-check: ``self_check_11_1`` below.
+    """
+    # BEGIN TASK 11.1: the affine-like layer, forward and backward
+    x, W, s, z = cache["x"], cache["W"], cache["s"], cache["z"]
+    Gs = dout / s
+    dW = Gs.T @ x
+    db = Gs.sum(axis=0)
+    dx = Gs @ W - (np.sum(dout * z, axis=1, keepdims=True) / s**2) * x
+    return dx, dW, db
+    # END TASK 11.1
+
+
+def patch_sq_norms(x: np.ndarray, kernel: tuple[int, int], stride: int = 1, padding: int = 0) -> np.ndarray:
+    """``||P||^2`` of every receptive-field patch of a convolution, shape ``(N, 1, H_out, W_out)``.
+
+    A patch spans all C input channels and ``kh x kw`` pixels (padded zeros included). Compute the
+    norms with **one convolution**, without building the patches: the squares ``x**2``, summed over
+    the channels, convolved with a ``kh x kw`` box of ones (same stride and padding).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    kernel : (kh, kw)
+    stride, padding : int
+
+    Hints
+    -----
+    * ``conv2d_forward(x, weight, bias, stride=(s, s), padding=(p, p))`` from ``npnorm.nn.conv``
+      returns ``(out, cache)``; a weight of shape ``(1, 1, kh, kw)`` has one input and one output
+      channel.
+    """
+    # BEGIN TASK 11.2: patch norms by one convolution, PatchNorm
+    xsq = np.sum(x * x, axis=1, keepdims=True)
+    q, _ = conv2d_forward(xsq, np.ones((1, 1) + tuple(kernel)), None, (stride, stride), (padding, padding))
+    return q
+    # END TASK 11.2
+
+
+def patchnorm_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
+    """PatchNorm (affine mode): ``conv2d(x, W, b) / sqrt(||P||^2 + 1)``, one divisor per (sample, position),
+    shared by all output channels.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    W : ndarray, shape (F, C, kh, kw)
+    b : ndarray, shape (F,)
+
+    Returns
+    -------
+    z : ndarray, shape (N, F, H_out, W_out)
+
+    Self-check: ``self_check_11_2`` below.
+    """
+    # BEGIN TASK 11.2: patch norms by one convolution, PatchNorm
+    a, _ = conv2d_forward(x, W, b, (stride, stride), (padding, padding))
+    return a / np.sqrt(patch_sq_norms(x, W.shape[2:], stride, padding) + 1.0)
+    # END TASK 11.2
+
+
+# -- self-checks: `python exercises/ch11_divergence.py` --------------------------------------------
+
+def self_check_11_1() -> float:
+    """Task 11.1: dx[0, 0] of the example; you should get about -0.05756."""
+    rng = np.random.default_rng(11)
+    x = 1.0 + 2.0 * rng.standard_normal((3, 4))
+    W, b = rng.standard_normal((2, 4)), rng.standard_normal(2)
+    dout = rng.standard_normal((3, 2))
+    _, cache = affine_like_forward(x, W, b)
+    dx, _, _ = affine_like_backward(dout, cache)
+    return float(dx[0, 0])
+
+
+def self_check_11_2() -> float:
+    """Task 11.2: z[0, 1, 0, 0] of the example (3x3 kernel, padding 1); you should get about -1.7448."""
+    rng = np.random.default_rng(12)
+    x = 0.5 + rng.standard_normal((2, 2, 5, 5))
+    W, b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    return float(patchnorm_forward(x, W, b, 1, 1)[0, 1, 0, 0])
+
+
+if __name__ == "__main__":
+    from npnorm.exercises import run_self_checks
+
+    run_self_checks(globals())
