@@ -20,7 +20,7 @@ from .base import Module
 from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, LayerNorm,
                          RMSNorm)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
-from .adaptive import AdaIN
+from .adaptive import AdaGroupNorm, AdaIN, ScaleShiftGroupNorm
 from . import transformer, divergence
 from .gradcheck import check_gradients, check_layer
 from . import nn  # noqa: E402  (registers the network layers after the normalizers)
@@ -40,6 +40,8 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "AdaIN",
+    "AdaGroupNorm",
+    "ScaleShiftGroupNorm",
     "WeightNorm",
     "SpectralNorm",
     "WeightStandardization",

@@ -11,5 +11,6 @@ Numba twins are in :mod:`npnorm.kernels.adaptive`.
 """
 
 from .adain import AdaIN
+from .adagroupnorm import AdaGroupNorm, ScaleShiftGroupNorm
 
-__all__ = ["AdaIN"]
+__all__ = ["AdaIN", "AdaGroupNorm", "ScaleShiftGroupNorm"]
