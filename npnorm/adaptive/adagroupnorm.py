@@ -45,7 +45,7 @@ from ..statistics.standardize import standardize_backward, standardize_forward
 from ._modulation import (check_act, check_condition, linear_params, modulate_backward, modulate_forward,
                           project_backward, project_forward)
 
-__all__ = ["ada_group_norm_forward", "ada_group_norm_backward", "AdaGroupNorm", "ScaleShiftGroupNorm"]
+__all__ = ["ada_group_norm_forward", "ada_group_norm_backward", "AdaGroupNorm", "ScaleShiftGroupNorm", "StyleAdaIN"]
 
 
 def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.ndarray, linear_bias: np.ndarray,
@@ -249,4 +249,47 @@ register(Spec(
         Case("NCHW", {"emb_channels": 3, "channels": 4, "num_groups": 2}, ((2, 4, 3, 2), (2, 3)),
              modes=("train",)),
     ),
+))
+
+
+class StyleAdaIN(AdaGroupNorm):
+    """StyleGAN-style AdaIN: instance-normalized features modulated by an affine map of a style vector.
+
+    ``y = layer(x, w) = IN(x) * (1 + scale) + shift`` with ``[scale, shift] = Linear(w)``: a learned
+    affine layer ``A`` maps the style vector ``w`` ``(N, style_dim)`` to one scale and one shift per
+    channel of ``x`` ``(N, num_features, H, W)`` (StyleGAN1's ``style_mod``: ``x * (style[:, 0] + 1) +
+    style[:, 1]``). Instance statistics (biased variance, ``eps`` inside the root; StyleGAN1's 1e-8),
+    no affine of their own. It is :class:`AdaGroupNorm` with one channel per group and no activation;
+    unlike :class:`npnorm.AdaIN`, the statistics come from a vector through learned weights, not
+    from a style image. Difference from StyleGAN: a plain ``torch.nn.Linear`` initialisation instead
+    of the equalized learning rate (weights N(0, 1) scaled by ``1/sqrt(style_dim)`` at run time).
+    Karras, Laine & Aila, "A Style-Based Generator Architecture for GANs", CVPR 2019.
+    """
+
+    _where = "StyleAdaIN"
+
+    def __init__(self, style_dim: int, num_features: int, eps: float = 1e-8, *, dtype: Any = np.float64,
+                 rng: np.random.Generator | int | None = None, backend: str | None = None) -> None:
+        super().__init__(style_dim, num_features, num_features, None, eps, dtype=dtype, rng=rng, backend=backend)
+
+    def forward(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        x = as_float_array(x, "x", "StyleAdaIN")
+        check_ndim(x, (3, 4, 5), "(N, C, *spatial)", "x", "StyleAdaIN")
+        if int(np.prod(x.shape[2:])) < 2:
+            raise ValueError(f"StyleAdaIN: expected more than 1 spatial element per channel, got x of shape {x.shape}")
+        return super().forward(x, w)
+
+    def extra_repr(self) -> str:
+        return f"{self.embedding_dim}, {self.out_dim}, eps={self.eps}" + (f", backend={self.backend!r}"
+                                                                          if self.backend else "")
+
+
+register(Spec(
+    name="StyleAdaIN", cls=StyleAdaIN, pytorch=None, reference="Karras et al., 2019",
+    reduces_over="H, W, per sample and channel; modulation per sample and channel from a style vector",
+    differences="Not in PyTorch (StyleGAN1's style_mod after instance norm); plain Linear init instead of "
+                "the equalized learning rate.",
+    input_names=("x", "w"), make_inputs=_x_and_emb, backends=("numpy", "numba"),
+    cases=(Case("NCHW", {"style_dim": 3, "num_features": 2, "eps": 1e-5}, ((2, 2, 3, 3), (2, 3)),
+                modes=("train",)),),
 ))
