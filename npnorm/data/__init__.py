@@ -3,6 +3,7 @@
 * :func:`make_moons`, :func:`make_spirals`, :func:`make_gaussian_mixture`: 2-D toy sets.
 * :func:`make_shapes`: ten classes of shapes and textures as small grey-scale images, with random
   photometry (contrast, polarity, offset, background ramp, noise).
+* :func:`make_shapes_2d`: labelled 2-D points on four outlines (the diffusion experiments' data).
 * :func:`train_test_split`.
 * :func:`load_sample_image`, :func:`available_images`: the sample images that ship with matplotlib,
   re-exported from :mod:`npnorm.data.sample_images` when that module is present.
@@ -12,9 +13,10 @@ from importlib.util import find_spec
 
 from .shapes import SHAPE_CLASSES, make_shapes, train_test_split
 from .toy import make_gaussian_mixture, make_moons, make_spirals
+from .shapes2d import SHAPE_2D_CLASSES, make_shapes_2d
 
 __all__ = ["make_moons", "make_spirals", "make_gaussian_mixture", "make_shapes", "SHAPE_CLASSES",
-           "train_test_split"]
+           "train_test_split", "make_shapes_2d", "SHAPE_2D_CLASSES"]
 
 # The matplotlib sample-image loader is written with the book (npnorm/data/sample_images.py); re-export it
 # here so that all data lives under npnorm.data. Checked by module spec, not by catching ImportError,

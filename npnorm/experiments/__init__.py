@@ -8,19 +8,22 @@ Topics:
 
 * :mod:`.why_normalization` - chapter "Why normalization helps": normalizers compared in a CNN, the
   batch-size sweep, initialization scale, dead units, depth statistics, BatchNorm's train/eval gap.
+* :mod:`.diffusion` - chapter "Adaptive normalization": a DDPM on labelled 2-D points conditioned
+  through AdaGN / adaLN(-Zero), and its ablations.
 
 The framework (registration, progress bars, JSON) is :mod:`._framework`. The book calls the same
 functions with ``quick=True``. The models they train are in :mod:`npnorm.models`.
 """
 
 from ._framework import EXPERIMENTS, Experiment, experiment, progress, show_progress, to_jsonable
-from . import why_normalization
+from . import diffusion, why_normalization
+from .diffusion import diffusion_2d, diffusion_ablations
 from .why_normalization import (batch_size_sweep, bn_train_eval_gap, compare_normalizers, dead_units,
                                 depth_statistics, init_scale_sweep, shapes_data)
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment", "progress", "show_progress", "to_jsonable", "run",
            "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics",
-           "bn_train_eval_gap", "shapes_data"]
+           "bn_train_eval_gap", "shapes_data", "diffusion_2d", "diffusion_ablations"]
 
 
 def run(name: str, quick: bool = True, seed: int = 0, **options):
