@@ -87,7 +87,7 @@ def train_step(model, optimizer, schedule: Schedule, x0: np.ndarray, y: np.ndarr
 def sample(model, schedule: Schedule, n: int, y: np.ndarray | None = None, rng: np.random.Generator | None = None,
            guidance: float = 0.0, keep: tuple[int, ...] = (), shape: tuple[int, ...] = (2,),
            clip: float | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Ancestral sampling, equation (p), of ``n`` points (classes ``y``; guidance scale ``w``).
+    r"""Ancestral sampling, equation (p), of ``n`` points (classes ``y``; guidance scale ``w``).
 
     ``clip``: if given, the predicted clean sample
     :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}` is clipped to

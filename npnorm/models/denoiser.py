@@ -103,7 +103,7 @@ class Denoiser2D(Module):
     ``eps_hat = model(x, t, y)`` with ``x`` ``(N, 2)`` float, ``t`` ``(N,)`` integer steps in
     ``[0, T)`` (fed to the sinusoid as ``t * 1000 / T``, ADM's ``rescale_timesteps``), ``y`` ``(N,)``
     integers in ``[0, num_classes]`` (``num_classes`` = the null class). ``backward(d eps_hat)`` fills
-    every layer's ``grads`` (and returns nothing: the inputs are not learned).
+    every layer's ``grads`` and returns the gradient with respect to ``x``.
     """
 
     def __init__(self, num_classes: int = 4, width: int = 64, depth: int = 3, emb_dim: int = 64,
@@ -162,19 +162,20 @@ class Denoiser2D(Module):
             h = b(h, emb) if b.conditioned else b(h)
         return self.out(self.out_act(self.out_norm(h)))
 
-    def backward(self, dout: np.ndarray) -> None:
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         dh = self.out_norm.backward(self.out_act.backward(self.out.backward(dout)))
         demb = None
         for b in reversed(self.blocks):
             dh, de = b.backward(dh)
             if de is not None:
                 demb = de if demb is None else demb + de
-        self.inp.backward(dh)
-        if demb is not None:
+        dx = self.inp.backward(dh)[:, :2]
+        if demb is not None:                      # the shared embedding: gradients of all blocks summed
             if self.time_mlp is not None:
                 self.time_mlp.backward(demb)
             if self.class_emb is not None:
                 self.class_emb.backward(demb)
+        return dx
 
     def num_parameters(self) -> int:
         return sum(int(v.size) for m in self.modules() if not isinstance(getattr(type(m), "params", None), property)
