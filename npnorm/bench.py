@@ -100,7 +100,7 @@ class BenchCase:
     """One benchmark case: a layer family and the full-size input shape."""
 
     name: str
-    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm"
+    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "adagroupnorm"
     shape: tuple[int, ...]
     groups: int = 0
 
@@ -124,7 +124,11 @@ CASES = (
     BenchCase("GroupNorm G=32", "groupnorm", (32, 256, 32, 32), groups=32),
     BenchCase("InstanceNorm2d", "instancenorm", (32, 64, 64, 64)),
     BenchCase("BatchNorm2d train", "batchnorm", (64, 128, 28, 28)),
+    BenchCase("AdaGroupNorm G=32", "adagroupnorm", (32, 256, 32, 32), groups=32),
 )
+
+#: Embedding width of the AdaGroupNorm case (the modulation Linear is (2C, ADAGN_EMB)).
+ADAGN_EMB = 128
 
 
 def _import_torch():
@@ -139,6 +143,8 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
     """``{impl: {pass: callable}}`` for one case and input."""
     from .statistics import batchnorm as bn, groupnorm as gn, instancenorm as inorm, layernorm as ln
     from .kernels.statistics import batchnorm as kbn, groupnorm as kgn, instancenorm as kin, layernorm as kln
+    from .adaptive import adagroupnorm as agn
+    from .kernels.adaptive import adagroupnorm as kagn
 
     eps = 1e-5
     fam, dt = case.family, x.dtype
@@ -197,10 +203,39 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
                               lambda c_: bn.batch_norm_backward(dy, c_[1]))
         impls["numba"] = (lambda: kbn.batch_norm_forward(x, w64, b64, eps, out=y),
                           lambda c_: kbn.batch_norm_backward(dy, c_[1], dx_out=dx))
+    elif fam == "adagroupnorm":
+        # GroupNorm without affine, then x_hat (1 + scale) + shift with [scale, shift] = Linear(SiLU(emb))
+        g = case.groups
+        xg_shape = (x.shape[0], g, -1)
+        emb = rng.standard_normal((x.shape[0], ADAGN_EMB))
+        lw = rng.uniform(-1, 1, (2 * c, ADAGN_EMB)) / np.sqrt(ADAGN_EMB)
+        lb = 0.1 * rng.standard_normal(2 * c)
+
+        def tb_fwd():
+            e = emb / (1 + np.exp(-emb))
+            p = (e @ lw.T + lb).astype(dt)
+            sc, sh = p[:, :c, None, None], p[:, c:, None, None]
+            xh, cache = textbook_norm_forward(x.reshape(xg_shape), (2,), 1.0, 0.0, eps)
+            return xh.reshape(x.shape) * (1 + sc) + sh, (cache, xh, sc)
+
+        def tb_bwd(c_):
+            cache, xh, sc = c_[1]
+            xh = xh.reshape(x.shape)
+            dsc, dsh = (dy * xh).sum(axis=(2, 3)), dy.sum(axis=(2, 3))
+            dxg = textbook_norm_backward((dy * (1 + sc)).reshape(xg_shape), cache, None)[0]
+            return dxg.reshape(x.shape), np.concatenate([dsc, dsh], axis=1) @ lw
+
+        impls["textbook"] = (tb_fwd, tb_bwd)
+        impls["reference"] = (lambda: agn.ada_group_norm_forward(x, emb, lw, lb, g, eps, "silu"),
+                              lambda c_: agn.ada_group_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kagn.ada_group_norm_forward(x, emb, lw, lb, g, eps, "silu", out=y),
+                          lambda c_: kagn.ada_group_norm_backward(dy, c_[1], dx_out=dx))
+        if torch_mod is not None:
+            impls["torch"] = _torch_adagn(torch_mod, x, dy, emb, lw, lb, g, eps)
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
-    if torch_mod is not None:
+    if torch_mod is not None and fam != "adagroupnorm":
         impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps)
 
     result = {}
@@ -243,6 +278,33 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
         c_[1].backward(dyt)
 
     return fwd, lambda c_: bwd(fwd_for_bwd())
+
+
+def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps):
+    """PyTorch's GroupNorm (no affine) followed by the same modulation, as diffusers' AdaGroupNorm."""
+    F = torch.nn.functional
+    dt = torch.from_numpy(x).dtype
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    et = torch.from_numpy(emb).to(dt)
+    wt, bt = torch.from_numpy(lw).to(dt), torch.from_numpy(lb).to(dt)
+
+    def call(xi, ei, wi, bi):
+        p = F.linear(F.silu(ei), wi, bi)[:, :, None, None]
+        scale, shift = p.chunk(2, dim=1)
+        return F.group_norm(xi, groups, eps=eps) * (1 + scale) + shift
+
+    def fwd():
+        with torch.no_grad():
+            return None, call(xt, et, wt, bt)
+
+    leaves = [a.clone().requires_grad_(True) for a in (xt, et, wt, bt)]
+
+    def bwd(_):
+        for a in leaves:
+            a.grad = None
+        call(*leaves).backward(dyt)
+
+    return fwd, bwd
 
 
 # -- measuring -----------------------------------------------------------------------------------
