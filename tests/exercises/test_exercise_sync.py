@@ -21,6 +21,7 @@ TASKS = {  # fixed: the book's chapter numbers use them
     "5.1": "ch5_adain",
     "6.1": "ch6_weightnorm", "6.2": "ch6_weightnorm",
     "7.1": "ch7_numba",
+    "9.1": "ch9_adaptive", "9.2": "ch9_adaptive", "9.3": "ch9_adaptive",
 }
 BOOK_EXERCISES = REPO_ROOT / "book" / "exercises"
 
