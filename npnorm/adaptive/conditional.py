@@ -62,6 +62,7 @@ class _ClassTable(Module):
     """Shared bookkeeping: the ``(num, C)`` tables ``weight`` (ones) and ``bias`` (zeros)."""
 
     _count_arg = "num_classes"
+    _label_name = "y"
 
     def __init__(self, num_features: int, num: int, eps: float, dtype: Any) -> None:
         super().__init__()
@@ -80,7 +81,7 @@ class _ClassTable(Module):
         if x.shape[1] != self.num_features:
             raise ValueError(f"{name}: x has {x.shape[1]} channels (shape {x.shape}) but the layer was built "
                              f"with num_features={self.num_features}")
-        return x, check_labels(labels, x.shape[0], self._num, "y", self._count_arg, name)
+        return x, check_labels(labels, x.shape[0], self._num, self._label_name, self._count_arg, name)
 
     def _table_grads(self, dweight: np.ndarray, dbias: np.ndarray) -> None:
         self.grads["weight"] = dweight.astype(self.dtype, copy=False)
@@ -144,6 +145,7 @@ class ConditionalInstanceNorm2d(_ClassTable):
     """
 
     _count_arg = "num_styles"
+    _label_name = "styles"
 
     def __init__(self, num_features: int, num_styles: int, eps: float = 1e-5, *, dtype: Any = np.float64) -> None:
         super().__init__(num_features, num_styles, eps, dtype)

@@ -56,6 +56,8 @@ def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.nda
     x3 = C.as_input(x, (n, c, s))
     y = C.check_out(out, x3.shape, x3.dtype)
     mean, _, rstd = grouped_forward(x3, num_groups, a, b, eps, y)
+    if np.shares_memory(x3, x):
+        x3 = x3.copy()             # the cache never aliases the caller's array (editing x must not change dx)
     cache = {"backend": "numba", "x": x3, "groups": num_groups, "a": a, "one_s": one_s, "gamma": gamma,
              "beta": beta, "mean": mean, "rstd": rstd, "proj": p_cache, "shape": x.shape, "dtype": x.dtype,
              "emb_dtype": emb.dtype, "has_weight": weight is not None, "has_bias": bias is not None}
