@@ -89,3 +89,24 @@ def test_in_class_fraction_counts_nan_as_miss():
     y = np.array([0, 1])
     pts = np.array([[0.1, 0.0], [4.9, 5.0], [np.nan, 0.0], [0.0, 0.2]])
     assert in_class_fraction(pts, np.array([0, 1, 0, 1]), X, y) == 0.5
+
+
+def test_conv_denoiser_backward():
+    """The image capstone's denoiser: AdaGN at two resolutions, skip connection, shared embedding."""
+    from npnorm.models.conv_denoiser import ConvDenoiser
+
+    model = ConvDenoiser(num_classes=3, channels=4, emb_dim=4, groups=2, freq_dim=4, seed=0)
+    rng = np.random.default_rng(1)
+    for m in model.modules():
+        for v in m.params.values():
+            v += rng.normal(0, 0.2, v.shape)
+    x, t, y = rng.standard_normal((2, 1, 16, 16)), np.array([3, 60]), np.array([0, 2])
+    dout = rng.standard_normal(x.shape)
+    model(x, t, y)
+    dx = model.backward(dout)
+    for arr, analytic in [(x, dx)] + [(m.params[k], m.grads[k]) for m in model.modules() for k in m.params]:
+        idx = [tuple(int(i) for i in np.unravel_index(j, arr.shape))
+               for j in rng.choice(arr.size, min(2, arr.size), replace=False)]
+        num = numerical_gradient(lambda: model(x, t, y), arr, dout, indices=idx)
+        for i in idx:
+            assert abs(num[i] - analytic[i]) <= 1e-7 * max(1e-4, abs(num[i]) + abs(analytic[i]))

@@ -17,13 +17,14 @@ functions with ``quick=True``. The models they train are in :mod:`npnorm.models`
 
 from ._framework import EXPERIMENTS, Experiment, experiment, progress, show_progress, to_jsonable
 from . import diffusion, why_normalization
-from .diffusion import diffusion_2d, diffusion_ablations, diffusion_guidance
+from .diffusion import diffusion_2d, diffusion_ablations, diffusion_guidance, diffusion_shapes
 from .why_normalization import (batch_size_sweep, bn_train_eval_gap, compare_normalizers, dead_units,
                                 depth_statistics, init_scale_sweep, shapes_data)
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment", "progress", "show_progress", "to_jsonable", "run",
            "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics",
-           "bn_train_eval_gap", "shapes_data", "diffusion_2d", "diffusion_ablations", "diffusion_guidance"]
+           "bn_train_eval_gap", "shapes_data", "diffusion_2d", "diffusion_ablations", "diffusion_guidance",
+           "diffusion_shapes"]
 
 
 def run(name: str, quick: bool = True, seed: int = 0, **options):
