@@ -3,7 +3,8 @@
 The layers are grouped by family, one subpackage each: :mod:`npnorm.statistics` (standardize, then
 affine: BatchNorm, LayerNorm, RMSNorm, GroupNorm, InstanceNorm), :mod:`npnorm.weights` (weight
 normalization, spectral normalization, weight standardization), :mod:`npnorm.adaptive` (the affine
-map comes from a condition: AdaIN), :mod:`npnorm.transformer` and :mod:`npnorm.divergence`. Their
+map comes from a condition: AdaIN, FiLM, conditional BN/IN, AdaGN, adaLN(-Zero), the timestep
+encoders), :mod:`npnorm.transformer` and :mod:`npnorm.divergence`. Their
 Numba twins mirror them under :mod:`npnorm.kernels`; :mod:`npnorm.nn` has the network building
 blocks, :mod:`npnorm.models` the small networks the experiments train, :mod:`npnorm.experiments`
 the experiments (``python -m npnorm.experiments --list``).
@@ -62,7 +63,9 @@ from .statistics import (BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, Insta
                          EvoNorm2dB0, EvoNorm2dS0, GlobalResponseNorm, SwitchNorm2d,
                          IterNorm)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
-from .adaptive import AdaIN
+from .adaptive import (AdaGroupNorm, AdaIN, AdaLN, AdaLNZeroBlock, ConditionalBatchNorm2d,
+                       ConditionalInstanceNorm2d, FiLM, ScaleShiftGroupNorm, SinusoidalTimestepEmbedding,
+                       StyleAdaIN, TimestepEmbedding)
 from . import transformer, divergence
 from .divergence import AffineLike, L2PreNorm, PatchNormConv2d, RMSPreNorm
 from .gradcheck import check_gradients, check_layer
@@ -101,6 +104,16 @@ __all__ = [
     "RMSPreNorm",
     "AffineLike",
     "PatchNormConv2d",
+    "FiLM",
+    "ConditionalBatchNorm2d",
+    "ConditionalInstanceNorm2d",
+    "AdaGroupNorm",
+    "ScaleShiftGroupNorm",
+    "StyleAdaIN",
+    "AdaLN",
+    "AdaLNZeroBlock",
+    "SinusoidalTimestepEmbedding",
+    "TimestepEmbedding",
     "WeightNorm",
     "SpectralNorm",
     "WeightStandardization",

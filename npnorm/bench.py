@@ -102,7 +102,8 @@ class BenchCase:
     """One benchmark case: a layer family and the full-size input shape."""
 
     name: str
-    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "patchnorm"
+    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "patchnorm",
+                         # "adagroupnorm"
     shape: tuple[int, ...]
     groups: int = 0
 
@@ -130,7 +131,11 @@ CASES = (
     # (a convolution), so the roofline column means little here; "textbook" is the patch-by-patch
     # definition, "torch" the composition conv2d(x, W, b) / sqrt(conv2d(x**2, ones) + 1).
     BenchCase("PatchNormConv2d 3x3", "patchnorm", (16, 16, 32, 32)),
+    BenchCase("AdaGroupNorm G=32", "adagroupnorm", (32, 256, 32, 32), groups=32),
 )
+
+#: Embedding width of the AdaGroupNorm case (the modulation Linear is (2C, ADAGN_EMB)).
+ADAGN_EMB = 128
 
 
 def _import_torch():
@@ -163,6 +168,8 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
     from . import statistics as S
     from .statistics import batchnorm as bn, groupnorm as gn, instancenorm as inorm, layernorm as ln
     from .kernels.statistics import batchnorm as kbn, groupnorm as kgn, instancenorm as kin, layernorm as kln
+    from .adaptive import adagroupnorm as agn
+    from .kernels.adaptive import adagroupnorm as kagn
 
     eps = 1e-5
     fam, dt = case.family, x.dtype
@@ -239,14 +246,52 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
         w = wconv64.astype(dt)
         from .divergence import PatchNormConv2d
         layer = PatchNormConv2d(c, c, 3, padding=1, dtype=dt)
+    elif fam == "adagroupnorm":
+        # GroupNorm without affine, then x_hat (1 + scale) + shift with [scale, shift] = Linear(SiLU(emb))
+        g = case.groups
+        xg_shape = (x.shape[0], g, -1)
+        emb = rng.standard_normal((x.shape[0], ADAGN_EMB))
+        lw = rng.uniform(-1, 1, (2 * c, ADAGN_EMB)) / np.sqrt(ADAGN_EMB)
+        lb = 0.1 * rng.standard_normal(2 * c)
+
+        def tb_fwd():
+            e = emb / (1 + np.exp(-emb))
+            p = (e @ lw.T + lb).astype(dt)
+            sc, sh = p[:, :c, None, None], p[:, c:, None, None]
+            xh, cache = textbook_norm_forward(x.reshape(xg_shape), (2,), 1.0, 0.0, eps)
+            return xh.reshape(x.shape) * (1 + sc) + sh, (cache, xh, sc)
+
+        def tb_bwd(c_):
+            cache, xh, sc = c_[1]
+            xh = xh.reshape(x.shape)
+            dsc, dsh = (dy * xh).sum(axis=(2, 3)), dy.sum(axis=(2, 3))
+            dxg = textbook_norm_backward((dy * (1 + sc)).reshape(xg_shape), cache, None)[0]
+            dp = np.concatenate([dsc, dsh], axis=1)                    # d loss / d [scale, shift]
+            sig = 1 / (1 + np.exp(-emb))
+            demb = (dp @ lw) * (sig * (1 + emb * (1 - sig)))           # through SiLU
+            return dxg.reshape(x.shape), demb, dp.T @ (emb * sig), dp.sum(axis=0)
+
+        impls["textbook"] = (tb_fwd, tb_bwd)
+        impls["reference"] = (lambda: agn.ada_group_norm_forward(x, emb, lw, lb, g, eps, "silu"),
+                              lambda c_: agn.ada_group_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kagn.ada_group_norm_forward(x, emb, lw, lb, g, eps, "silu", out=y),
+                          lambda c_: kagn.ada_group_norm_backward(dy, c_[1], dx_out=dx))
+        from .adaptive import AdaGroupNorm
+        ada = AdaGroupNorm(ADAGN_EMB, c, g, act_fn="silu", eps=eps, dtype=dt)
+        ada.params["linear.weight"][...], ada.params["linear.bias"][...] = lw, lb
+        impls["layer"] = (lambda: (ada(x, emb), None),
+                          lambda _: (*ada.backward(dy), ada.grads["linear.weight"], ada.grads["linear.bias"]))
+        if torch_mod is not None:
+            impls["torch"] = _torch_adagn(torch_mod, x, dy, emb, lw, lb, g, eps)
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
-    layer.params["weight"][...] = w
-    if "bias" in layer.params:
-        layer.params["bias"][...] = b
-    impls["layer"] = _layer_impl(layer, x, dy)
-    if torch_mod is not None:
+    if fam != "adagroupnorm":
+        layer.params["weight"][...] = w
+        if "bias" in layer.params:
+            layer.params["bias"][...] = b
+        impls["layer"] = _layer_impl(layer, x, dy)
+    if torch_mod is not None and fam != "adagroupnorm":
         impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps)
 
     result = {}
@@ -359,6 +404,31 @@ def _torch_training_step(torch, norm, X, y, size):
         return loss
 
     return step
+def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps):
+    """PyTorch's GroupNorm (no affine) followed by the same modulation, as diffusers' AdaGroupNorm."""
+    F = torch.nn.functional
+    dt = torch.from_numpy(x).dtype
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    et = torch.from_numpy(emb).to(dt)
+    wt, bt = torch.from_numpy(lw).to(dt), torch.from_numpy(lb).to(dt)
+
+    def call(xi, ei, wi, bi):
+        p = F.linear(F.silu(ei), wi, bi)[:, :, None, None]
+        scale, shift = p.chunk(2, dim=1)
+        return F.group_norm(xi, groups, eps=eps) * (1 + scale) + shift
+
+    def fwd():
+        with torch.no_grad():
+            return None, call(xt, et, wt, bt)
+
+    leaves = [a.clone().requires_grad_(True) for a in (xt, et, wt, bt)]
+
+    def bwd(_):
+        for a in leaves:
+            a.grad = None
+        call(*leaves).backward(dyt)
+
+    return fwd, bwd
 
 
 # -- measuring -----------------------------------------------------------------------------------

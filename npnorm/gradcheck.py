@@ -412,6 +412,7 @@ def check_layer(
     params: bool | Sequence[str] = True,
     check_inputs: bool = True,
     input_names: Sequence[str] | None = None,
+    constant_inputs: Sequence[str] = (),
     samples: int | None = None,
     raise_on_failure: bool = True,
 ) -> GradcheckReport:
@@ -427,15 +428,24 @@ def check_layer(
     names in ``input_names`` (default ``x`` for one
     input, ``input0``, ``input1``, ... for several); the parameters under their names in
     ``layer.params``.
+
+    ``constant_inputs`` names inputs that are not differentiated (integer class labels, style
+    indices): they are passed unchanged and never perturbed, and ``backward`` returns gradients for
+    the other inputs only, in order.
     """
     rng = np.random.default_rng(seed)
     if input_names is None:
         input_names = ["x"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
     if len(input_names) != len(inputs):
         raise ValueError(f"got {len(inputs)} inputs but {len(input_names)} input_names")
-    xs = [np.array(x, dtype=np.float64) for x in inputs]
-    for name, x, original in zip(input_names, xs, inputs):
-        _require_float64(name, np.asarray(original))
+    unknown = set(constant_inputs) - set(input_names)
+    if unknown:
+        raise ValueError(f"constant_inputs {sorted(unknown)} are not among the input names {list(input_names)}")
+    const = [name in constant_inputs for name in input_names]
+    xs = [np.array(x) if c else np.array(x, dtype=np.float64) for x, c in zip(inputs, const)]
+    for name, original, c in zip(input_names, inputs, const):
+        if not c:
+            _require_float64(name, np.asarray(original))
     snapshot = copy.deepcopy(layer)
     param_names = list(snapshot.params) if params is True else list(params or [])
     for k in param_names:
@@ -446,16 +456,18 @@ def check_layer(
     upstream, desc = make_upstream(np.shape(out), dout, rng)
     floor = roundoff_floor(out, upstream, h if h is not None else DEFAULT_STEP[stencil], tolerance, floor)
     dx = work.backward(upstream.copy())
-    dxs = dx if isinstance(dx, tuple) else (dx,)
+    n_diff = len(xs) - sum(const)
+    dxs = dx if isinstance(dx, tuple) else (() if dx is None and n_diff == 0 else (dx,))
     problems = []
-    if len(xs) and len(dxs) != len(xs):
-        problems.append(f"backward returned {len(dxs)} input gradients for {len(xs)} inputs")
+    if n_diff and len(dxs) != n_diff:
+        problems.append(f"backward returned {len(dxs)} input gradients for {n_diff} differentiable inputs")
 
     def run() -> np.ndarray:
         return copy.deepcopy(snapshot)(*[x.copy() for x in xs])
 
     comparisons = []
-    for i, (name, x) in enumerate(zip(input_names, xs) if check_inputs else []):
+    diff = [(name, x) for name, x, c in zip(input_names, xs, const) if not c]
+    for i, (name, x) in enumerate(diff if check_inputs else []):
         num = numerical_gradient(run, x, upstream, h=h, stencil=stencil, indices=_pick_indices(x.shape, samples, rng))
         comparisons.append(compare_gradients(name, dxs[i] if i < len(dxs) else None, num, tolerance, floor))
     for k in param_names:

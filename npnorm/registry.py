@@ -76,6 +76,12 @@ class Spec:
         Deliberate differences from PyTorch ("" when there are none).
     input_names : tuple of str
         Names under which input gradients are reported.
+    constant_inputs : tuple of str
+        The names (among ``input_names``) of inputs that are not differentiated: integer class
+        labels or style indices (conditional BatchNorm, an embedding table). ``make_inputs`` makes
+        them (integers); :meth:`inputs` does not cast them to the build's dtype; the gradient check
+        passes them unchanged and never perturbs them; the layer's ``backward`` returns gradients for
+        the other inputs only, in order (a single array when one remains, ``None`` when none does).
     input_offset, input_scale : float
         Inputs are ``offset + scale * N(0, 1)``: a non-zero mean and a non-unit spread catch bugs
         that standard-normal inputs hide.
@@ -116,6 +122,7 @@ class Spec:
     reduces_over: str = ""
     differences: str = ""
     input_names: tuple[str, ...] = ("x",)
+    constant_inputs: tuple[str, ...] = ()
     input_offset: float = 5.0
     input_scale: float = 3.0
     make_inputs: Callable[[Case, np.random.Generator, Any], tuple[np.ndarray, ...]] | None = None
@@ -130,6 +137,17 @@ class Spec:
     def __post_init__(self) -> None:
         if not self.family:
             object.__setattr__(self, "family", family_of(self.cls))
+        unknown = set(self.constant_inputs) - set(self.input_names)
+        if unknown:
+            raise ValueError(f"{self.name}: constant_inputs {sorted(unknown)} are not in input_names "
+                             f"{self.input_names}")
+        if self.constant_inputs and self.make_inputs is None:
+            raise ValueError(f"{self.name}: constant (integer) inputs need a make_inputs that draws them")
+
+    @property
+    def differentiable_inputs(self) -> tuple[str, ...]:
+        """``input_names`` without ``constant_inputs``: the inputs ``backward`` returns gradients for."""
+        return tuple(n for n in self.input_names if n not in self.constant_inputs)
 
     def twin(self) -> Callable[..., Any]:
         """The callable that mirrors the PyTorch twin's signature (:attr:`signature_twin`, resolved)."""
@@ -148,7 +166,9 @@ class Spec:
     def inputs(self, case: Case, rng: np.random.Generator, dtype: Any = np.float64) -> tuple[np.ndarray, ...]:
         """Random valid inputs for ``case``."""
         if self.make_inputs is not None:
-            return tuple(np.asarray(a, dtype=dtype) for a in self.make_inputs(case, rng, dtype))
+            made = self.make_inputs(case, rng, dtype)
+            return tuple(np.asarray(a) if name in self.constant_inputs else np.asarray(a, dtype=dtype)
+                         for name, a in zip(self.input_names, made))
         return tuple((self.input_offset + self.input_scale * rng.standard_normal(s)).astype(dtype)
                      for s in case.input_shapes)
 

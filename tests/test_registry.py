@@ -25,11 +25,13 @@ def _cases():
 @pytest.mark.parametrize("spec, case, mode", list(_cases()))
 def test_gradients(spec, case, mode):
     layer, inputs = spec.build(case, seed=7, mode=mode)
-    names = list(spec.input_names) if len(inputs) > 1 else None
-    report = check_layer(layer, *inputs, input_names=names, seed=11, raise_on_failure=False, **spec.gradcheck)
+    names = list(spec.input_names) if len(inputs) > 1 or spec.constant_inputs else None
+    report = check_layer(layer, *inputs, input_names=names, constant_inputs=spec.constant_inputs, seed=11,
+                         raise_on_failure=False, **spec.gradcheck)
     checked = {c.name for c in report.comparisons}
-    # every input and every parameter was compared
-    assert checked == set(names or (["x"] if inputs else [])) | set(layer.params), report
+    # every differentiable input and every parameter was compared
+    expected = set(spec.differentiable_inputs) if names else ({"x"} if inputs else set())
+    assert checked == expected | set(layer.params), report
     assert report.passed, str(report)
     assert report.max_rel_error < DEFAULT_TOLERANCE
 
@@ -44,8 +46,10 @@ def test_forward_keeps_dtype_and_shape(spec, case, mode):
         assert np.all(np.isfinite(out))
         dout = np.ones_like(out)
         grads = layer.backward(dout)
-        grads = grads if isinstance(grads, tuple) else (grads,)
-        for g, x in zip(grads, inputs):
+        grads = grads if isinstance(grads, tuple) else (() if grads is None else (grads,))
+        diff = [x for name, x in zip(spec.input_names, inputs) if name not in spec.constant_inputs]
+        assert len(grads) == len(diff) or not inputs
+        for g, x in zip(grads, diff):
             assert g.shape == x.shape and g.dtype == dtype
 
 

@@ -12,6 +12,8 @@ Topics:
 * :mod:`.layer_and_weight` - LayerNorm against BatchNorm across batch sizes (chapter "Layer
   normalization and RMSNorm"); weight normalization in training (chapter "Weight normalization and
   spectral normalization").
+* :mod:`.diffusion` - chapter "Adaptive normalization": a DDPM on labelled 2-D points conditioned
+  through AdaGN / adaLN(-Zero), and its ablations.
 * :mod:`.divergence` - chapter "The affine divergence and PatchNorm": MLP and CNN ablations, the
   batch-size prediction, scale (in)variance.
 * :mod:`.gan` - chapter "Keeping a critic Lipschitz": a 2-D GAN with weight clipping, gradient penalty,
@@ -27,6 +29,8 @@ from ._framework import EXPERIMENTS, Experiment, experiment, progress, show_prog
 from . import why_normalization
 from . import layer_and_weight  # noqa: I001 (registration order = --list order)
 from .layer_and_weight import ln_vs_bn_batch_size, weight_norm_training
+from . import diffusion
+from .diffusion import diffusion_2d, diffusion_ablations, diffusion_guidance, diffusion_shapes
 from . import gan
 from .gan import critic_fixed_generator, gan_lipschitz
 from .why_normalization import (batch_size_sweep, bn_train_eval_gap, compare_normalizers, dead_units,
@@ -41,7 +45,7 @@ __all__ = ["EXPERIMENTS", "Experiment", "experiment", "progress", "show_progress
            "compare_normalizers", "batch_size_sweep", "init_scale_sweep", "dead_units", "depth_statistics",
            "bn_train_eval_gap", "learning_rate_sweep", "shapes_data", "ln_vs_bn_batch_size",
            "weight_norm_training", "mlp_ablation", "cnn_ablation", "batch_size_prediction", "scale_response",
-           "small_batch_catalog", "gan_lipschitz", "critic_fixed_generator"]
+           "small_batch_catalog", "diffusion_2d", "diffusion_ablations", "diffusion_guidance", "diffusion_shapes", "gan_lipschitz", "critic_fixed_generator"]
 
 
 def run(name: str, quick: bool = True, seed: int = 0, **options):

@@ -4,7 +4,7 @@ Layers (the :class:`npnorm.Module` contract: ``y = layer(x)``, ``dx = layer.back
 ``params`` / ``grads``, ``train()`` / ``eval()``), each registered and gradient-checked:
 :class:`Linear`, :class:`Conv2d`, :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`Flatten`,
 :class:`Identity`, :class:`ReLU`, :class:`LeakyReLU`, :class:`GELU`, :class:`Tanh`, :class:`SiLU`, :class:`Dropout`,
-:class:`Sequential`. Losses (``loss = crit(logits, y)``, ``dlogits = crit.backward()``):
+:class:`Sequential`, :class:`Embedding`. Losses (``loss = crit(logits, y)``, ``dlogits = crit.backward()``):
 :class:`CrossEntropyLoss`, :class:`MSELoss`. Initializers in :mod:`npnorm.nn.init`; optimizers
 :class:`SGD`, :class:`Adam`, :class:`AdamW`.
 
@@ -14,6 +14,7 @@ The normalizers themselves (``npnorm.BatchNorm2d``, ...) are re-exported here fo
 
 from . import init
 from .conv import AvgPool2d, Conv2d, MaxPool2d
+from .embedding import Embedding
 from .init import manual_seed
 from .layers import GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sequential, SiLU, Tanh
 from .losses import CrossEntropyLoss, MSELoss
@@ -25,7 +26,7 @@ from ..statistics.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNo
 
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity",
-    "ReLU", "LeakyReLU", "GELU", "Tanh", "SiLU", "Dropout", "Sequential",
+    "ReLU", "LeakyReLU", "GELU", "Tanh", "SiLU", "Dropout", "Sequential", "Embedding",
     "CrossEntropyLoss", "MSELoss",
     "SGD", "Adam", "AdamW",
     "init", "manual_seed",

@@ -1,5 +1,5 @@
 """Numba twins of :mod:`npnorm.adaptive`: one module per layer, same function signatures."""
 
-from . import adain
+from . import adagroupnorm, adain
 
-__all__ = ["adain"]
+__all__ = ["adain", "adagroupnorm"]
