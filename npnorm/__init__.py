@@ -21,6 +21,7 @@ from .statistics import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, In
                          RMSNorm)
 from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametrize
 from .adaptive import AdaIN
+from .transformer import DeepNorm, DyT, FixNorm, L2Norm, NGPTMLP, NGPTResidual, NGPTScale, QKNorm, ScaleNorm
 from . import transformer, divergence
 from .gradcheck import check_gradients, check_layer
 from . import nn  # noqa: E402  (registers the network layers after the normalizers)
@@ -40,6 +41,15 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "AdaIN",
+    "L2Norm",
+    "ScaleNorm",
+    "FixNorm",
+    "QKNorm",
+    "DyT",
+    "DeepNorm",
+    "NGPTResidual",
+    "NGPTScale",
+    "NGPTMLP",
     "WeightNorm",
     "SpectralNorm",
     "WeightStandardization",

@@ -415,7 +415,9 @@ def check_layer(
     current mode (``train()`` / ``eval()``) is the one checked.
 
     ``params`` selects the parameters to check (``True``: all, ``False``: none, or a list of names);
-    ``check_inputs=False`` skips the input gradients. The input gradient(s) are compared under the
+    ``check_inputs=False`` skips the input gradients. Integer inputs (token ids, labels) are not
+    differentiable: they are passed through unchanged and not checked (the layer's ``backward``
+    returns ``None`` in their place). The input gradient(s) are compared under the
     names in ``input_names`` (default ``x`` for one
     input, ``input0``, ``input1``, ... for several); the parameters under their names in
     ``layer.params``.
@@ -425,9 +427,13 @@ def check_layer(
         input_names = ["x"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
     if len(input_names) != len(inputs):
         raise ValueError(f"got {len(inputs)} inputs but {len(input_names)} input_names")
-    xs = [np.array(x, dtype=np.float64) for x in inputs]
-    for name, x, original in zip(input_names, xs, inputs):
-        _require_float64(name, np.asarray(original))
+    # integer inputs (token ids, class labels) are data, not something to differentiate: they are
+    # passed through unchanged and never perturbed or compared
+    integer = [np.issubdtype(np.asarray(x).dtype, np.integer) for x in inputs]
+    xs = [np.array(x) if is_int else np.array(x, dtype=np.float64) for x, is_int in zip(inputs, integer)]
+    for name, x, original, is_int in zip(input_names, xs, inputs, integer):
+        if not is_int:
+            _require_float64(name, np.asarray(original))
     snapshot = copy.deepcopy(layer)
     param_names = list(snapshot.params) if params is True else list(params or [])
     for k in param_names:
@@ -448,6 +454,8 @@ def check_layer(
 
     comparisons = []
     for i, (name, x) in enumerate(zip(input_names, xs) if check_inputs else []):
+        if integer[i]:
+            continue
         num = numerical_gradient(run, x, upstream, h=h, stencil=stencil, indices=_pick_indices(x.shape, samples, rng))
         comparisons.append(compare_gradients(name, dxs[i] if i < len(dxs) else None, num, tolerance, floor))
     for k in param_names:

@@ -4,7 +4,9 @@ Layers (the :class:`npnorm.Module` contract: ``y = layer(x)``, ``dx = layer.back
 ``params`` / ``grads``, ``train()`` / ``eval()``), each registered and gradient-checked:
 :class:`Linear`, :class:`Conv2d`, :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`Flatten`,
 :class:`Identity`, :class:`ReLU`, :class:`GELU`, :class:`Tanh`, :class:`SiLU`, :class:`Dropout`,
-:class:`Sequential`. Losses (``loss = crit(logits, y)``, ``dlogits = crit.backward()``):
+:class:`Sequential`; for transformers :class:`Embedding`, :class:`PositionalEmbedding`,
+:class:`Softmax`, :class:`MultiheadSelfAttention` (causal, optional QK-norm), :class:`FeedForward`,
+and :class:`Composite` (a layer wired from named children). Losses (``loss = crit(logits, y)``, ``dlogits = crit.backward()``):
 :class:`CrossEntropyLoss`, :class:`MSELoss`. Initializers in :mod:`npnorm.nn.init`; optimizers
 :class:`SGD`, :class:`Adam`, :class:`AdamW`.
 
@@ -18,6 +20,10 @@ from .init import manual_seed
 from .layers import GELU, Dropout, Flatten, Identity, Linear, ReLU, Sequential, SiLU, Tanh
 from .losses import CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam, AdamW
+from .composite import Composite
+from .embedding import Embedding, PositionalEmbedding
+from .attention import MultiheadSelfAttention, Softmax
+from .feedforward import FeedForward
 from ..statistics.batchnorm import BatchNorm1d, BatchNorm2d
 from ..statistics.layernorm import LayerNorm, RMSNorm
 from ..statistics.groupnorm import GroupNorm
@@ -26,6 +32,7 @@ from ..statistics.instancenorm import InstanceNorm1d, InstanceNorm2d
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity",
     "ReLU", "GELU", "Tanh", "SiLU", "Dropout", "Sequential",
+    "Embedding", "PositionalEmbedding", "Softmax", "MultiheadSelfAttention", "FeedForward",
     "CrossEntropyLoss", "MSELoss",
     "SGD", "Adam", "AdamW",
     "init", "manual_seed",
