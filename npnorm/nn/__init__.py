@@ -19,7 +19,7 @@ from .conv import AvgPool2d, Conv2d, MaxPool2d
 from .init import manual_seed
 from .layers import GELU, Dropout, Flatten, Identity, Linear, ReLU, Sequential, SiLU, Tanh
 from .losses import CrossEntropyLoss, MSELoss
-from .optim import SGD, Adam, AdamW
+from .optim import SGD, Adam, AdamW, clip_grad_norm_, grad_norm
 from .composite import Composite
 from .embedding import Embedding, PositionalEmbedding
 from .attention import MultiheadSelfAttention, Softmax
@@ -34,7 +34,7 @@ __all__ = [
     "ReLU", "GELU", "Tanh", "SiLU", "Dropout", "Sequential",
     "Embedding", "PositionalEmbedding", "Softmax", "MultiheadSelfAttention", "FeedForward",
     "CrossEntropyLoss", "MSELoss",
-    "SGD", "Adam", "AdamW",
+    "SGD", "Adam", "AdamW", "clip_grad_norm_", "grad_norm",
     "init", "manual_seed",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
 ]
