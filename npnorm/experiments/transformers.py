@@ -32,7 +32,7 @@ from ..models.transformer import NGPT, TransformerLM, lm_step
 from ._framework import experiment, progress
 
 __all__ = ["grad_norms_at_init", "warmup_post_pre", "qk_norm_high_lr", "norm_compare", "ngpt_vs_pre",
-           "clip_rescue", "train_lm", "one_blas_thread", "REVERSAL"]
+           "clip_rescue", "gradnorm_toy", "train_lm", "one_blas_thread", "REVERSAL"]
 
 CHAPTER = "Normalization in transformers"
 
@@ -330,3 +330,69 @@ def clip_rescue(quick: bool = True, seed: int = 0, lr: float = 3e-2, max_norm: f
                 rec["loss"].append(_smooth(r["loss"], 20))
             runs[variant] = rec
     return {"steps": steps, "lr": lr, "max_norm": max_norm, "depth": depth, "seeds": seeds, "runs": runs}
+
+
+# -- GradNorm -------------------------------------------------------------------------------------
+def _gradnorm_run(method: str, steps: int, seed: int, sigmas=(1.0, 10.0), alpha: float = 1.5) -> dict[str, Any]:
+    from ..nn.losses import mse_backward, mse_forward
+    rng = np.random.default_rng(seed)
+    D_in, H, D_out = 16, 32, 4
+    B = rng.normal(0.0, 1.0 / np.sqrt(D_in), (D_out, D_in))
+    Bs = [B + rng.normal(0.0, 0.3 / np.sqrt(D_in), B.shape) for _ in sigmas]
+
+    def data(n, r):
+        x = r.normal(size=(n, D_in))
+        return x, [s * np.tanh(x @ Bi.T) for s, Bi in zip(sigmas, Bs)]
+
+    trunk = nn.Sequential(nn.Linear(D_in, H, rng=rng), nn.Tanh(), nn.Linear(H, H, rng=rng), nn.Tanh())
+    heads = [nn.Linear(H, D_out, rng=rng) for _ in sigmas]
+    opt = nn.Adam([trunk, *heads], lr=1e-3)
+    gn = nn.GradNorm(len(sigmas), alpha=alpha, lr=0.025)
+    shared = trunk[2]
+    hist: dict[str, list] = {"weights": [], "loss_ratio": []}
+    L0 = None
+    for _ in range(steps):
+        x, ys = data(64, rng)
+        h = trunk(x)
+        losses, dhs, grad_norms = [], [], []
+        for head, y in zip(heads, ys):
+            loss, cache = mse_forward(head(h), y)
+            losses.append(loss)
+            dh = head.backward(mse_backward(cache))
+            dhs.append(dh)
+            trunk.backward(dh)
+            grad_norms.append(float(np.linalg.norm(shared.grads["weight"])))
+        w = gn.weights.copy() if method == "gradnorm" else np.ones(len(sigmas))
+        for head, wi in zip(heads, w):
+            for k in head.grads:
+                head.grads[k] = wi * head.grads[k]
+        trunk.backward(sum(wi * dh for wi, dh in zip(w, dhs)))
+        opt.step()
+        opt.zero_grad()
+        if method == "gradnorm":
+            gn.step(losses, grad_norms)
+        L0 = np.array(losses) if L0 is None else L0
+        hist["weights"].append(w.tolist())
+        hist["loss_ratio"].append((np.array(losses) / L0).tolist())
+    x, ys = data(2000, np.random.default_rng(777))
+    h = trunk(x)
+    test = [mse_forward(head(h), y)[0] / s**2 for head, y, s in zip(heads, ys, sigmas)]
+    return {"test_loss_over_sigma2": test, **hist}
+
+
+@experiment("gradnorm-toy", "GradNorm vs equal task weights on a two-task regression whose tasks differ "
+            "100x in loss scale", CHAPTER)
+def gradnorm_toy(quick: bool = True, seed: int = 0, alpha: float = 1.5) -> dict[str, Any]:
+    """Two regression tasks ``y_i = sigma_i tanh((B + e_i) x)`` with ``sigma = (1, 10)`` (so their
+    losses differ 100x), a shared 2-layer tanh trunk and one linear head per task, trained with Adam
+    on ``w_1 L_1 + w_2 L_2``: equal weights vs GradNorm (:class:`npnorm.nn.GradNorm`, the last shared
+    layer, ``alpha``). Returns, per method, the task weights and loss ratios :math:`L_i(t)/L_i(0)` per
+    step (per seed) and the final test loss of each task divided by :math:`\\sigma_i^2`."""
+    steps = 1000 if quick else 5000
+    seeds = list(range(seed, seed + (3 if quick else 5)))
+    runs: dict[str, dict] = {}
+    with one_blas_thread():
+        for method in progress(("equal", "gradnorm"), "methods"):
+            rs = [_gradnorm_run(method, steps, s, alpha=alpha) for s in seeds]
+            runs[method] = {k: [r[k] for r in rs] for k in rs[0]}
+    return {"steps": steps, "seeds": seeds, "sigmas": [1.0, 10.0], "alpha": alpha, "runs": runs}

@@ -24,6 +24,7 @@ from .composite import Composite
 from .embedding import Embedding, PositionalEmbedding
 from .attention import MultiheadSelfAttention, Softmax
 from .feedforward import FeedForward
+from .gradnorm import GradNorm
 from ..statistics.batchnorm import BatchNorm1d, BatchNorm2d
 from ..statistics.layernorm import LayerNorm, RMSNorm
 from ..statistics.groupnorm import GroupNorm
@@ -34,7 +35,7 @@ __all__ = [
     "ReLU", "GELU", "Tanh", "SiLU", "Dropout", "Sequential",
     "Embedding", "PositionalEmbedding", "Softmax", "MultiheadSelfAttention", "FeedForward",
     "CrossEntropyLoss", "MSELoss",
-    "SGD", "Adam", "AdamW", "clip_grad_norm_", "grad_norm",
+    "SGD", "Adam", "AdamW", "clip_grad_norm_", "grad_norm", "GradNorm",
     "init", "manual_seed",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
 ]
