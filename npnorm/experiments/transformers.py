@@ -13,6 +13,7 @@ thread made a training step about 7x *slower* on the 2-core machine they were wr
 * :func:`norm_compare` - LayerNorm vs RMSNorm vs ScaleNorm vs DyT in the pre-LN model, and time per step.
 * :func:`ngpt_vs_pre` - nGPT vs the pre-LN baseline: steps to a target loss.
 * :func:`clip_rescue` - clipping the global gradient norm (``clip_grad_norm_``) on a run that needs it.
+* :func:`gradnorm_toy` - GradNorm's task weights on a two-task regression.
 """
 
 from __future__ import annotations
@@ -306,30 +307,47 @@ def ngpt_vs_pre(quick: bool = True, seed: int = 0, target: float = 2.4, lrs: tup
 
 
 # -- gradient clipping -----------------------------------------------------------------------------
-@experiment("clip-rescue", "clip_grad_norm_ on a post-LN run that collapses without it", CHAPTER)
-def clip_rescue(quick: bool = True, seed: int = 0, lr: float = 3e-2, max_norm: float = 1.0, depth: int = 4,
-                d_model: int = 32) -> dict[str, Any]:
-    """The post-LN reversal run of :func:`warmup_post_pre` (no warm-up), with and without clipping
-    the global gradient norm to ``max_norm``.
+@experiment("clip-rescue", "clip_grad_norm_ on a run that diverges without it (a deep MLP without "
+            "normalization, initialized too large, SGD)", CHAPTER)
+def clip_rescue(quick: bool = True, seed: int = 0, max_norm: float = 1.0, init_scale: float = 1.6,
+                lr: float = 0.05) -> dict[str, Any]:
+    """A 10-layer ReLU MLP without normalization (:func:`npnorm.models.deep_mlp`), its weights
+    ``init_scale`` times the Kaiming scale, trained on the three spirals with SGD (momentum 0.9,
+    batch 64), with and without clipping the global gradient norm to ``max_norm``.
 
-    Returns ``{"runs": {"none"|"clip": {"acc": [per seed], "grad_norm": [curve per seed],
-    "loss": [...]}}}``.
+    Returns ``{"runs": {"none"|"clip": {"acc": [per seed, NaN if diverged], "diverged": [...],
+    "grad_norm": [curve per seed, before clipping]}}}``.
     """
-    steps = 300 if quick else 1000
-    seeds = list(range(seed, seed + (2 if quick else 3)))
-    task = _reversal_task(32)
+    from ..data import make_spirals
+    from ..models import deep_mlp
+    steps = 400 if quick else 2000
+    seeds = list(range(seed, seed + (3 if quick else 5)))
+    X, y = make_spirals(600, seed=0)
     runs: dict[str, dict] = {}
-    with one_blas_thread():
+    with one_blas_thread(), np.errstate(all="ignore"):
         for variant in progress(("none", "clip"), "runs"):
-            rec: dict[str, list] = {"acc": [], "grad_norm": [], "loss": []}
+            rec: dict[str, list] = {"acc": [], "diverged": [], "grad_norm": []}
             for s in seeds:
-                r = train_lm(_build("post", task, d_model, depth, s, placement="post"), task, steps, lr, 0, s,
-                             clip=max_norm if variant == "clip" else None)
-                rec["acc"].append(r["metric"])
-                rec["grad_norm"].append(_smooth(r["grad_norm"], 10))
-                rec["loss"].append(_smooth(r["loss"], 20))
+                model = deep_mlp("none", depth=10, init_scale=init_scale, seed=s)
+                opt = nn.SGD(model, lr=lr, momentum=0.9)
+                crit = nn.CrossEntropyLoss()
+                rng = np.random.default_rng(s)
+                norms, diverged = [], False
+                for _ in range(steps):
+                    idx = rng.integers(0, len(X), 64)
+                    loss = crit(model(X[idx]), y[idx])
+                    if not np.isfinite(loss):
+                        diverged = True
+                        break
+                    model.backward(crit.backward())
+                    norms.append(nn.clip_grad_norm_(model, max_norm) if variant == "clip" else nn.grad_norm(model))
+                    opt.step()
+                    opt.zero_grad()
+                rec["acc"].append(float("nan") if diverged else float((model(X).argmax(1) == y).mean()))
+                rec["diverged"].append(diverged)
+                rec["grad_norm"].append(norms)
             runs[variant] = rec
-    return {"steps": steps, "lr": lr, "max_norm": max_norm, "depth": depth, "seeds": seeds, "runs": runs}
+    return {"steps": steps, "lr": lr, "max_norm": max_norm, "init_scale": init_scale, "seeds": seeds, "runs": runs}
 
 
 # -- GradNorm -------------------------------------------------------------------------------------
