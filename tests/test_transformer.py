@@ -177,3 +177,46 @@ def test_pre_ln_learns_to_reverse_in_a_few_steps():
         opt.step()
         opt.zero_grad()
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), losses
+
+
+def test_clip_grad_norm_has_pytorch_semantics():
+    from npnorm import nn
+    lin = nn.Linear(3, 2, rng=0)
+    lin.grads = {}
+    lin.grads["weight"] = np.full((2, 3), 2.0)
+    lin.grads["bias"] = np.array([3.0, 4.0])
+    total = nn.clip_grad_norm_(lin, 1.0)
+    assert total == pytest.approx(np.sqrt(6 * 4 + 9 + 16))          # the norm before clipping
+    assert nn.grad_norm(lin) == pytest.approx(1.0, rel=1e-5)          # max_norm / (total + 1e-6)
+    np.testing.assert_allclose(lin.grads["bias"] / lin.grads["weight"][0, 0], [1.5, 2.0])  # direction kept
+    before = {k: v.copy() for k, v in lin.grads.items()}
+    nn.clip_grad_norm_(lin, 10.0)                                   # below the threshold: unchanged
+    for k in before:
+        np.testing.assert_allclose(lin.grads[k], before[k])
+    lin.grads["bias"] = np.array([np.nan, 1.0])
+    with pytest.raises(RuntimeError, match="total norm"):
+        nn.clip_grad_norm_(lin, 1.0, error_if_nonfinite=True)
+
+
+def test_gradnorm_weight_gradient_matches_finite_differences():
+    from npnorm.nn.gradnorm import gradnorm_weight_grad
+    w, g, ratios = np.array([0.7, 1.3]), np.array([2.0, 0.5]), np.array([0.4, 0.9])
+    dw, _ = gradnorm_weight_grad(w, g, ratios, 1.5)
+    target = np.mean(w * g) * (ratios / ratios.mean()) ** 1.5          # held constant, as in the paper
+    for i in range(2):
+        e = np.zeros(2)
+        e[i] = 1e-6
+        num = (np.abs((w + e) * g - target).sum() - np.abs((w - e) * g - target).sum()) / 2e-6
+        assert dw[i] == pytest.approx(num, rel=1e-6)
+    gn = npnorm.nn.GradNorm(2, lr=0.1)
+    gn.step([1.0, 1.0], [2.0, 0.5])
+    assert gn.weights.sum() == pytest.approx(2.0)
+
+
+def test_gradient_norm_experiment_runs_and_is_reproducible():
+    from npnorm.experiments import EXPERIMENTS, transformers as T
+    assert {"grad-norms-at-init", "warmup-post-pre", "qk-norm-high-lr", "norm-compare", "ngpt-vs-pre",
+            "clip-rescue", "gradnorm-toy"} <= set(EXPERIMENTS)
+    a = T.grad_norms_at_init(quick=True, depths=(1, 3), d_model=8)
+    b = T.grad_norms_at_init(quick=True, depths=(1, 3), d_model=8)
+    assert a == b and len(a["norms"][(1.0, "pre", 3)][0]) == 3
