@@ -11,6 +11,7 @@ A layer's NumPy reference in ``npnorm/<family>/<layer>.py`` has its Numba twin i
 * :mod:`.statistics.batchnorm` - training-mode BatchNorm (block statistics merged per channel) and
   evaluation mode;
 * :mod:`.adaptive.adain` - AdaIN on the GroupNorm kernels;
+* :mod:`.transformer.l2norm` - L2 normalization and ScaleNorm; :mod:`.transformer.dyt` - DyT;
 * :mod:`.affine` and :mod:`._common` - shared by every family: the per-(sample, channel) affine map
   used by evaluation modes and AdaIN, the JIT settings and the input/output helpers.
 
@@ -19,10 +20,10 @@ time it is called with a new input dtype.
 """
 
 from . import _common, affine
-from . import statistics, adaptive
+from . import statistics, adaptive, transformer
 from ._common import FASTMATH, JIT_DISABLED, PARALLEL_THRESHOLD
 
-__all__ = ["affine", "statistics", "adaptive", "all_dispatchers", "FASTMATH", "PARALLEL_THRESHOLD",
+__all__ = ["affine", "statistics", "adaptive", "transformer", "all_dispatchers", "FASTMATH", "PARALLEL_THRESHOLD",
            "JIT_DISABLED"]
 
 

@@ -54,9 +54,9 @@ def make_norm(kind: str, d: int, backend: str | None = "numpy") -> nn.Module:
     if kind == "rms":
         return RMSNorm(d, backend=backend)
     if kind == "scale":
-        return ScaleNorm(d)
+        return ScaleNorm(d, backend=backend)
     if kind == "dyt":
-        return DyT(d)
+        return DyT(d, backend=backend)
     raise ValueError(f"make_norm: norm must be one of {NORMS}, got {kind!r}")
 
 

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_dout, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels.transformer import dyt as _kernels
 
 __all__ = ["dyt_forward", "dyt_backward", "DyT"]
 
@@ -80,14 +82,18 @@ class DyT(Module):
     alpha_init_value : float, default 0.5
         The paper's :math:`\\alpha_0`.
     dtype : default float64
+    backend : {"numba", "numpy"} or None, default None
+        Fused kernel (:mod:`npnorm.kernels.transformer.dyt`, channels-last; channels-first inputs
+        always use the NumPy reference), NumPy reference, or the global default.
 
     Learned: ``alpha`` (shape ``(1,)``), ``weight`` (ones, ``(C,)``), ``bias`` (zeros, ``(C,)``).
     PyTorch has no DyT (the names and defaults follow the paper's code).
     """
 
     def __init__(self, normalized_shape: int, channels_last: bool = True, alpha_init_value: float = 0.5, *,
-                 dtype: Any = np.float64) -> None:
+                 dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "DyT", allow_none=True)
         self.normalized_shape = check_positive_int(normalized_shape, "normalized_shape", "DyT")
         self.channels_last = bool(channels_last)
         self.alpha_init_value = float(alpha_init_value)
@@ -103,14 +109,16 @@ class DyT(Module):
             where = "last axis" if self.channels_last else "axis 1"
             raise ValueError(f"DyT: expected {self.normalized_shape} channels on the {where} of x, "
                              f"got shape {x.shape}")
-        out, self._cache = dyt_forward(x, self.params["alpha"], self.params["weight"], self.params["bias"],
-                                       self.channels_last)
+        forward = pick(self.backend if self.channels_last else "numpy", dyt_forward, _kernels.dyt_forward)
+        out, self._cache = forward(x, self.params["alpha"], self.params["weight"], self.params["bias"],
+                                   self.channels_last)
+        self._shape = x.shape
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         cache = self._require_cache()
-        check_dout(dout, cache["t"].shape, "DyT.backward")
-        dx, dalpha, dweight, dbias = dyt_backward(dout, cache)
+        check_dout(dout, self._shape, "DyT.backward")
+        dx, dalpha, dweight, dbias = pick_for_cache(cache, dyt_backward, _kernels.dyt_backward)(dout, cache)
         self.grads["alpha"] = dalpha.astype(self.dtype)
         self.grads["weight"] = dweight.astype(self.dtype)
         self.grads["bias"] = dbias.astype(self.dtype)
@@ -127,6 +135,7 @@ from ..registry import Case, Spec, register  # noqa: E402
 register(Spec(
     name="DyT", cls=DyT, pytorch=None, reference="Zhu et al., 2025",
     reduces_over="nothing (elementwise, no statistics)", input_offset=0.3, input_scale=2.0,
+    backends=("numpy", "numba"),
     cases=(
         Case("tokens", {"normalized_shape": 5}, ((2, 3, 5),), modes=("train",)),
         Case("NCHW", {"normalized_shape": 3, "channels_last": False}, ((2, 3, 2, 2),), modes=("train",)),

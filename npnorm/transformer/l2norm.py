@@ -41,7 +41,9 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_dout, check_eps, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels.transformer import l2norm as _kernels
 
 __all__ = ["normalize", "l2_normalize_forward", "l2_normalize_backward", "l2_normalize_backward_staged",
            "scale_norm_forward", "scale_norm_backward", "L2Norm", "ScaleNorm"]
@@ -135,11 +137,16 @@ class L2Norm(Module):
     eps : float, default 1e-12
         Floor on the norm, as ``F.normalize``.
 
+    backend : {"numba", "numpy"} or None, default None
+        Fused kernel (:mod:`npnorm.kernels.transformer.l2norm`), NumPy reference, or the global
+        default.
+
     No parameters; same computation in train and eval mode.
     """
 
-    def __init__(self, dim: int = -1, eps: float = 1e-12) -> None:
+    def __init__(self, dim: int = -1, eps: float = 1e-12, *, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "L2Norm", allow_none=True)
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
             raise TypeError(f"L2Norm: dim must be an int, got {dim!r}")
         self.dim = int(dim)
@@ -150,13 +157,15 @@ class L2Norm(Module):
         if x.ndim == 0:
             raise ValueError("L2Norm: x must have at least one dimension, got a scalar")
         _check_dim(x, self.dim, "L2Norm")
-        out, self._cache = l2_normalize_forward(x, self.dim, self.eps)
+        forward = pick(self.backend, l2_normalize_forward, _kernels.l2_normalize_forward)
+        out, self._cache = forward(x, self.dim, self.eps)
+        self._shape = x.shape
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         cache = self._require_cache()
-        check_dout(dout, cache["y"].shape, "L2Norm.backward")
-        return l2_normalize_backward(dout, cache)
+        check_dout(dout, self._shape, "L2Norm.backward")
+        return pick_for_cache(cache, l2_normalize_backward, _kernels.l2_normalize_backward)(dout, cache)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, eps={self.eps}"
@@ -171,7 +180,7 @@ def scale_norm_forward(x: np.ndarray, scale: np.ndarray | float, eps: float = 1e
     x_hat, cache = l2_normalize_forward(x, -1, eps)
     g = float(np.asarray(scale, dtype=np.float64))
     out = g * cache["y"]
-    return out.astype(x.dtype, copy=False), {"l2": cache, "scale": g, "dtype": x.dtype}
+    return out.astype(x.dtype, copy=False), {"l2": cache, "scale": g, "dtype": x.dtype, "shape": x.shape}
 
 
 def scale_norm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, float]:
@@ -197,13 +206,18 @@ class ScaleNorm(Module):
         Initial value of the learned scalar ``scale``; ``None`` gives the paper's :math:`\\sqrt d`.
     dtype : default float64
         Dtype of the parameter; the output has the input's dtype.
+    backend : {"numba", "numpy"} or None, default None
+        Fused kernel (:mod:`npnorm.kernels.transformer.l2norm`), NumPy reference, or the global
+        default.
 
     Parameters (learned): ``scale``, a 0-d array - one scalar per ScaleNorm instance, as in the
     authors' code (not one shared by all layers). PyTorch has no ScaleNorm.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, scale: float | None = None, *, dtype: Any = np.float64) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, scale: float | None = None, *, dtype: Any = np.float64,
+                 backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "ScaleNorm", allow_none=True)
         self.dim = check_positive_int(dim, "dim", "ScaleNorm")
         self.eps = check_eps(eps, where="ScaleNorm")
         self.dtype = np.dtype(dtype)
@@ -214,13 +228,14 @@ class ScaleNorm(Module):
         x = as_float_array(x, "x", "ScaleNorm")
         if x.ndim < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"ScaleNorm: expected x of shape (*, dim={self.dim}), got shape {x.shape}")
-        out, self._cache = scale_norm_forward(x, self.params["scale"], self.eps)
+        forward = pick(self.backend, scale_norm_forward, _kernels.scale_norm_forward)
+        out, self._cache = forward(x, self.params["scale"], self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         cache = self._require_cache()
-        check_dout(dout, cache["l2"]["y"].shape, "ScaleNorm.backward")
-        dx, dscale = scale_norm_backward(dout, cache)
+        check_dout(dout, cache["shape"], "ScaleNorm.backward")
+        dx, dscale = pick_for_cache(cache, scale_norm_backward, _kernels.scale_norm_backward)(dout, cache)
         self.grads["scale"] = np.asarray(dscale, dtype=self.dtype)
         return dx
 
@@ -246,6 +261,7 @@ register(Spec(
     name="L2Norm", cls=L2Norm, pytorch="torch.nn.functional.normalize(x, p=2, dim, eps)",
     reduces_over="each vector along dim", reference="F.normalize; Nguyen & Chiang, 2018",
     differences="dim defaults to -1 (F.normalize: dim=1).", make_inputs=_with_tiny_rows,
+    backends=("numpy", "numba"),
     cases=(
         Case("tokens", {}, ((2, 3, 5),), modes=("train",)),
         Case("dim1", {"dim": 1}, ((3, 4, 2),), modes=("train",)),
@@ -255,6 +271,7 @@ register(Spec(
 register(Spec(
     name="ScaleNorm", cls=ScaleNorm, pytorch=None,
     reduces_over="each token's features (the last axis)", reference="Nguyen & Salazar, 2019",
+    backends=("numpy", "numba"),
     cases=(
         Case("tokens", {"dim": 6}, ((2, 3, 6),), modes=("train",)),
         Case("NC", {"dim": 4, "eps": 1e-3}, ((5, 4),), modes=("train",)),
