@@ -100,7 +100,8 @@ class BenchCase:
     """One benchmark case: a layer family and the full-size input shape."""
 
     name: str
-    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm"
+    family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "scalenorm",
+    #                      "l2norm", "qkrms" (RMSNorm over the last axis of (N, H, L, head_dim)), "dyt"
     shape: tuple[int, ...]
     groups: int = 0
 
@@ -124,6 +125,10 @@ CASES = (
     BenchCase("GroupNorm G=32", "groupnorm", (32, 256, 32, 32), groups=32),
     BenchCase("InstanceNorm2d", "instancenorm", (32, 64, 64, 64)),
     BenchCase("BatchNorm2d train", "batchnorm", (64, 128, 28, 28)),
+    BenchCase("ScaleNorm", "scalenorm", (4096, 1024)),
+    BenchCase("L2Norm", "l2norm", (4096, 1024)),
+    BenchCase("QK RMSNorm per head", "qkrms", (64, 16, 256, 64)),
+    BenchCase("DyT", "dyt", (4096, 1024)),
 )
 
 
@@ -142,7 +147,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
 
     eps = 1e-5
     fam, dt = case.family, x.dtype
-    c = x.shape[1] if fam != "layernorm" and fam != "rmsnorm" else x.shape[-1]
+    c = x.shape[-1] if fam in ("layernorm", "rmsnorm", "scalenorm", "l2norm", "qkrms", "dyt") else x.shape[1]
     rng = np.random.default_rng(0)
     w64, b64 = 1.0 + 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c)
     w, b = w64.astype(dt), b64.astype(dt)
@@ -197,6 +202,52 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
                               lambda c_: bn.batch_norm_backward(dy, c_[1]))
         impls["numba"] = (lambda: kbn.batch_norm_forward(x, w64, b64, eps, out=y),
                           lambda c_: kbn.batch_norm_backward(dy, c_[1], dx_out=dx))
+    elif fam in ("scalenorm", "l2norm"):
+        from .transformer import l2norm as l2
+        from .kernels.transformer import l2norm as kl2
+        g = 32.0 if fam == "scalenorm" else 1.0
+        e = 1e-5 if fam == "scalenorm" else 1e-12
+
+        def tb_fwd():
+            n = np.maximum(np.sqrt((x * x).sum(-1, keepdims=True)), e)
+            yy = x / n
+            return g * yy, (yy, n)
+
+        def tb_bwd(c_):
+            yy, n = c_[1]
+            u = g * dy
+            return (u - yy * (u * yy).sum(-1, keepdims=True)) / n, float((dy * yy).sum())
+
+        impls["textbook"] = (tb_fwd, tb_bwd)
+        impls["reference"] = (lambda: l2.scale_norm_forward(x, g, e), lambda c_: l2.scale_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kl2.scale_norm_forward(x, g, e, out=y),
+                          lambda c_: kl2.scale_norm_backward(dy, c_[1], dx_out=dx))
+    elif fam == "qkrms":
+        hd = (x.shape[-1],)
+        impls["textbook"] = (lambda: textbook_rms_forward(x, w, 1e-6), lambda c_: textbook_rms_backward(dy, c_[1]))
+        impls["reference"] = (lambda: ln.rms_norm_forward(x, hd, w64, 1e-6),
+                              lambda c_: ln.rms_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kln.rms_norm_forward(x, hd, w64, 1e-6, out=y),
+                          lambda c_: kln.rms_norm_backward(dy, c_[1], dx_out=dx))
+    elif fam == "dyt":
+        from .transformer import dyt as dyt_ref
+        from .kernels.transformer import dyt as kdyt
+        alpha = np.array([0.5])
+
+        def tb_fwd():
+            t = np.tanh(0.5 * x)
+            return w * t + b, t
+
+        def tb_bwd(c_):
+            t = c_[1]
+            u = w * dy * (1 - t * t)
+            return 0.5 * u, float((x * u).sum()), (dy * t).sum(0), dy.sum(0)
+
+        impls["textbook"] = (tb_fwd, tb_bwd)
+        impls["reference"] = (lambda: dyt_ref.dyt_forward(x, alpha, w64, b64),
+                              lambda c_: dyt_ref.dyt_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kdyt.dyt_forward(x, alpha, w64, b64, out=y),
+                          lambda c_: kdyt.dyt_backward(dy, c_[1], dx_out=dx))
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
@@ -223,6 +274,14 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
             return F.layer_norm(xi, ns, wi, bi, eps)
         if fam == "rmsnorm":
             return F.rms_norm(xi, ns, wi, eps)
+        if fam == "qkrms":
+            return F.rms_norm(xi, ns, wi, 1e-6)
+        if fam == "scalenorm":
+            return 32.0 * F.normalize(xi, p=2, dim=-1, eps=1e-5)
+        if fam == "l2norm":
+            return F.normalize(xi, p=2, dim=-1, eps=1e-12)
+        if fam == "dyt":
+            return wi * torch.tanh(0.5 * xi) + bi
         if fam == "groupnorm":
             return F.group_norm(xi, case.groups, wi, bi, eps)
         if fam == "instancenorm":

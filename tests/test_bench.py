@@ -23,7 +23,8 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
     assert data["meta"]["threads"] >= 1 and data["meta"]["copy_bandwidth_GBps"] > 0
     got = {(r["case"], r["dtype"], r["pass"], r["impl"]) for r in data["results"]}
     cases = {r["case"] for r in data["results"]}
-    assert cases == {"LayerNorm", "RMSNorm", "GroupNorm G=32", "InstanceNorm2d", "BatchNorm2d train"}
+    assert cases == {"LayerNorm", "RMSNorm", "GroupNorm G=32", "InstanceNorm2d", "BatchNorm2d train", "ScaleNorm",
+                     "L2Norm", "QK RMSNorm per head", "DyT"}
     for case in cases:
         for dtype in ("float32", "float64"):
             for pss in ("forward", "forward+backward"):
