@@ -132,6 +132,8 @@ LAYERS = [
     (lambda: npnorm.NGPTScale(4), 1), (lambda: npnorm.nn.MultiheadSelfAttention(4, 2, rng=0), 1),
     (lambda: npnorm.nn.FeedForward(4, rng=0), 1), (lambda: npnorm.nn.PositionalEmbedding(5, 4, rng=0), 1),
     (lambda: npnorm.nn.Softmax(), 1),
+    (lambda: npnorm.L2Norm(backend="numba"), 1), (lambda: npnorm.ScaleNorm(4, backend="numba"), 1),
+    (lambda: npnorm.DyT(4, backend="numba"), 1),
 ]
 
 
@@ -153,6 +155,8 @@ def test_backward_validates_dout_and_keeps_no_view_of_the_input(make, n_inputs):
     ga, gb = a.backward(dy), b.backward(dy)
     for u, v in zip(ga if isinstance(ga, tuple) else (ga,), gb if isinstance(gb, tuple) else (gb,)):
         np.testing.assert_array_equal(u, v)
+    for k in b.grads:                                  # the parameter gradients too
+        np.testing.assert_array_equal(a.grads[k], b.grads[k], err_msg=k)
 
 
 def test_qknorm_rejects_l2_without_seq_len_and_bad_shapes():

@@ -151,7 +151,8 @@ class MultiheadSelfAttention(Composite):
             raise ValueError(f"MultiheadSelfAttention: expected x of shape (N, L, embed_dim={self.embed_dim}), "
                              f"got {x.shape}")
         N, L, D = x.shape
-        qkv = np.asarray(self.in_proj(np.asarray(x, dtype=np.float64)), dtype=np.float64)
+        # np.array: a copy, so that no layer below keeps a view of the caller's array
+        qkv = np.asarray(self.in_proj(np.array(x, dtype=np.float64)), dtype=np.float64)
         q, k, v = (self._heads(qkv[..., i * D:(i + 1) * D], N, L) for i in range(3))
         if self.qk_norm_kind is not None:
             S = self.qk_norm(q, k)

@@ -50,7 +50,7 @@ class FeedForward(Composite):
         self.add("linear2", Linear(self.dim_feedforward, self.d_model, bias=bias, dtype=dtype, rng=gen))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out = self.linear2(self.activation(self.linear1(x)))
+        out = self.linear2(self.activation(self.linear1(np.array(x))))   # a copy: no view of the caller's x
         self._cache = (np.shape(x),)
         return out
 
