@@ -66,6 +66,7 @@ from .weights import SpectralNorm, WeightNorm, WeightStandardization, parametriz
 from .adaptive import (AdaGroupNorm, AdaIN, AdaLN, AdaLNZeroBlock, ConditionalBatchNorm2d,
                        ConditionalInstanceNorm2d, FiLM, ScaleShiftGroupNorm, SinusoidalTimestepEmbedding,
                        StyleAdaIN, TimestepEmbedding)
+from .transformer import DeepNorm, DyT, FixNorm, L2Norm, NGPTMLP, NGPTResidual, NGPTScale, QKNorm, ScaleNorm
 from . import transformer, divergence
 from .divergence import AffineLike, L2PreNorm, PatchNormConv2d, RMSPreNorm
 from .gradcheck import check_gradients, check_layer
@@ -114,6 +115,15 @@ __all__ = [
     "AdaLNZeroBlock",
     "SinusoidalTimestepEmbedding",
     "TimestepEmbedding",
+    "L2Norm",
+    "ScaleNorm",
+    "FixNorm",
+    "QKNorm",
+    "DyT",
+    "DeepNorm",
+    "NGPTResidual",
+    "NGPTScale",
+    "NGPTMLP",
     "WeightNorm",
     "SpectralNorm",
     "WeightStandardization",

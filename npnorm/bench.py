@@ -103,7 +103,8 @@ class BenchCase:
 
     name: str
     family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "patchnorm",
-                         # "adagroupnorm"
+    #                      "adagroupnorm", "scalenorm", "l2norm", "qkrms" (RMSNorm over the last axis of
+    #                      (N, H, L, head_dim)), "dyt"
     shape: tuple[int, ...]
     groups: int = 0
 
@@ -132,6 +133,10 @@ CASES = (
     # definition, "torch" the composition conv2d(x, W, b) / sqrt(conv2d(x**2, ones) + 1).
     BenchCase("PatchNormConv2d 3x3", "patchnorm", (16, 16, 32, 32)),
     BenchCase("AdaGroupNorm G=32", "adagroupnorm", (32, 256, 32, 32), groups=32),
+    BenchCase("ScaleNorm", "scalenorm", (4096, 1024)),
+    BenchCase("L2Norm", "l2norm", (4096, 1024)),
+    BenchCase("QK RMSNorm per head", "qkrms", (64, 16, 256, 64)),
+    BenchCase("DyT", "dyt", (4096, 1024)),
 )
 
 #: Embedding width of the AdaGroupNorm case (the modulation Linear is (2C, ADAGN_EMB)).
@@ -153,7 +158,7 @@ def _layer_impl(layer, x, dy):
 
     def bwd(_):
         dx = layer.backward(dy)
-        return (dx, *(layer.grads[k] for k in ("weight", "bias") if k in layer.grads))
+        return (dx, *(layer.grads[k] for k in layer.params))
 
     return fwd, bwd
 
@@ -173,7 +178,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
 
     eps = 1e-5
     fam, dt = case.family, x.dtype
-    c = x.shape[1] if fam != "layernorm" and fam != "rmsnorm" else x.shape[-1]
+    c = x.shape[-1] if fam in ("layernorm", "rmsnorm", "scalenorm", "l2norm", "qkrms", "dyt") else x.shape[1]
     rng = np.random.default_rng(0)
     w64, b64 = 1.0 + 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c)
     w, b = w64.astype(dt), b64.astype(dt)
@@ -283,11 +288,68 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
                           lambda _: (*ada.backward(dy), ada.grads["linear.weight"], ada.grads["linear.bias"]))
         if torch_mod is not None:
             impls["torch"] = _torch_adagn(torch_mod, x, dy, emb, lw, lb, g, eps)
+    elif fam in ("scalenorm", "l2norm"):
+        from .transformer import l2norm as l2
+        from .kernels.transformer import l2norm as kl2
+        g = 32.0 if fam == "scalenorm" else 1.0
+        e = 1e-5 if fam == "scalenorm" else 1e-12
+
+        def tb_fwd():
+            n = np.maximum(np.sqrt((x * x).sum(-1, keepdims=True)), e)
+            yy = x / n
+            return g * yy, (yy, n)
+
+        def tb_bwd(c_):
+            yy, n = c_[1]
+            u = g * dy
+            return (u - yy * (u * yy).sum(-1, keepdims=True)) / n, float((dy * yy).sum())
+
+        impls["textbook"] = (tb_fwd, tb_bwd)
+        impls["reference"] = (lambda: l2.scale_norm_forward(x, g, e), lambda c_: l2.scale_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kl2.scale_norm_forward(x, g, e, out=y),
+                          lambda c_: kl2.scale_norm_backward(dy, c_[1], dx_out=dx))
+        from .transformer import L2Norm, ScaleNorm
+        if fam == "scalenorm":
+            layer = ScaleNorm(c, eps=e, dtype=dt)
+            layer.params["scale"][...] = g
+        else:
+            layer = L2Norm(dim=-1, eps=e)
+    elif fam == "qkrms":
+        hd = (x.shape[-1],)
+        impls["textbook"] = (lambda: textbook_rms_forward(x, w, 1e-6), lambda c_: textbook_rms_backward(dy, c_[1]))
+        impls["reference"] = (lambda: ln.rms_norm_forward(x, hd, w64, 1e-6),
+                              lambda c_: ln.rms_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kln.rms_norm_forward(x, hd, w64, 1e-6, out=y),
+                          lambda c_: kln.rms_norm_backward(dy, c_[1], dx_out=dx))
+        layer = S.RMSNorm(hd, eps=1e-6, dtype=dt)
+    elif fam == "dyt":
+        from .transformer import dyt as dyt_ref
+        from .kernels.transformer import dyt as kdyt
+        alpha = np.array([0.5])
+
+        def tb_fwd():
+            t = np.tanh(0.5 * x)
+            return w * t + b, t
+
+        def tb_bwd(c_):
+            t = c_[1]
+            u = w * dy * (1 - t * t)
+            return 0.5 * u, float((x * u).sum()), (dy * t).sum(0), dy.sum(0)
+
+        impls["textbook"] = (tb_fwd, tb_bwd)
+        impls["reference"] = (lambda: dyt_ref.dyt_forward(x, alpha, w64, b64),
+                              lambda c_: dyt_ref.dyt_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kdyt.dyt_forward(x, alpha, w64, b64, out=y),
+                          lambda c_: kdyt.dyt_backward(dy, c_[1], dx_out=dx))
+        from .transformer import DyT
+        layer = DyT(c, dtype=dt)
+        layer.params["alpha"][...] = alpha
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
     if fam != "adagroupnorm":
-        layer.params["weight"][...] = w
+        if "weight" in layer.params:
+            layer.params["weight"][...] = w
         if "bias" in layer.params:
             layer.params["bias"][...] = b
         impls["layer"] = _layer_impl(layer, x, dy)
@@ -320,6 +382,14 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
             return F.layer_norm(xi, ns, wi, bi, eps)
         if fam == "rmsnorm":
             return F.rms_norm(xi, ns, wi, eps)
+        if fam == "qkrms":
+            return F.rms_norm(xi, ns, wi, 1e-6)
+        if fam == "scalenorm":
+            return 32.0 * F.normalize(xi, p=2, dim=-1, eps=1e-5)
+        if fam == "l2norm":
+            return F.normalize(xi, p=2, dim=-1, eps=1e-12)
+        if fam == "dyt":
+            return wi * torch.tanh(0.5 * xi) + bi
         if fam == "groupnorm":
             return F.group_norm(xi, case.groups, wi, bi, eps)
         if fam == "instancenorm":

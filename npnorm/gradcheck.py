@@ -424,7 +424,9 @@ def check_layer(
     current mode (``train()`` / ``eval()``) is the one checked.
 
     ``params`` selects the parameters to check (``True``: all, ``False``: none, or a list of names);
-    ``check_inputs=False`` skips the input gradients. The input gradient(s) are compared under the
+    ``check_inputs=False`` skips the input gradients. Integer inputs (token ids, labels) are not
+    differentiable: they are passed through unchanged and not checked (the layer's ``backward``
+    returns ``None`` in their place). The input gradient(s) are compared under the
     names in ``input_names`` (default ``x`` for one
     input, ``input0``, ``input1``, ... for several); the parameters under their names in
     ``layer.params``.
@@ -441,7 +443,11 @@ def check_layer(
     unknown = set(constant_inputs) - set(input_names)
     if unknown:
         raise ValueError(f"constant_inputs {sorted(unknown)} are not among the input names {list(input_names)}")
-    const = [name in constant_inputs for name in input_names]
+    # constant inputs (class labels, style indices, token ids) are data, not something to
+    # differentiate: named in constant_inputs, or of an integer dtype. They are passed unchanged and
+    # never perturbed or compared.
+    const = [name in constant_inputs or np.issubdtype(np.asarray(x).dtype, np.integer)
+             for name, x in zip(input_names, inputs)]
     xs = [np.array(x) if c else np.array(x, dtype=np.float64) for x, c in zip(inputs, const)]
     for name, original, c in zip(input_names, inputs, const):
         if not c:

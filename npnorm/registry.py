@@ -86,7 +86,9 @@ class Spec:
         Inputs are ``offset + scale * N(0, 1)``: a non-zero mean and a non-unit spread catch bugs
         that standard-normal inputs hide.
     make_inputs : callable, optional
-        ``(case, rng, dtype) -> tuple of arrays``, overriding the default random inputs.
+        ``(case, rng, dtype) -> tuple of arrays``, overriding the default random inputs. Integer
+        arrays (token ids) are kept as integers and treated as non-differentiable inputs: the
+        gradient check passes them through unchanged, and ``backward`` returns ``None`` for them.
     make_layer : callable, optional
         ``(case, rng, dtype, kwargs) -> layer``, replacing ``cls(**kwargs)`` for layers whose
         constructor needs arrays (the weight normalizers are built from the weight they normalize,
@@ -166,8 +168,10 @@ class Spec:
     def inputs(self, case: Case, rng: np.random.Generator, dtype: Any = np.float64) -> tuple[np.ndarray, ...]:
         """Random valid inputs for ``case``."""
         if self.make_inputs is not None:
+            # constant inputs (class labels, token ids) stay as made: named in constant_inputs, or integers
             made = self.make_inputs(case, rng, dtype)
-            return tuple(np.asarray(a) if name in self.constant_inputs else np.asarray(a, dtype=dtype)
+            return tuple(np.asarray(a) if name in self.constant_inputs
+                         or np.issubdtype(np.asarray(a).dtype, np.integer) else np.asarray(a, dtype=dtype)
                          for name, a in zip(self.input_names, made))
         return tuple((self.input_offset + self.input_scale * rng.standard_normal(s)).astype(dtype)
                      for s in case.input_shapes)

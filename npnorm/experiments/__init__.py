@@ -14,6 +14,9 @@ Topics:
   spectral normalization").
 * :mod:`.diffusion` - chapter "Adaptive normalization": a DDPM on labelled 2-D points conditioned
   through AdaGN / adaLN(-Zero), and its ablations.
+* :mod:`.transformers` - chapter "Normalization in transformers": gradient norms at initialization,
+  post- vs pre-LN with warm-up, QK-norm at a high learning rate, the normalizers in pre-LN, nGPT,
+  gradient clipping.
 * :mod:`.divergence` - chapter "The affine divergence and PatchNorm": MLP and CNN ablations, the
   batch-size prediction, scale (in)variance.
 * :mod:`.gan` - chapter "Keeping a critic Lipschitz": a 2-D GAN with weight clipping, gradient penalty,
@@ -26,7 +29,7 @@ functions with ``quick=True``. The models they train are in :mod:`npnorm.models`
 """
 
 from ._framework import EXPERIMENTS, Experiment, experiment, progress, show_progress, to_jsonable
-from . import why_normalization
+from . import why_normalization, transformers
 from . import layer_and_weight  # noqa: I001 (registration order = --list order)
 from .layer_and_weight import ln_vs_bn_batch_size, weight_norm_training
 from . import diffusion

@@ -12,6 +12,7 @@ A layer's NumPy reference in ``npnorm/<family>/<layer>.py`` has its Numba twin i
   evaluation mode;
 * :mod:`.adaptive.adain` - AdaIN on the GroupNorm kernels;
 * :mod:`.divergence.patchnorm` - PatchNorm: im2col, convolution, patch norm and division fused;
+* :mod:`.transformer.l2norm` - L2 normalization and ScaleNorm; :mod:`.transformer.dyt` - DyT;
 * :mod:`.affine` and :mod:`._common` - shared by every family: the per-(sample, channel) affine map
   used by evaluation modes and AdaIN, the JIT settings and the input/output helpers.
 
@@ -20,10 +21,11 @@ time it is called with a new input dtype.
 """
 
 from . import _common, affine
-from . import statistics, adaptive, divergence
+from . import statistics, adaptive, transformer, divergence
 from ._common import FASTMATH, JIT_DISABLED, PARALLEL_THRESHOLD
 
-__all__ = ["affine", "statistics", "adaptive", "divergence", "all_dispatchers", "FASTMATH", "PARALLEL_THRESHOLD",
+__all__ = ["affine", "statistics", "adaptive", "transformer", "divergence", "all_dispatchers", "FASTMATH",
+           "PARALLEL_THRESHOLD",
            "JIT_DISABLED"]
 
 

@@ -10,6 +10,8 @@ normalizers - one module per model:
 * :mod:`.denoiser` - :class:`Denoiser2D`, the DDPM noise predictor for 2-D points with adaptive
   normalization in every block; :mod:`.conv_denoiser` - :class:`ConvDenoiser`, its 16x16 image
   counterpart; :mod:`.ddpm` - the schedule, the training step, ancestral sampling, guidance.
+* :mod:`.transformer` - :class:`TransformerLM` (post/pre/sandwich/DeepNorm with LayerNorm, RMSNorm,
+  ScaleNorm or DyT) and :class:`NGPT`, with :func:`lm_step`.
 """
 
 from .cnn import small_cnn
@@ -19,6 +21,8 @@ from .norms import NORMALIZERS, norm_layer
 from .divergence import CNN_METHODS, MLP_METHODS, divergence_cnn, divergence_mlp
 from .denoiser import Denoiser2D
 from .conv_denoiser import ConvDenoiser
+from .transformer import NGPT, TransformerLM, lm_step
 
 __all__ = ["small_cnn", "deep_mlp", "GAN", "MLPCritic", "mlp_generator", "norm_layer", "NORMALIZERS",
-           "divergence_mlp", "divergence_cnn", "MLP_METHODS", "CNN_METHODS", "Denoiser2D", "ConvDenoiser"]
+           "divergence_mlp", "divergence_cnn", "MLP_METHODS", "CNN_METHODS", "Denoiser2D", "ConvDenoiser",
+           "TransformerLM", "NGPT", "lm_step"]

@@ -3,8 +3,11 @@
 Layers (the :class:`npnorm.Module` contract: ``y = layer(x)``, ``dx = layer.backward(dy)``,
 ``params`` / ``grads``, ``train()`` / ``eval()``), each registered and gradient-checked:
 :class:`Linear`, :class:`Conv2d`, :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`Flatten`,
-:class:`Identity`, :class:`ReLU`, :class:`LeakyReLU`, :class:`GELU`, :class:`Tanh`, :class:`SiLU`, :class:`Dropout`,
-:class:`Sequential`, :class:`Embedding`. Losses (``loss = crit(logits, y)``, ``dlogits = crit.backward()``):
+:class:`Identity`, :class:`ReLU`, :class:`LeakyReLU`, :class:`GELU`, :class:`Tanh`, :class:`SiLU`,
+:class:`Dropout`, :class:`Sequential`, :class:`Embedding` (class labels, token ids); for transformers
+:class:`PositionalEmbedding`, :class:`Softmax`, :class:`MultiheadSelfAttention` (causal, optional
+QK-norm), :class:`FeedForward`, and :class:`Composite` (a layer wired from named children). Losses
+(``loss = crit(logits, y)``, ``dlogits = crit.backward()``):
 :class:`CrossEntropyLoss`, :class:`MSELoss`. Initializers in :mod:`npnorm.nn.init`; optimizers
 :class:`SGD`, :class:`Adam`, :class:`AdamW`.
 
@@ -18,7 +21,12 @@ from .embedding import Embedding
 from .init import manual_seed
 from .layers import GELU, Dropout, Flatten, Identity, LeakyReLU, Linear, ReLU, Sequential, SiLU, Tanh
 from .losses import CrossEntropyLoss, MSELoss
-from .optim import SGD, Adam, AdamW
+from .optim import SGD, Adam, AdamW, clip_grad_norm_, grad_norm
+from .composite import Composite
+from .embedding import Embedding, PositionalEmbedding
+from .attention import MultiheadSelfAttention, Softmax
+from .feedforward import FeedForward
+from .gradnorm import GradNorm
 from ..statistics.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from ..statistics.layernorm import LayerNorm, RMSNorm
 from ..statistics.groupnorm import GroupNorm
@@ -26,9 +34,10 @@ from ..statistics.instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNo
 
 __all__ = [
     "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "Identity",
-    "ReLU", "LeakyReLU", "GELU", "Tanh", "SiLU", "Dropout", "Sequential", "Embedding",
+    "ReLU", "LeakyReLU", "GELU", "Tanh", "SiLU", "Dropout", "Sequential",
+    "Embedding", "PositionalEmbedding", "Softmax", "MultiheadSelfAttention", "FeedForward",
     "CrossEntropyLoss", "MSELoss",
-    "SGD", "Adam", "AdamW",
+    "SGD", "Adam", "AdamW", "clip_grad_norm_", "grad_norm", "GradNorm",
     "init", "manual_seed",
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm1d",
     "InstanceNorm2d", "InstanceNorm3d",

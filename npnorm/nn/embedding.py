@@ -1,10 +1,18 @@
-r"""An embedding table: integer indices in, rows of a learned matrix out.
+r"""Token and positional embeddings.
 
-:math:`y_{i} = W_{\text{idx}_i}` for a table :math:`W` of shape ``(num_embeddings, embedding_dim)``.
-The indices are integers and get no gradient; the table's gradient scatters the upstream rows back
-to the rows that were read, **accumulating** over repeated indices:
-:math:`\partial L/\partial W_k = \sum_{i: \text{idx}_i = k} g_i` (``np.add.at``, not ``dW[idx] += g``,
-which would keep only the last of the repeated rows).
+**Embedding** (``torch.nn.Embedding``): a table :math:`E` of shape ``(num_embeddings,
+embedding_dim)``; ``y = E[ids]``. The ids are data, not something to differentiate: ``backward``
+returns ``None`` for them and scatter-adds the upstream gradient into the rows that were used,
+
+.. math:: \frac{\partial L}{\partial E_i} = \sum_{t:\ i_t = i} dy_t ,
+
+so a token that occurs twice in the batch gets both contributions (``np.add.at``, not a plain
+fancy-index assignment, which would keep only one).
+
+**PositionalEmbedding**: a learned absolute position table :math:`P` of shape ``(num_positions,
+embedding_dim)`` added to a sequence ``x`` of shape ``(N, L, D)``: :math:`y = x + P_{0..L-1}`;
+:math:`\partial L/\partial x = dy`, :math:`\partial L/\partial P_t = \sum_n dy_{n,t}`. (GPT-2's
+``wpe``; PyTorch has no module for it - it is ``nn.Embedding`` applied to ``arange(L)`` and added.)
 """
 
 from __future__ import annotations
@@ -13,21 +21,31 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_dout, check_positive_int
+from .._checks import as_float_array, check_dout, check_positive_int
 from ..base import Module
 from . import init
 
-__all__ = ["Embedding"]
+__all__ = ["check_token_ids", "Embedding", "PositionalEmbedding"]
+
+
+def check_token_ids(ids: object, num_embeddings: int, where: str) -> np.ndarray:
+    """``ids`` as an integer array with every value in ``0..num_embeddings-1``, or a clear error."""
+    arr = np.asarray(ids)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{where}: ids must be an integer array of token indices, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= num_embeddings):
+        raise ValueError(f"{where}: ids must be in 0..{num_embeddings - 1} (num_embeddings={num_embeddings}), "
+                         f"got values in {arr.min()}..{arr.max()}")
+    return arr
 
 
 class Embedding(Module):
     """A lookup table, as ``torch.nn.Embedding(num_embeddings, embedding_dim)``.
 
-    ``y = layer(idx)`` for integer ``idx`` of any shape, values in ``[0, num_embeddings)``; ``y`` has
-    shape ``idx.shape + (embedding_dim,)``. ``backward(dy)`` fills ``grads["weight"]`` and returns
-    ``None`` (indices are not differentiable). ``weight`` is initialised from N(0, 1) (PyTorch's
-    default). Differences: float64 by default (``dtype``); ``rng`` instead of the global generator;
-    no ``padding_idx``, ``max_norm`` or sparse gradients.
+    ``weight`` starts from :math:`N(0, 1)` (PyTorch's default). Input: integer ids of any shape;
+    output ``ids.shape + (embedding_dim,)`` in the parameters' dtype. ``backward(dy)`` returns
+    ``None`` and fills ``grads["weight"]``. Not implemented: ``padding_idx``, ``max_norm``, sparse
+    gradients. Deliberate differences: float64 by default (``dtype``), ``rng`` argument.
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype: Any = np.float64,
@@ -36,48 +54,83 @@ class Embedding(Module):
         self.num_embeddings = check_positive_int(num_embeddings, "num_embeddings", "Embedding")
         self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim", "Embedding")
         self.dtype = np.dtype(dtype)
-        self.params["weight"] = init.normal_(np.empty((self.num_embeddings, self.embedding_dim), self.dtype),
+        self.params["weight"] = init.normal_(np.empty((self.num_embeddings, self.embedding_dim), dtype=self.dtype),
                                              0.0, 1.0, init.get_rng(rng))
 
-    def forward(self, idx: np.ndarray) -> np.ndarray:
-        arr = np.asarray(idx)
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"Embedding: idx must be an integer array of indices, got dtype {arr.dtype}")
-        if arr.size and (arr.min() < 0 or arr.max() >= self.num_embeddings):
-            raise ValueError(f"Embedding: idx must be in [0, num_embeddings={self.num_embeddings}), "
-                             f"got values in [{arr.min()}, {arr.max()}]")
-        idx = arr.astype(np.int64, copy=True)
-        out = self.params["weight"][idx]
-        self._cache = (idx, out.shape)
-        return out
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        ids = check_token_ids(ids, self.num_embeddings, "Embedding")
+        self._cache = ids.copy()
+        return self.params["weight"][ids]             # fancy indexing: a copy, not a view
 
     def backward(self, dout: np.ndarray) -> None:
-        idx, shape = self._require_cache()
-        g = np.asarray(check_dout(dout, shape, "Embedding.backward"), dtype=np.float64)
+        ids = self._require_cache()
+        dout = check_dout(dout, ids.shape + (self.embedding_dim,), "Embedding.backward")
         dweight = np.zeros((self.num_embeddings, self.embedding_dim))
-        np.add.at(dweight, idx.reshape(-1), g.reshape(-1, self.embedding_dim))
-        self.grads["weight"] = dweight.astype(self.dtype, copy=False)
+        np.add.at(dweight, ids.reshape(-1), np.asarray(dout, dtype=np.float64).reshape(-1, self.embedding_dim))
+        self.grads["weight"] = dweight.astype(self.dtype)
         return None
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
+class PositionalEmbedding(Module):
+    """Learned absolute positions added to a sequence: ``y = x + weight[:L]`` for ``x`` of shape
+    ``(N, L, embedding_dim)`` with ``L <= num_positions``.
+
+    ``weight`` starts from :math:`N(0, \\text{std}^2)` (``std=1.0``, as ``nn.Embedding``; GPT-2 uses
+    0.01). PyTorch has no such module.
+    """
+
+    def __init__(self, num_positions: int, embedding_dim: int, std: float = 1.0, *, dtype: Any = np.float64,
+                 rng: np.random.Generator | int | None = None) -> None:
+        super().__init__()
+        self.num_positions = check_positive_int(num_positions, "num_positions", "PositionalEmbedding")
+        self.embedding_dim = check_positive_int(embedding_dim, "embedding_dim", "PositionalEmbedding")
+        self.dtype = np.dtype(dtype)
+        self.params["weight"] = init.normal_(np.empty((self.num_positions, self.embedding_dim), dtype=self.dtype),
+                                             0.0, float(std), init.get_rng(rng))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = as_float_array(x, "x", "PositionalEmbedding")
+        if x.ndim != 3 or x.shape[2] != self.embedding_dim or x.shape[1] > self.num_positions:
+            raise ValueError(f"PositionalEmbedding: expected x of shape (N, L <= {self.num_positions}, "
+                             f"{self.embedding_dim}), got {x.shape}")
+        self._cache = (x.shape, x.dtype)
+        out = np.asarray(x, dtype=np.float64) + self.params["weight"][: x.shape[1]]
+        return out.astype(x.dtype, copy=False)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        shape, dtype = self._require_cache()
+        dout = check_dout(dout, shape, "PositionalEmbedding.backward")
+        dweight = np.zeros((self.num_positions, self.embedding_dim))
+        dweight[: shape[1]] = np.asarray(dout, dtype=np.float64).sum(axis=0)
+        self.grads["weight"] = dweight.astype(self.dtype)
+        return np.array(dout, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_positions}, {self.embedding_dim}"
+
+
 # -- registry ------------------------------------------------------------------------------------
 from ..registry import Case, Spec, register  # noqa: E402
 
 
-def _indices(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[np.ndarray, ...]:
-    (shape,) = case.input_shapes
-    n = case.kwargs["num_embeddings"]
-    return (rng.integers(0, n, size=shape),)
+def _ids(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[np.ndarray, ...]:
+    return (rng.integers(0, case.kwargs["num_embeddings"], case.input_shapes[0]),)
+
+
+def _make_embedding(case: Case, rng: np.random.Generator, dtype: Any, kwargs: dict) -> Embedding:
+    return Embedding(**kwargs, dtype=dtype, rng=int(rng.integers(2**31)))
 
 
 register(Spec(
-    name="Embedding", cls=Embedding, pytorch="torch.nn.Embedding",
-    differences="Parameters are float64 by default (dtype argument); no padding_idx / max_norm / sparse.",
-    input_names=("idx",), constant_inputs=("idx",), make_inputs=_indices,
-    make_layer=lambda case, rng, dtype, kwargs: Embedding(**kwargs, dtype=dtype, rng=rng),
-    cases=(Case("labels", {"num_embeddings": 3, "embedding_dim": 4}, ((6,),)),
-           Case("2-D-indices", {"num_embeddings": 4, "embedding_dim": 2}, ((2, 5),))),
+    name="Embedding", cls=Embedding, pytorch="torch.nn.Embedding", input_names=("ids",),
+    make_inputs=_ids, make_layer=_make_embedding,
+    differences="Parameters are float64 by default (dtype argument); no padding_idx, max_norm or sparse.",
+    cases=(Case("repeated-ids", {"num_embeddings": 4, "embedding_dim": 3}, ((3, 5),), modes=("train",)),),
+))
+register(Spec(
+    name="PositionalEmbedding", cls=PositionalEmbedding, pytorch=None,
+    cases=(Case("shorter-than-table", {"num_positions": 6, "embedding_dim": 3}, ((2, 4, 3),), modes=("train",)),),
 ))

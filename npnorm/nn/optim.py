@@ -34,7 +34,7 @@ import numpy as np
 
 from ..base import Module
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm_", "grad_norm"]
 
 
 def _leaf_params(modules: Module | Iterable[Module]) -> list[tuple[Module, str]]:
@@ -161,3 +161,41 @@ class AdamW(Adam):
     def __init__(self, modules, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01) -> None:
         super().__init__(modules, lr, betas, eps, weight_decay)
+
+
+def _leaf_grads(modules: Module | Iterable[Module]) -> list[tuple[Module, str]]:
+    return [(m, k) for m, k in _leaf_params(modules) if m.grads.get(k) is not None]
+
+
+def grad_norm(modules: Module | Iterable[Module], norm_type: float = 2.0) -> float:
+    """The norm of all the gradients of the last backward pass taken together, as one vector."""
+    pairs = _leaf_grads(modules)
+    if not pairs:
+        return 0.0
+    norms = np.array([np.linalg.norm(np.ravel(np.asarray(m.grads[k], dtype=np.float64)), ord=norm_type)
+                      for m, k in pairs])
+    return float(np.linalg.norm(norms, ord=norm_type))
+
+
+def clip_grad_norm_(modules: Module | Iterable[Module], max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False) -> float:
+    r"""Rescale every gradient in place so that their total norm is at most ``max_norm``, as
+    ``torch.nn.utils.clip_grad_norm_``.
+
+    .. math:: \lVert g\rVert = \Big\lVert \big(\lVert g_1\rVert, \ldots, \lVert g_P\rVert\big)\Big\rVert, \qquad
+              g_i \leftarrow g_i \cdot \min\Big(1, \frac{c}{\lVert g\rVert + 10^{-6}}\Big)
+
+    over all the parameters' gradients (one vector, not layer by layer; the direction is kept).
+    Returns the total norm *before* clipping (PyTorch returns it as a tensor; here a float).
+    ``error_if_nonfinite=True`` raises if the total norm is NaN or infinite (PyTorch's default is
+    False: then the gradients become NaN as in PyTorch).
+    """
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not max_norm >= 0:
+        raise ValueError(f"clip_grad_norm_: max_norm must be a number >= 0, got {max_norm!r}")
+    total = grad_norm(modules, norm_type)
+    if error_if_nonfinite and not np.isfinite(total):
+        raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is {total}")
+    coef = min(float(max_norm) / (total + 1e-6), 1.0)
+    for m, k in _leaf_grads(modules):
+        m.grads[k] = (np.asarray(m.grads[k]) * coef).astype(np.asarray(m.grads[k]).dtype)
+    return total

@@ -24,6 +24,7 @@ TASKS = {  # fixed: the book's chapter numbers use them
     "6.1": "ch6_weightnorm", "6.2": "ch6_weightnorm",
     "7.1": "ch7_numba",
     "9.1": "ch9_adaptive", "9.2": "ch9_adaptive", "9.3": "ch9_adaptive",
+    "10.1": "ch10_transformers", "10.2": "ch10_transformers",
     "11.1": "ch11_divergence", "11.2": "ch11_divergence",
     "12.1": "ch12_lipschitz", "12.2": "ch12_lipschitz",
     "13.1": "ch13_catalog", "13.2": "ch13_catalog",
