@@ -71,11 +71,19 @@ def test_checker_flags_external_requests_and_broken_images(tmp_path):
 
 # -- the build ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def built_book() -> Path:
+def execution_cache(tmp_path_factory) -> Path:
+    """A fresh jupyter-cache for this session: the teacher build executes every chapter into it, the
+    learner build (same code cells) reuses the results instead of executing everything again."""
+    return tmp_path_factory.mktemp("jupyter-cache")
+
+
+@pytest.fixture(scope="session")
+def built_book(execution_cache) -> Path:
     html = build_book.html_dir("teacher")
     if os.environ.get("NPNORM_REUSE_BOOK") and (html / "index.html").is_file():
         return html
-    proc = subprocess.run([sys.executable, "-m", "npnorm.tools.build_book", "--no-open", "--quiet"],
+    proc = subprocess.run([sys.executable, "-m", "npnorm.tools.build_book", "--no-open", "--quiet",
+                           "--execution-cache", str(execution_cache)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, f"the book build failed:\n{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
     assert "0 warnings" in proc.stdout
@@ -160,8 +168,9 @@ def text(path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_learner_edition_has_exercises_but_no_solutions(built_book):
-    proc = subprocess.run([sys.executable, "-m", "npnorm.tools.build_book", "--learner", "--no-open", "--quiet"],
+def test_learner_edition_has_exercises_but_no_solutions(built_book, execution_cache):
+    proc = subprocess.run([sys.executable, "-m", "npnorm.tools.build_book", "--learner", "--no-open", "--quiet",
+                           "--execution-cache", str(execution_cache)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, f"the learner build failed:\n{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
     teacher = (built_book / "intro.html").read_text()

@@ -18,11 +18,7 @@ thread made a training step about 7x *slower* on the 2-core machine they were wr
 
 from __future__ import annotations
 
-import ctypes
-import glob
-import os
 import time
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -30,7 +26,7 @@ import numpy as np
 from .. import nn
 from ..data.sequences import CharVocab, char_lm_batch, load_corpus, reversal_batch
 from ..models.transformer import NGPT, TransformerLM, lm_step
-from ._framework import experiment, progress
+from ._framework import experiment, one_blas_thread, progress
 
 __all__ = ["grad_norms_at_init", "warmup_post_pre", "qk_norm_high_lr", "norm_compare", "ngpt_vs_pre",
            "clip_rescue", "gradnorm_toy", "train_lm", "one_blas_thread", "REVERSAL"]
@@ -39,37 +35,6 @@ CHAPTER = "Normalization in transformers"
 
 #: The reversal task: symbols 0..9 (+ the separator), n = 6 symbols to reverse.
 REVERSAL = {"vocab": 10, "n": 6}
-
-
-# -- BLAS threads ---------------------------------------------------------------------------------
-def _openblas():
-    import numpy
-    libs = glob.glob(os.path.join(os.path.dirname(numpy.__file__), os.pardir, "numpy.libs", "libscipy_openblas*.so"))
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-            return lib.scipy_openblas_set_num_threads64_, lib.scipy_openblas_get_num_threads64_
-        except (OSError, AttributeError):
-            continue
-    return None
-
-
-@contextmanager
-def one_blas_thread():
-    """Run the block with OpenBLAS on one thread (restored afterwards); a no-op when NumPy's BLAS is
-    not the bundled OpenBLAS."""
-    fns = _openblas()
-    if fns is None:
-        yield
-        return
-    set_, get_ = fns
-    set_.argtypes = [ctypes.c_int]
-    old = get_()
-    set_(1)
-    try:
-        yield
-    finally:
-        set_(old)
 
 
 # -- tasks ----------------------------------------------------------------------------------------

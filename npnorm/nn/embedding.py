@@ -125,7 +125,7 @@ def _make_embedding(case: Case, rng: np.random.Generator, dtype: Any, kwargs: di
 
 
 register(Spec(
-    name="Embedding", cls=Embedding, pytorch="torch.nn.Embedding", input_names=("ids",),
+    name="Embedding", cls=Embedding, pytorch="torch.nn.Embedding", input_names=("ids",), constant_inputs=("ids",),
     make_inputs=_ids, make_layer=_make_embedding,
     differences="Parameters are float64 by default (dtype argument); no padding_idx, max_norm or sparse.",
     cases=(Case("repeated-ids", {"num_embeddings": 4, "embedding_dim": 3}, ((3, 5),), modes=("train",)),),

@@ -83,9 +83,16 @@ def bib_files() -> list[str]:
     return files
 
 
-def write_config(edition: str, out: Path) -> Path:
-    """The generated config for one edition (kept next to the output, for inspection)."""
+def write_config(edition: str, out: Path, execution_cache: Path | None = None) -> Path:
+    """The generated config for one edition (kept next to the output, for inspection).
+
+    ``execution_cache``: execute through a jupyter-cache in that directory instead of ``force``. An
+    empty directory executes every chapter and stores the results; a second build with the same
+    directory (the other edition, whose code cells are the same) reuses them. Used by the test suite
+    to build both editions from one execution; ``make book`` always executes (``force``)."""
     config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    if execution_cache is not None:
+        config.setdefault("execute", {}).update(execute_notebooks="cache", cache=str(Path(execution_cache).resolve()))
     config["bibtex_bibfiles"] = bib_files()
     # the generated file lives in _build/, so paths Jupyter Book resolves against the config's own
     # directory must be made absolute
@@ -119,12 +126,13 @@ def jupyter_book_command() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "jupyter_book.cli.main"]
 
 
-def build(edition: str = "teacher", quiet: bool = False) -> tuple[int, int, Path]:
+def build(edition: str = "teacher", quiet: bool = False,
+          execution_cache: Path | None = None) -> tuple[int, int, Path]:
     """Build one edition. Returns ``(returncode, number_of_warnings, index_html)``."""
     copy_mathjax()
     out = OUTPUTS[edition]
     shutil.rmtree(html_dir(edition) / "reports", ignore_errors=True)  # stale failure logs
-    config = write_config(edition, out)
+    config = write_config(edition, out, execution_cache)
     cmd = jupyter_book_command() + [
         "build", str(BOOK), "--builder", "html", "--all", "-W", "--keep-going",
         "--config", str(config), "--path-output", str(out if edition == "learner" else BOOK),
@@ -166,10 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learner", action="store_true", help="build the learner edition (no solutions)")
     parser.add_argument("--no-open", action="store_true", help="do not try to open a browser")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors from Sphinx")
+    parser.add_argument("--execution-cache", metavar="DIR", type=Path,
+                        help="execute through a jupyter-cache in DIR (an empty DIR executes every chapter; "
+                             "a second build with the same DIR reuses the results): both editions from one "
+                             "execution")
     args = parser.parse_args(argv)
     edition = "learner" if args.learner else "teacher"
     start = time.perf_counter()
-    rc, warnings, index = build(edition, quiet=args.quiet)
+    rc, warnings, index = build(edition, quiet=args.quiet, execution_cache=args.execution_cache)
     elapsed = time.perf_counter() - start
     if rc != 0 or warnings:
         for log in sorted((index.parent / "reports").glob("*.err.log")):
