@@ -13,7 +13,8 @@ and ``*_backward`` taking ``(dout, cache)``). The class holds
 and fills ``layer.grads``.
 
 Correct by construction: every subclass's ``forward`` is wrapped so that the layer records the shape
-of the output it returned, and every ``backward`` so that the upstream gradient is validated against
+of the output it returned and its cache holds no view of an array that can be edited before
+``backward`` (an input, the output, a parameter, a buffer: such views are replaced by copies), and every ``backward`` so that the upstream gradient is validated against
 it (:func:`npnorm._checks.check_dout`) before the layer's own code sees it: a ``dout`` of another
 shape raises a ``ValueError`` naming the layer, the expected and the given shape, and a
 non-floating one a ``TypeError`` - never a silent broadcast or reshape. A layer added later gets
@@ -48,6 +49,40 @@ _BACKWARD_DOC = """The backward pass of {name}: the gradients of the last forwar
         the gradient with respect to the input (a tuple when the layer has several inputs) and
         stores the gradient of every learnable parameter in ``self.grads``, under the names of
         ``self.params``."""
+
+
+def _arrays(obj: Any) -> Iterator[np.ndarray]:
+    """Every NumPy array in a (nested) tuple, list or dict."""
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from _arrays(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _arrays(o)
+
+
+def _private(cache: Any, external: list[np.ndarray]) -> Any:
+    """``cache`` with every array that shares memory with an ``external`` one replaced by a copy.
+
+    The external arrays are the caller's (the inputs, the returned output) and the layer's own
+    (parameters, buffers): the caller and the optimizer may edit them in place between ``forward`` and
+    ``backward``, and the gradient must not change when they do. Arrays the layer made for itself
+    are kept as they are (no copy, no cost)."""
+    if isinstance(cache, np.ndarray):
+        if cache.size and any(e.size and np.may_share_memory(cache, e) for e in external):
+            return cache.copy()
+        return cache
+    if isinstance(cache, dict):
+        return {k: _private(v, external) for k, v in cache.items()}
+    if isinstance(cache, tuple):
+        return tuple(_private(v, external) for v in cache)
+    if isinstance(cache, list):
+        return [_private(v, external) for v in cache]
+    return cache
+
+
 def _output_shape(out: Any) -> Any:
     """The shape of a forward output (a tuple of shapes for a tuple of arrays; None when not an array)."""
     if isinstance(out, np.ndarray):
@@ -62,6 +97,13 @@ def _recording_forward(forward):
     def wrapped(self, *inputs, **kwargs):
         out = forward(self, *inputs, **kwargs)
         self._out_shape = _output_shape(out)
+        cache = self.__dict__.get("_cache")
+        if cache is not None:
+            # the cache is the layer's own: nothing in it may be a view of an array someone else can
+            # edit before backward (inputs, output, parameters, buffers)
+            external = [*_arrays((inputs, kwargs, out)), *_arrays(self.params),
+                        *(v for v in self.__dict__.values() if isinstance(v, np.ndarray))]
+            self._cache = _private(cache, external)
         return out
     wrapped._npnorm_wrapped = True
     return wrapped
