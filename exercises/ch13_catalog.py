@@ -8,17 +8,22 @@
 
 Two pieces the chapter derives:
 
-    the parallel merge:   (n_A, mean_A, M2_A) + (n_B, mean_B, M2_B) -> the triple of the union,
-                          M2 = sum of squared deviations from the mean (variance = M2 / n)
-    local response norm:  s_c = k + alpha/size * sum_{c' in W(c)} x_c'^2,   y_c = x_c * s_c**(-beta)
-                          with W(c) = [c - size//2, c + (size-1)//2] (zero-padded), as PyTorch
+    the parallel merge:
+        (n_A, mean_A, M2_A) + (n_B, mean_B, M2_B) -> the triple of the union,
+        M2 = sum of squared deviations from the mean (variance = M2 / n)
+    local response norm:
+        s_c = k + alpha/size * sum_{c' in W(c)} x_c'^2
+        y_c = x_c * s_c**(-beta)
+        with W(c) = [c - size//2, c + (size-1)//2] (zero-padded), as PyTorch
 
 Tasks
 -----
 13.1  merge_moments and merge_all (the exact parallel merge of SyncBatchNorm)
 13.2  lrn_forward and lrn_backward (PyTorch's LocalResponseNorm)
 
-Self-check: ``python exercises/ch13_catalog.py``.  Full check: ``python -m npnorm.check 13``.
+Self-check: ``.venv/bin/python exercises/ch13_catalog.py``.
+Full check: ``make check TASK=13`` (in a notebook:
+``%run -m npnorm.check 13``).
 """
 
 from __future__ import annotations
@@ -27,9 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from npnorm.exercises import fingerprint
 
-def merge_moments(n_a: float, mean_a: np.ndarray, m2_a: np.ndarray, n_b: float, mean_b: np.ndarray,
-                  m2_b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+
+def merge_moments(
+    n_a: float, mean_a: np.ndarray, m2_a: np.ndarray,
+    n_b: float, mean_b: np.ndarray, m2_b: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
     """The (count, mean, M2) of the union of two sets, from theirs.
 
     Parameters
@@ -45,8 +54,10 @@ def merge_moments(n_a: float, mean_a: np.ndarray, m2_a: np.ndarray, n_b: float, 
 
     Hints
     -----
-    * delta = mean_b - mean_a; the new mean moves towards B by the fraction n_b / n.
-    * M2 is not M2_a + M2_b: the two means differ, and that spread counts too.
+    * delta = mean_b - mean_a; the new mean moves towards B by the fraction
+      n_b / n.
+    * M2 is not M2_a + M2_b: the two means differ, and that spread counts
+      too.
     """
     # BEGIN TASK 13.1: the parallel merge
     raise NotImplementedError(
@@ -56,9 +67,15 @@ def merge_moments(n_a: float, mean_a: np.ndarray, m2_a: np.ndarray, n_b: float, 
     # END TASK 13.1
 
 
-def merge_all(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Merge W triples (``counts`` (W,), ``means`` and ``m2s`` (W, C)) in order with
-    :func:`merge_moments`; empty sets (count 0) are allowed anywhere."""
+def merge_all(
+    counts: np.ndarray, means: np.ndarray, m2s: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Merge W triples (``counts`` (W,), ``means`` and ``m2s`` (W, C)) in
+    order with :func:`merge_moments`; empty sets (count 0) are allowed
+    anywhere.
+
+    Self-check: ``self_check_13_1`` below.
+    """
     # BEGIN TASK 13.1: the parallel merge
     raise NotImplementedError(
         'Task 13.1: the parallel merge - not written yet (exercise 13.1 of '
@@ -67,8 +84,10 @@ def merge_all(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[f
     # END TASK 13.1
 
 
-def lrn_forward(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75,
-                k: float = 1.0) -> tuple[np.ndarray, dict[str, Any]]:
+def lrn_forward(
+    x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75,
+    k: float = 1.0
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Local response normalization across axis 1 of ``x`` (N, C, *), as
     ``torch.nn.LocalResponseNorm(size, alpha, beta, k)``.
 
@@ -79,8 +98,9 @@ def lrn_forward(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.7
 
     Hints
     -----
-    * Pad the squares with zeros on axis 1 (``size // 2`` before, ``(size - 1) // 2`` after) and add
-      ``size`` shifted slices: that is the window sum of every channel at once.
+    * Pad the squares with zeros on axis 1 (``size // 2`` before,
+      ``(size - 1) // 2`` after) and add ``size`` shifted slices: that is
+      the window sum of every channel at once.
     * PyTorch divides alpha by ``size`` (the paper does not).
     """
     # BEGIN TASK 13.2: local response normalization
@@ -99,8 +119,11 @@ def lrn_backward(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
 
     Hints
     -----
-    * The channels c whose window holds j are j - (size-1)//2 .. j + size//2: the window mirrored,
-      which differs from the window itself when ``size`` is even.
+    * The channels c whose window holds j are j - (size-1)//2 .. j + size//2:
+      the window mirrored, which differs from the window itself when
+      ``size`` is even.
+
+    Self-check: ``self_check_13_2`` below.
     """
     # BEGIN TASK 13.2: local response normalization
     raise NotImplementedError(
@@ -110,29 +133,37 @@ def lrn_backward(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
     # END TASK 13.2
 
 
-# -- self-checks: `python exercises/ch13_catalog.py` ----------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch13_catalog.py` ---------------
+# Each returns one number made of every element of every result
+# (npnorm.exercises.fingerprint).
 
 def self_check_13_1() -> float:
-    """Task 13.1: the variance M2 / n of three merged sets (sizes 4, 0, 6); you should get about 12.2473."""
+    """Task 13.1: n, mean and M2 of three merged sets of 2 channels (sizes
+    4, 0 and 6), every element weighted; you should get about 185.9266."""
     rng = np.random.default_rng(13)
-    parts = [rng.normal(0.0, 1.0, (4, 1)), np.zeros((0, 1)), rng.normal(5.0, 2.0, (6, 1))]
+    parts = [rng.normal(0.0, 1.0, (4, 2)), np.zeros((0, 2)),
+             rng.normal(5.0, 2.0, (6, 2))]
     counts = np.array([len(p) for p in parts], dtype=float)
-    means = np.array([p.mean(axis=0) if len(p) else np.zeros(1) for p in parts])
-    m2s = np.array([((p - p.mean(axis=0)) ** 2).sum(axis=0) if len(p) else np.zeros(1) for p in parts])
-    n, _, m2 = merge_all(counts, means, m2s)
-    return float(m2[0] / n)
+    means = np.array([p.mean(axis=0) if len(p) else np.zeros(2)
+                      for p in parts])
+    m2s = np.array([((p - p.mean(axis=0)) ** 2).sum(axis=0) if len(p)
+                    else np.zeros(2) for p in parts])
+    n, mean, m2 = merge_all(counts, means, m2s)
+    return fingerprint(n=(n, ()), mean=(mean, (2,)), m2=(m2, (2,)))
 
 
 def self_check_13_2() -> float:
-    """Task 13.2: dx[0, 1, 0] for size=4, alpha=0.8, beta=0.75, k=1; you should get about 0.116225."""
+    """Task 13.2: out and dx for size=4 (an even window), alpha=0.8,
+    beta=0.75, k=1, every element weighted; you should get about 5.254951."""
     rng = np.random.default_rng(2)
     x = rng.normal(0.5, 1.5, (2, 5, 3))
     dout = rng.standard_normal((2, 5, 3))
-    _, cache = lrn_forward(x, 4, alpha=0.8, beta=0.75, k=1.0)
-    return float(lrn_backward(dout, cache)[0, 1, 0])
+    out, cache = lrn_forward(x, 4, alpha=0.8, beta=0.75, k=1.0)
+    dx = lrn_backward(dout, cache)
+    return fingerprint(out=(out, (2, 5, 3)), dx=(dx, (2, 5, 3)))
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

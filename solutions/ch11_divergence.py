@@ -1,20 +1,26 @@
 """Chapter 11 - The affine divergence and PatchNorm.
 
-One SGD step on an affine layer z = W x + b moves the sample's output by (||x||^2 + 1) times the ideal
-step -eta * dL/dz. The affine-like layer divides the output by s = sqrt(||x||^2 + 1), which makes that
-factor exactly 1; PatchNorm does the same at every position of a convolution, with the receptive-field
-patch P in the role of x (both are reconstructions of Bird, "The Affine Divergence", 2025: see the
-chapter).
+One SGD step on an affine layer z = W x + b moves the sample's output by
+(||x||^2 + 1) times the ideal step -eta * dL/dz. The affine-like layer divides
+the output by s = sqrt(||x||^2 + 1), which makes that factor exactly 1;
+PatchNorm does the same at every position of a convolution, with the
+receptive-field patch P in the role of x (both are reconstructions of Bird,
+"The Affine Divergence", 2025: see the chapter).
 
-    affine-like:  s = sqrt(sum(x**2) + 1),            z = (x @ W.T + b) / s
-    PatchNorm:    s = sqrt(||P||^2 + 1) per position,  z = (conv2d(x, W, b)) / s
+    affine-like:  s = sqrt(sum(x**2) + 1),
+                  z = (x @ W.T + b) / s
+    PatchNorm:    s = sqrt(||P||^2 + 1) per position,
+                  z = conv2d(x, W, b) / s
 
 Tasks
 -----
 11.1  affine_like_forward and affine_like_backward
-11.2  patch_sq_norms (one convolution of x**2 with a box of ones) and patchnorm_forward
+11.2  patch_sq_norms (one convolution of x**2 with a box of ones) and
+      patchnorm_forward
 
-Self-check: ``python exercises/ch11_divergence.py``.  Full check: ``python -m npnorm.check 11``.
+Self-check: ``.venv/bin/python exercises/ch11_divergence.py``.
+Full check: ``make check TASK=11`` (in a notebook:
+``%run -m npnorm.check 11``).
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from npnorm.exercises import fingerprint
 from npnorm.nn.conv import conv2d_forward
 
 
-def affine_like_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """The affine-like layer on a batch: ``z = (x @ W.T + b) / sqrt(||x||^2 + 1)``, row by row.
+def affine_like_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The affine-like layer on a batch: ``z = (x @ W.T + b) / sqrt(||x||^2
+    + 1)``, row by row.
 
     Parameters
     ----------
@@ -39,13 +49,15 @@ def affine_like_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np
     -------
     z : ndarray, shape (N, M)
     cache : dict
-        Whatever your :func:`affine_like_backward` needs (suggestion: ``x``, ``W``, ``s`` of shape
-        (N, 1) and ``z``).
+        Whatever your :func:`affine_like_backward` needs (suggestion: ``x``,
+        ``W``, ``s`` of shape (N, 1) and ``z``).
 
     Hints
     -----
-    * ``np.sum(x * x, axis=1, keepdims=True)`` is ``||x||^2`` per row, shape (N, 1).
-    * The "+1" is the bias's input: the layer is ``[W b]`` applied to ``[x; 1] / ||[x; 1]||``.
+    * ``np.sum(x * x, axis=1, keepdims=True)`` is ``||x||^2`` per row, shape
+      (N, 1).
+    * The "+1" is the bias's input: the layer is ``[W b]`` applied to
+      ``[x; 1] / ||[x; 1]||``.
     """
     # BEGIN TASK 11.1: the affine-like layer, forward and backward
     s = np.sqrt(np.sum(x * x, axis=1, keepdims=True) + 1.0)
@@ -54,7 +66,9 @@ def affine_like_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple[np
     # END TASK 11.1
 
 
-def affine_like_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def affine_like_backward(
+    dout: np.ndarray, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward pass of :func:`affine_like_forward`.
 
     With ``G = dout``, per row: ``dW = (G/s)^T x``, ``db = sum(G/s)``, and
@@ -81,12 +95,16 @@ def affine_like_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.nd
     # END TASK 11.1
 
 
-def patch_sq_norms(x: np.ndarray, kernel: tuple[int, int], stride: int = 1, padding: int = 0) -> np.ndarray:
-    """``||P||^2`` of every receptive-field patch of a convolution, shape ``(N, 1, H_out, W_out)``.
+def patch_sq_norms(
+    x: np.ndarray, kernel: tuple[int, int], stride: int = 1, padding: int = 0
+) -> np.ndarray:
+    """``||P||^2`` of every receptive-field patch of a convolution, shape
+    ``(N, 1, H_out, W_out)``.
 
-    A patch spans all C input channels and ``kh x kw`` pixels (padded zeros included). Compute the
-    norms with **one convolution**, without building the patches: the squares ``x**2``, summed over
-    the channels, convolved with a ``kh x kw`` box of ones (same stride and padding).
+    A patch spans all C input channels and ``kh x kw`` pixels (padded zeros
+    included). Compute the norms with **one convolution**, without building
+    the patches: the squares ``x**2``, summed over the channels, convolved
+    with a ``kh x kw`` box of ones (same stride and padding).
 
     Parameters
     ----------
@@ -96,20 +114,25 @@ def patch_sq_norms(x: np.ndarray, kernel: tuple[int, int], stride: int = 1, padd
 
     Hints
     -----
-    * ``conv2d_forward(x, weight, bias, stride=(s, s), padding=(p, p))`` from ``npnorm.nn.conv``
-      returns ``(out, cache)``; a weight of shape ``(1, 1, kh, kw)`` has one input and one output
-      channel.
+    * ``conv2d_forward(x, weight, bias, stride=(s, s), padding=(p, p))`` from
+      ``npnorm.nn.conv`` returns ``(out, cache)``; a weight of shape
+      ``(1, 1, kh, kw)`` has one input and one output channel.
     """
     # BEGIN TASK 11.2: patch norms by one convolution, PatchNorm
     xsq = np.sum(x * x, axis=1, keepdims=True)
-    q, _ = conv2d_forward(xsq, np.ones((1, 1) + tuple(kernel)), None, (stride, stride), (padding, padding))
+    box = np.ones((1, 1) + tuple(kernel))
+    q, _ = conv2d_forward(xsq, box, None, (stride, stride),
+                          (padding, padding))
     return q
     # END TASK 11.2
 
 
-def patchnorm_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
-    """PatchNorm (affine mode): ``conv2d(x, W, b) / sqrt(||P||^2 + 1)``, one divisor per (sample, position),
-    shared by all output channels.
+def patchnorm_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int = 1,
+    padding: int = 0
+) -> np.ndarray:
+    """PatchNorm (affine mode): ``conv2d(x, W, b) / sqrt(||P||^2 + 1)``, one
+    divisor per (sample, position), shared by all output channels.
 
     Parameters
     ----------
@@ -125,32 +148,40 @@ def patchnorm_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int =
     """
     # BEGIN TASK 11.2: patch norms by one convolution, PatchNorm
     a, _ = conv2d_forward(x, W, b, (stride, stride), (padding, padding))
-    return a / np.sqrt(patch_sq_norms(x, W.shape[2:], stride, padding) + 1.0)
+    q = patch_sq_norms(x, W.shape[2:], stride, padding)
+    return a / np.sqrt(q + 1.0)
     # END TASK 11.2
 
 
-# -- self-checks: `python exercises/ch11_divergence.py` --------------------------------------------
+# -- self-checks: `.venv/bin/python exercises/ch11_divergence.py` ------------
+# Each returns one number made of every element of every result
+# (npnorm.exercises.fingerprint).
 
 def self_check_11_1() -> float:
-    """Task 11.1: dx[0, 0] of the example; you should get about -0.05756."""
+    """Task 11.1: z, dx, dW and db of the example (3 samples, 4 inputs, 2
+    outputs), every element weighted; you should get about -10.57524."""
     rng = np.random.default_rng(11)
     x = 1.0 + 2.0 * rng.standard_normal((3, 4))
     W, b = rng.standard_normal((2, 4)), rng.standard_normal(2)
     dout = rng.standard_normal((3, 2))
-    _, cache = affine_like_forward(x, W, b)
-    dx, _, _ = affine_like_backward(dout, cache)
-    return float(dx[0, 0])
+    z, cache = affine_like_forward(x, W, b)
+    dx, dW, db = affine_like_backward(dout, cache)
+    return fingerprint(z=(z, (3, 2)), dx=(dx, (3, 4)), dW=(dW, (2, 4)),
+                       db=(db, (2,)))
 
 
 def self_check_11_2() -> float:
-    """Task 11.2: z[0, 1, 0, 0] of the example (3x3 kernel, padding 1); you should get about -1.7448."""
+    """Task 11.2: the patch norms and z of the example (3x3 kernel, padding
+    1), every element weighted; you should get about 710.8754."""
     rng = np.random.default_rng(12)
     x = 0.5 + rng.standard_normal((2, 2, 5, 5))
     W, b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
-    return float(patchnorm_forward(x, W, b, 1, 1)[0, 1, 0, 0])
+    q = patch_sq_norms(x, (3, 3), 1, 1)
+    z = patchnorm_forward(x, W, b, 1, 1)
+    return fingerprint(q=(q, (2, 1, 5, 5)), z=(z, (2, 3, 5, 5)))
 
 
 if __name__ == "__main__":
-    from npnorm.exercises import run_self_checks
+    from npnorm.exercises import self_check_main
 
-    run_self_checks(globals())
+    self_check_main(globals())

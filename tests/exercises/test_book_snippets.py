@@ -16,7 +16,7 @@ import pytest
 from npnorm.exercises import REPO_ROOT, SOLUTIONS_DIR
 
 #: The chapters with exercise snippets (book/exercises/ch<n>.md).
-CHAPTERS = (*range(1, 8), 12)
+CHAPTERS = (*range(1, 8), *range(9, 14))
 
 # The configuration the book needs for the snippets (also described in book/exercises/README.md).
 CONFIG = """\
@@ -86,6 +86,11 @@ TASK_LISTINGS = {
     "standardize_backward": "3.1", "layer_norm_backward": "3.1", "rms_norm_backward": "3.2",
     "group_norm_forward": "4.1", "group_norm_backward": "4.1", "adain_backward": "5.1",
     "power_iteration": "6.1", "weight_norm_backward": "6.2", "_ln_fwd_rows": "7.1",
+    "ada_group_norm_forward": "9.1", "ada_group_norm_backward": "9.1", "modulate_backward": "9.1",
+    "adaln_zero_backward": "9.3", "l2_normalize_backward_staged": "10.1", "l2_normalize_backward": "10.1",
+    "qk_logits_backward": "10.2", "affine_like_backward_staged": "11.1", "affine_like_backward": "11.1",
+    "patch_sq_norms": "11.2", "patch_norm_conv2d_forward": "11.2", "gradient_penalty_backward_staged": "12.1",
+    "gradient_penalty_backward": "12.1", "chan_merge": "13.1", "local_response_norm_backward": "13.2",
 }
 
 

@@ -54,7 +54,9 @@ def test_merge_equals_the_concatenation(ch13):
 
 # -- 13.2 -----------------------------------------------------------------------------------------
 
-LRN_CASES = (((2, 5, 3), 3, 0.5, 0.75, 1.0), ((2, 6, 2, 2), 4, 0.8, 0.6, 2.0), ((1, 4, 3), 7, 1.0, 1.2, 1.5))
+# The even window comes first: the check names a mistake from the first recorded calls, and only an even size
+# tells the symmetric-window forward and the untransposed-window backward from the right ones.
+LRN_CASES = (((2, 6, 2, 2), 4, 0.8, 0.6, 2.0), ((2, 5, 3), 3, 0.5, 0.75, 1.0), ((1, 4, 3), 7, 1.0, 1.2, 1.5))
 
 
 def check_13_2_forward(mod) -> None:
