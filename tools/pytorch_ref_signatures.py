@@ -19,7 +19,7 @@ import sys
 import torch
 
 NAMES = [
-    "torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d",
+    "torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d", "torch.nn.SyncBatchNorm",
     "torch.nn.LayerNorm", "torch.nn.RMSNorm", "torch.nn.GroupNorm",
     "torch.nn.InstanceNorm1d", "torch.nn.InstanceNorm2d", "torch.nn.InstanceNorm3d",
     "torch.nn.LocalResponseNorm", "torch.nn.CrossMapLRN2d",

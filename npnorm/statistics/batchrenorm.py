@@ -141,6 +141,10 @@ class _BatchRenorm(Module):
         self.running_std = np.ones(num_features, dtype=self.dtype)
         self.num_batches_tracked = 0
 
+    #: the running statistics are always tracked (there is no ``track_running_stats=False``): a
+    #: training batch, an empty one included, counts in ``num_batches_tracked`` as in BatchNorm
+    track_running_stats = True
+
     def set_schedule(self, step: int, **kwargs: Any) -> None:
         """Set ``rmax`` and ``dmax`` from :func:`batch_renorm_schedule` at ``step``."""
         self.rmax, self.dmax = batch_renorm_schedule(step, **kwargs)
@@ -157,7 +161,10 @@ class _BatchRenorm(Module):
             x_hat = (np.asarray(x, dtype=np.float64) - self.running_mean.reshape(view)) * rstd.reshape(view)
             out = x_hat if w is None else x_hat * w.reshape(view)
             out = out if b is None else out + b.reshape(view)
-            self._cache = ("eval", {"x_hat": x_hat, "rstd": rstd, "dtype": x.dtype})
+            # the weight used here, not the one self.params holds at backward time (an optimizer step
+            # or an edit in between must not change this pass's gradient)
+            self._cache = ("eval", {"x_hat": x_hat, "rstd": rstd, "dtype": x.dtype,
+                                    "weight": None if w is None else np.array(w, dtype=np.float64)})
             return out.astype(x.dtype, copy=False)
         m = x.size // self.num_features
         if m == 1:
@@ -191,7 +198,7 @@ class _BatchRenorm(Module):
             x_hat, rstd = cache["x_hat"], cache["rstd"]
             dy = np.asarray(check_dout(dout, x_hat.shape, where=where), dtype=np.float64)
             view, axes = _channel_view(dy.ndim), _reduce_axes(dy.ndim)
-            w = self.params.get("weight")
+            w = cache["weight"]
             dx = dy * rstd.reshape(view) * (1.0 if w is None else w.reshape(view))
             dx = dx.astype(cache["dtype"], copy=False)
             dweight, dbias = np.sum(dy * x_hat, axis=axes), dy.sum(axis=axes)
@@ -220,8 +227,12 @@ class BatchRenorm1d(_BatchRenorm):
     (``BatchNormalization(renorm=True)``) and torchrl (``BatchRenorm1d``) track the running
     *variance* and torchrl warms up with plain BatchNorm by a step count; here the running standard
     deviation is tracked as in the paper and the schedule is explicit. Raises ``ValueError`` for
-    one value per channel in training; an empty batch gives an empty output and leaves the running
-    statistics alone.
+    one value per channel in training. An empty batch (``N = 0``) follows PyTorch 2.13's BatchNorm:
+    an empty output, zero parameter gradients, the running statistics left alone while
+    ``num_batches_tracked`` (the schedule's step) still counts it in training.
+
+    Rejected on purpose (``ValueError``): ``eps <= 0`` (it keeps the division finite),
+    ``momentum`` outside [0, 1] or ``None`` (no cumulative average), ``rmax < 1`` and ``dmax < 0``.
     """
 
     _ndims = (2, 3)
@@ -229,7 +240,12 @@ class BatchRenorm1d(_BatchRenorm):
 
 
 class BatchRenorm2d(_BatchRenorm):
-    """Batch renormalization of ``(N, C, H, W)`` input; see :class:`BatchRenorm1d`."""
+    """Batch renormalization of ``(N, C, H, W)`` input; arguments, parameters, buffers, empty
+    batches and differences as :class:`BatchRenorm1d`.
+
+    Rejected on purpose (``ValueError``): ``eps <= 0``, ``momentum`` outside [0, 1] or ``None``,
+    ``rmax < 1`` and ``dmax < 0``.
+    """
 
     _ndims = (4,)
     _layout = "(N, C, H, W)"

@@ -151,8 +151,11 @@ class _EvoNorm(Module):
 
     def _affine_only(self, x: np.ndarray) -> np.ndarray:
         x64 = np.array(x, dtype=np.float64)
-        self._cache = ("affine", {"x": x64, "dtype": x.dtype})
-        out = x64 * self.params["weight"].reshape(_V) + self.params["bias"].reshape(_V)
+        # the weight of this pass (a copy): backward must not read self.params, which an optimizer
+        # step or an edit may change in between
+        weight = np.array(self.params["weight"], dtype=np.float64)
+        self._cache = ("affine", {"x": x64, "weight": weight, "dtype": x.dtype})
+        out = x64 * weight.reshape(_V) + self.params["bias"].reshape(_V)
         return out.astype(x.dtype, copy=False)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -160,7 +163,7 @@ class _EvoNorm(Module):
         check_dout(dout, cache["x"].shape, where=f"{self._where}.backward")
         if kind == "affine":
             dy = np.asarray(dout, dtype=np.float64)
-            dx = (dy * self.params["weight"].reshape(_V)).astype(cache["dtype"], copy=False)
+            dx = (dy * cache["weight"].reshape(_V)).astype(cache["dtype"], copy=False)
             dweight, dbias = np.sum(dy * cache["x"], axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
             dv = np.zeros(self.num_features) if "v" in self.params else None   # (an empty batch)
         else:
@@ -181,7 +184,12 @@ class EvoNorm2dB0(_EvoNorm):
     Equations (EB1)-(EB2). ``eps`` (1e-3) is used in both square roots, as timm.
 
     Differences from timm: none in the values; float64 parameters; ``num_batches_tracked`` is not
-    kept (timm has none either). Raises ``ValueError`` for one value per channel in training.
+    kept (timm has none either). Raises ``ValueError`` for one value per channel in training. An
+    empty batch (``N = 0``) gives an empty output, zero parameter gradients and leaves
+    ``running_var`` alone.
+
+    Rejected on purpose (``ValueError``; timm accepts them): ``eps <= 0`` (it keeps the square
+    roots away from zero) and ``momentum`` outside [0, 1] or ``None``.
     """
 
     _where = "EvoNorm2dB0"
@@ -228,7 +236,9 @@ class EvoNorm2dS0(_EvoNorm):
 
     ``group_size`` (channels per group), when given, overrides ``groups``; ``num_features`` must be
     divisible by the number of groups. Parameters ``weight`` (ones), ``bias`` (zeros), ``v`` (ones,
-    with ``apply_act``). Differences from timm: none in the values; float64 parameters.
+    with ``apply_act``). Differences from timm: none in the values; float64 parameters; ``eps <= 0``
+    is rejected on purpose (``ValueError``; it keeps the division by the group standard deviation
+    finite).
     """
 
     _where = "EvoNorm2dS0"

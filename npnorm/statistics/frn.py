@@ -82,7 +82,9 @@ class FilterResponseNormTlu2d(Module):
     are the same; no batch statistic (any batch size, also 1). Equations in the module docstring.
 
     Differences: the paper makes ``eps`` learnable (useful for 1x1 feature maps); timm and npnorm
-    keep it fixed. timm's unused ``rms`` argument is left out. Computed in float64.
+    keep it fixed. timm's unused ``rms`` argument is left out. Computed in float64. ``eps <= 0`` is
+    rejected on purpose (``ValueError``; timm accepts it): it keeps the division finite for an
+    all-zero channel.
     """
 
     def __init__(self, num_features: int, apply_act: bool = True, eps: float = 1e-5, *,

@@ -75,7 +75,13 @@ class GhostBatchNorm(_BatchNorm):
     divisible by the virtual batch size (here any ``N`` works) and also averages the virtual batches'
     statistics for the moving averages. ``backend`` (keyword-only) selects the BatchNorm kernels
     used for each virtual batch (``"numba"``: :mod:`npnorm.kernels.statistics.ghostbatchnorm`); in
-    evaluation mode the NumPy affine map is used.
+    evaluation mode the NumPy affine map is used. An empty batch (``N = 0``) follows PyTorch 2.13's
+    BatchNorm: an empty output, zero parameter gradients, the running statistics left alone while
+    ``num_batches_tracked`` still counts it in training.
+
+    Rejected on purpose (``ValueError``), as :class:`~npnorm.BatchNorm1d`: ``eps <= 0`` (it keeps
+    the division finite) and ``momentum`` outside [0, 1] (``None``: cumulative average, as
+    PyTorch's BatchNorm).
     """
 
     _ndims = (2, 3, 4, 5)

@@ -80,6 +80,8 @@ class GlobalResponseNorm(Module):
 
     Differences: ConvNeXt V2's official code names the parameters ``gamma`` and ``beta`` with shape
     ``(1, 1, 1, C)``; timm's names and shapes are used here. PyTorch has no GRN. Float64 parameters.
+    ``eps <= 0`` is rejected on purpose (``ValueError``; timm accepts it): it keeps the division by
+    the channels' mean norm finite for an all-zero sample.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6, channels_last: bool = True, *, dtype: Any = np.float64) -> None:

@@ -142,7 +142,11 @@ class IterNorm(Module):
     Differences from the reference code: its ``dim`` argument (2 or 4) is read from the input here;
     the affine parameters are ``(C,)`` vectors (reference: ``(1, C, 1, 1)``); float64. PyTorch has
     no whitening layer. Decorrelated BN's exact ZCA (eigendecomposition) is the ``T -> infinity``
-    limit.
+    limit. An empty batch (``N = 0``) gives an empty output, zero parameter gradients and leaves the
+    buffers alone.
+
+    Rejected on purpose (``ValueError``; the reference code accepts them): ``eps <= 0`` (it keeps
+    the covariance positive definite) and ``momentum`` outside [0, 1] or ``None``.
     """
 
     def __init__(self, num_features: int, num_groups: int = 1, num_channels: int | None = None, T: int = 5,
@@ -180,11 +184,15 @@ class IterNorm(Module):
         view = (1, -1) + (1,) * (x.ndim - 2)
         if not self.training:
             xg = _to_groups(np.asarray(x, dtype=np.float64), self.num_groups)
+            wm = np.array(self.running_wm, dtype=np.float64)
             xc = xg - self.running_mean.reshape(self.num_groups, -1, 1)
-            x_hat = _from_groups(self.running_wm @ xc, x.shape)
+            x_hat = _from_groups(wm @ xc, x.shape)
             out = x_hat if w is None else x_hat * w.reshape(view)
             out = out if b is None else out + b.reshape(view)
-            self._cache = ("eval", {"x_hat": x_hat, "dtype": x.dtype})
+            # the whitening matrix and weight of this pass (copies): backward must not read
+            # self.running_wm or self.params, which may change in between
+            self._cache = ("eval", {"x_hat": x_hat, "dtype": x.dtype, "wm": wm,
+                                    "weight": None if w is None else np.array(w, dtype=np.float64)})
             return out.astype(x.dtype, copy=False)
         m = x.size // self.num_features
         if m <= 1:
@@ -213,8 +221,9 @@ class IterNorm(Module):
             if mode == "empty":
                 dx = np.array(dy64)
             else:
-                g = dy64 if not self.affine else dy64 * self.params["weight"].reshape(view)
-                wm_t = self.running_wm.transpose(0, 2, 1)
+                w = cache["weight"]
+                g = dy64 if w is None else dy64 * w.reshape(view)
+                wm_t = cache["wm"].transpose(0, 2, 1)
                 dx = _from_groups(wm_t @ _to_groups(g, self.num_groups), dy64.shape)
             dx = dx.astype(cache["dtype"], copy=False)
         if self.affine:

@@ -163,6 +163,10 @@ class CrossMapLRN2d(LocalResponseNorm):
 
     _where = "CrossMapLRN2d"
 
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1) -> None:
+        # PyTorch 2.13's signature, default ``k=1`` (an int there; LocalResponseNorm's is 1.0)
+        super().__init__(size, alpha, beta, k)
+
     def _window(self) -> tuple[int, int]:
         h = (self.size - 1) // 2
         return -h, h

@@ -140,7 +140,12 @@ class SwitchNorm2d(Module):
 
     Differences from the reference code: it also offers ``using_moving_average=False`` (average of
     the batch statistics over an epoch), which is left out here; float64 parameters. PyTorch has no
-    switchable normalization.
+    switchable normalization. An empty batch (``N = 0``) gives an empty output, zero parameter
+    gradients and leaves the running statistics alone.
+
+    Rejected on purpose (``ValueError``; the reference code accepts them): ``eps <= 0`` (it keeps
+    the division finite) and ``momentum`` outside [0, 1] (here the fraction of the running
+    statistics *kept* at each step, as the reference's 0.997 default: the opposite of BatchNorm's).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.997, using_bn: bool = True,

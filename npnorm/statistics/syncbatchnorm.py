@@ -220,7 +220,8 @@ class _SelfComm:
 class SyncBatchNorm(_BatchNorm):
     """Batch normalization with statistics over every process of an MPI communicator, as
     ``torch.nn.SyncBatchNorm(num_features, eps=1e-5, momentum=0.1, affine=True,
-    track_running_stats=True, process_group=None)``.
+    track_running_stats=True, process_group=None, device=None, dtype=None, *, bias=True)`` (PyTorch
+    2.13's full signature; ``bias=False`` with ``affine=True`` keeps the learnable ``weight`` only).
 
     Input ``(N, C, *)`` (at least 2-D); equations in the module docstring. In training mode (and with
     ``track_running_stats=False`` in training mode only) the statistics are those of the union of
@@ -242,8 +243,11 @@ class SyncBatchNorm(_BatchNorm):
     sums (PyTorch leaves them local for DistributedDataParallel to average), so
     :func:`npnorm.nn.parallel.allreduce_gradients` does not reduce them again (``synced_grads``);
     the merge receives :math:`M_2` itself instead of recovering it from ``invstd`` and ``eps``;
-    parameters and buffers are float64 by default; it runs on CPUs over MPI (PyTorch needs CUDA);
-    no Numba twin (the statistics pass is BatchNorm's, the cost is the communication).
+    parameters and buffers are float64 by default (``dtype=None``; PyTorch: float32); ``device``
+    is only ``None`` or ``"cpu"``: it runs on CPUs over MPI (PyTorch needs CUDA); ``eps <= 0`` is
+    rejected (``ValueError``; PyTorch accepts it and divides by zero on a constant channel), and
+    ``momentum`` outside [0, 1] is rejected (``None``: cumulative average, as PyTorch); no Numba
+    twin (the statistics pass is BatchNorm's, the cost is the communication).
     """
 
     _ndims = (2, 3, 4, 5)
@@ -253,8 +257,9 @@ class SyncBatchNorm(_BatchNorm):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, process_group: Any = None,
-                 *, dtype: Any = np.float64) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype, backend="numpy")
+                 device: Any = None, dtype: Any = None, *, bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
+                         backend="numpy")
         self.process_group = process_group
 
     @property
@@ -323,8 +328,9 @@ class SyncBatchNorm(_BatchNorm):
         else:
             check_dout(dout, cache["x_hat"].shape, where=name)
             dx, dweight, dbias = batch_norm_eval_backward(dout, cache)
-        if self.affine:
+        if "weight" in self.params:
             self.grads["weight"] = dweight.astype(self.dtype, copy=False)
+        if "bias" in self.params:
             self.grads["bias"] = dbias.astype(self.dtype, copy=False)
         return dx
 
@@ -336,7 +342,8 @@ class SyncBatchNorm(_BatchNorm):
         place; the (possibly new) module is returned."""
         if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
             new = cls(module.num_features, module.eps, module.momentum, module.affine,
-                      module.track_running_stats, process_group, dtype=module.dtype)
+                      module.track_running_stats, process_group, dtype=module.dtype,
+                      bias=not module.affine or "bias" in module.params)
             new.params = {k: v.copy() for k, v in module.params.items()}
             if module.track_running_stats:
                 new.running_mean = module.running_mean.copy()
