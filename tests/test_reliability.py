@@ -63,11 +63,12 @@ def _as_tuple(g):
 
 
 def _buffers(layer):
+    """Every array a module keeps as a public attribute (running statistics, power-iteration vectors,
+    running whitening matrices, ...): the caller may edit any of them between forward and backward."""
     out = {}
     for i, m in enumerate(layer.modules()):
-        for k in ("running_mean", "running_var"):
-            v = getattr(m, k, None)
-            if isinstance(v, np.ndarray):
+        for k, v in vars(m).items():
+            if not k.startswith("_") and isinstance(v, np.ndarray) and v.size and np.issubdtype(v.dtype, np.floating):
                 out[f"{i}.{k}"] = v
     return out
 
