@@ -141,19 +141,20 @@ class TimestepEmbedding(Module):
         s = _sigmoid(h)
         a = h * s
         out = a @ p["linear_2.weight"].T + p["linear_2.bias"]
-        self._cache = (x64, h, s, a, out.shape, x.dtype)
+        # the weights used here, copied: an optimizer step before backward must not change the gradient
+        w1, w2 = np.array(p["linear_1.weight"], dtype=np.float64), np.array(p["linear_2.weight"], dtype=np.float64)
+        self._cache = (x64, h, s, a, w1, w2, out.shape, x.dtype)
         return out.astype(x.dtype, copy=False)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        x64, h, s, a, shape, dtype = self._require_cache()
+        x64, h, s, a, w1, w2, shape, dtype = self._require_cache()
         g = np.asarray(check_dout(dout, shape, "TimestepEmbedding.backward"), dtype=np.float64)
-        p = self.params
         grads = {"linear_2.weight": g.T @ a, "linear_2.bias": g.sum(axis=0)}
-        dh = (g @ p["linear_2.weight"]) * s * (1.0 + h * (1.0 - s))       # through SiLU
+        dh = (g @ w2) * s * (1.0 + h * (1.0 - s))       # through SiLU
         grads["linear_1.weight"] = dh.T @ x64
         grads["linear_1.bias"] = dh.sum(axis=0)
         self.grads = {k: v.astype(self.dtype, copy=False) for k, v in grads.items()}
-        return (dh @ p["linear_1.weight"]).astype(dtype, copy=False)
+        return (dh @ w1).astype(dtype, copy=False)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.time_embed_dim}, out_dim={self.out_dim}"
