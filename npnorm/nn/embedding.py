@@ -34,8 +34,8 @@ def check_token_ids(ids: object, num_embeddings: int, where: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{where}: ids must be an integer array of token indices, got dtype {arr.dtype}")
     if arr.size and (arr.min() < 0 or arr.max() >= num_embeddings):
-        raise ValueError(f"{where}: ids must be in 0..{num_embeddings - 1} (num_embeddings={num_embeddings}), "
-                         f"got values in {arr.min()}..{arr.max()}")
+        raise ValueError(f"{where}: ids must be in [0, num_embeddings={num_embeddings}), "
+                         f"got values in [{arr.min()}, {arr.max()}]")
     return arr
 
 
