@@ -209,8 +209,12 @@ register(Spec(
 ))
 register(Spec(
     name="MultiheadSelfAttention", cls=MultiheadSelfAttention,
-    pytorch="torch.nn.MultiheadAttention(batch_first=True) with attn_mask=causal",
-    differences="Self-attention only, no dropout; parameters under in_proj.weight / out_proj.weight.",
+    pytorch=None,
+    differences="Not a signature twin of torch.nn.MultiheadAttention: computes what "
+                "MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=True)(x, x, x, "
+                "attn_mask=causal) computes, but self-attention only, causal by default, optional QK-norm, "
+                "no dropout/add_bias_kv/add_zero_attn/kdim/vdim; parameters under in_proj.weight / "
+                "out_proj.weight as PyTorch.",
     input_offset=0.2, input_scale=1.0,
     # normalized q, k of small vectors are strongly curved: a smaller step keeps the h^4 error of
     # the 4-point stencil below round-off
