@@ -109,12 +109,22 @@ class TimestepEmbedding(Module):
     Input ``(N, in_channels)`` (the sinusoid), output ``(N, out_dim or time_embed_dim)``. Parameters
     ``linear_1.weight``/``.bias`` and ``linear_2.weight``/``.bias`` (``torch.nn.Linear`` initialisation).
     ``act_fn`` must be "silu" (or "swish"). Same in train and eval.
+
+    diffusers' full signature is accepted (same names, order, defaults); ``post_act_fn``,
+    ``cond_proj_dim`` and ``sample_proj_bias`` only at their defaults (None, None, True): anything
+    else is a clear ``ValueError``. Deliberate differences: float64 parameters (``dtype``), ``rng``.
     """
 
-    def __init__(self, in_channels: int, time_embed_dim: int, act_fn: str = "silu", out_dim: int | None = None, *,
+    def __init__(self, in_channels: int, time_embed_dim: int, act_fn: str = "silu", out_dim: int | None = None,
+                 post_act_fn: str | None = None, cond_proj_dim: int | None = None, sample_proj_bias: bool = True, *,
                  dtype: Any = np.float64, rng: np.random.Generator | int | None = None) -> None:
         super().__init__()
         from ..nn import init
+
+        for name, value, default in (("post_act_fn", post_act_fn, None), ("cond_proj_dim", cond_proj_dim, None),
+                                     ("sample_proj_bias", sample_proj_bias, True)):
+            if value is not default and value != default:
+                raise ValueError(f"TimestepEmbedding: only {name}={default!r} is implemented, got {value!r}")
 
         self.in_channels = check_positive_int(in_channels, "in_channels", "TimestepEmbedding")
         self.time_embed_dim = check_positive_int(time_embed_dim, "time_embed_dim", "TimestepEmbedding")
@@ -176,7 +186,8 @@ register(Spec(
 register(Spec(
     name="TimestepEmbedding", cls=TimestepEmbedding, pytorch="diffusers.models.embeddings.TimestepEmbedding",
     reference="Dhariwal & Nichol, 2021", reduces_over="nothing (an encoder, no statistics)",
-    differences="act_fn silu only; float64 parameters.", input_offset=0.0, input_scale=1.0,
+    differences="act_fn silu only; post_act_fn, cond_proj_dim, sample_proj_bias at diffusers' defaults "
+                "only; float64 parameters.", input_offset=0.0, input_scale=1.0,
     cases=(Case("N-C", {"in_channels": 4, "time_embed_dim": 5}, ((3, 4),), modes=("train",)),
            Case("out_dim", {"in_channels": 3, "time_embed_dim": 4, "out_dim": 2}, ((2, 3),), modes=("train",))),
 ))
