@@ -126,7 +126,7 @@ def test_timestep_embedding_layout():
     (lambda: npnorm.ConditionalBatchNorm2d(3, 2)(np.zeros((2, 3, 2, 2)), np.array([0.0, 1.0])), "integer array of labels"),
     (lambda: npnorm.ConditionalInstanceNorm2d(3, 2)(np.zeros((2, 3, 2, 2)), np.array([0])), r"styles? of shape \(N=2,\)"),
     (lambda: npnorm.AdaLN(3, 4)(np.zeros((2, 5)), np.zeros((2, 3))), r"dim=4"),
-    (lambda: npnorm.nn.Embedding(3, 2)(np.array([3])), r"idx must be in \[0, num_embeddings=3\)"),
+    (lambda: npnorm.nn.Embedding(3, 2)(np.array([3])), r"Embedding: ids must be in \[0, num_embeddings=3\), got values in \[3, 3\]"),
     (lambda: npnorm.SinusoidalTimestepEmbedding(4)(np.zeros((2, 1))), r"t of shape \(N,\)"),
     (lambda: npnorm.TimestepEmbedding(4, 3)(np.zeros((2, 3))), "in_channels=4"),
 ])

@@ -58,8 +58,14 @@ def _build(spec, case, mode, backend, seed=7, dtype=np.float64, **overrides):
     return spec.build(case, seed=seed, mode=mode, dtype=dtype, **overrides)
 
 
+def _is_int(x):
+    """Integer inputs (class labels, token ids) are data, not differentiated: edited by permuting."""
+    return np.issubdtype(np.asarray(x).dtype, np.integer)
+
+
 def _as_tuple(g):
-    return g if isinstance(g, tuple) else (g,)
+    """The input gradients as a tuple (``None``: a layer whose inputs are all constant has none)."""
+    return () if g is None else g if isinstance(g, tuple) else (g,)
 
 
 def _buffers(layer):
@@ -88,7 +94,9 @@ def test_editing_arrays_after_forward_does_not_change_the_gradient(spec, case, m
     out = layer(*inputs)
     edit = np.random.default_rng(4)
     for arr in [*inputs, out, *layer.params.values(), *_buffers(layer).values()]:
-        if isinstance(arr, np.ndarray) and arr.flags.writeable and arr.size:
+        if isinstance(arr, np.ndarray) and arr.flags.writeable and arr.size and _is_int(arr):
+            arr[...] = np.roll(arr, 1) if np.unique(arr).size > 1 else 1 - arr  # other valid ids/labels
+        elif isinstance(arr, np.ndarray) and arr.flags.writeable and arr.size:
             arr *= 3.0
             arr += 7.0 + edit.standard_normal(arr.shape).astype(arr.dtype)
     try:
@@ -111,11 +119,15 @@ def test_a_second_forward_reuses_buffers_safely(spec, case, mode, backend):
     def run(edit):
         layer, inputs = _build(spec, case, mode, backend, seed=8)
         layer(*[x.copy() for x in inputs])
-        second = [x[::-1].copy() * 0.5 + 1.0 for x in inputs]     # other values, same shapes
+        # other values, same shapes (integer ids/labels: the same values in another order)
+        second = [x[::-1].copy() if _is_int(x) else x[::-1].copy() * 0.5 + 1.0 for x in inputs]
         out = layer(*second)
         if edit:
             for x in second:
-                x += 100.0
+                if _is_int(x):
+                    x[...] = np.roll(x, 1)
+                else:
+                    x += 100.0
         dout = np.random.default_rng(5).standard_normal(np.shape(out))
         return _as_tuple(layer.backward(dout)), dict(layer.grads)
 
@@ -199,13 +211,16 @@ def test_empty_batch(spec, case, mode, backend):
     before = {k: v.copy() for k, v in _buffers(layer).items()}
     counts = [getattr(m, "num_batches_tracked", None) for m in layer.modules()]
     out = layer(*empty)
-    assert out.shape[ax] == 0 and out.dtype == inputs[0].dtype
+    floating = [x for x in inputs if not _is_int(x)]      # integer ids: the output has the build's dtype
+    assert out.shape[ax] == 0 and out.dtype == (floating[0].dtype if floating else np.float64)
     # the output of the same layer on a full batch has the same shape apart from the batch
     full_layer, full_inputs = _build(spec, case, mode, backend)
     full_out = full_layer(*full_inputs)
     assert out.shape[:ax] + out.shape[ax + 1:] == full_out.shape[:ax] + full_out.shape[ax + 1:]
     dx = _as_tuple(layer.backward(np.zeros(out.shape, dtype=out.dtype)))
-    for g, x in zip(dx, empty):
+    differentiable = [x for name, x in zip(spec.input_names, empty) if name in spec.differentiable_inputs]
+    assert len(dx) == len(differentiable), f"{len(dx)} input gradients for {spec.differentiable_inputs}"
+    for g, x in zip(dx, differentiable):
         assert g.shape == x.shape and g.dtype == x.dtype
     for k, p in layer.params.items():
         g = layer.grads[k]

@@ -122,8 +122,25 @@ def test_embedding_scatter_adds_repeated_ids():
     np.testing.assert_allclose(emb.grads["weight"], [[0, 0], [2, 2], [0, 0], [1, 1]])
     with pytest.raises(TypeError, match="integer"):
         emb(np.array([[0.0, 1.0]]))
-    with pytest.raises(ValueError, match=r"0\.\.3"):
+    with pytest.raises(ValueError, match=r"ids must be in \[0, num_embeddings=4\)"):
         emb(np.array([[4]]))
+
+
+def test_embedding_padding_idx_as_pytorch():
+    emb = npnorm.nn.Embedding(4, 2, padding_idx=-1, rng=0)        # -1 is row 3, as PyTorch
+    assert emb.padding_idx == 3 and np.all(emb.params["weight"][3] == 0)
+    emb(np.array([[1, 3, 3]]))
+    emb.backward(np.ones((1, 3, 2)))
+    np.testing.assert_allclose(emb.grads["weight"], [[0, 0], [1, 1], [0, 0], [0, 0]])
+    with pytest.raises(ValueError, match=r"padding_idx must be an int in \[-num_embeddings"):
+        npnorm.nn.Embedding(4, 2, 4)
+    for kw in ({"max_norm": 1.0}, {"sparse": True}, {"scale_grad_by_freq": True}, {"_freeze": True}):
+        with pytest.raises(ValueError, match=r"Embedding: only .* is implemented"):
+            npnorm.nn.Embedding(4, 2, **kw)
+    w = np.arange(8.0).reshape(4, 2)
+    e2 = npnorm.nn.Embedding(4, 2, _weight=w)
+    w[0, 0] = 100.0
+    assert e2.params["weight"][0, 0] == 0.0
 
 
 LAYERS = [

@@ -1,4 +1,5 @@
-"""Record the constructor signatures of PyTorch's layers (the twins of npnorm's) into
+"""Record the constructor signatures of PyTorch's layers (the twins of npnorm's; diffusers' for
+AdaGroupNorm and TimestepEmbedding) into
 tests/data/pytorch_signatures.json, so tests/test_reliability.py can check, without PyTorch, that
 every npnorm layer accepts its twin's full signature: names, order, kinds and defaults.
 
@@ -30,10 +31,17 @@ NAMES = [
     "torch.nn.Sequential", "torch.nn.Embedding", "torch.nn.MultiheadAttention",
     "torch.nn.utils.parametrizations.weight_norm", "torch.nn.utils.parametrizations.spectral_norm",
     "torch.nn.utils.parametrize.register_parametrization",
+    # twins from diffusers (the reference implementation of the diffusion-model layers), recorded from
+    # the same environment; the diffusers version is stored next to torch's
+    "diffusers.models.normalization.AdaGroupNorm", "diffusers.models.embeddings.TimestepEmbedding",
 ]
 
 
 def resolve(name: str):
+    if name.startswith("diffusers."):
+        import importlib
+        module, _, attr = name.rpartition(".")
+        return getattr(importlib.import_module(module), attr)
     obj = torch
     for part in name.split(".")[1:]:
         obj = getattr(obj, part)
@@ -56,10 +64,15 @@ def main(path: str) -> None:
     for name in NAMES:
         try:
             signatures[name] = parameters(resolve(name))
-        except AttributeError:
-            print(f"skipped {name}: not in torch {torch.__version__}")
+        except (AttributeError, ImportError):
+            print(f"skipped {name}: not in torch {torch.__version__} / the installed diffusers")
     with open(path, "w") as f:
-        json.dump({"torch_version": torch.__version__, "signatures": signatures}, f, indent=1, sort_keys=True)
+        try:
+            import diffusers
+            versions = {"diffusers_version": diffusers.__version__}
+        except ImportError:
+            versions = {}
+        json.dump({"torch_version": torch.__version__, **versions, "signatures": signatures}, f, indent=1, sort_keys=True)
         f.write("\n")
     print(f"wrote {len(signatures)} signatures to {path} (torch {torch.__version__})")
 

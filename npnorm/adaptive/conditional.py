@@ -97,6 +97,9 @@ class ConditionalBatchNorm2d(_ClassTable):
     (``momentum``, unbiased running variance, running statistics in eval mode). Not in PyTorch
     itself: BatchNorm2d(affine=False) followed by two ``nn.Embedding`` tables, as in the class-
     conditional GANs (Miyato & Koyama 2018; de Vries et al. 2017 add the table to a pretrained affine).
+
+    Rejected on purpose (as ``BatchNorm2d``): ``eps <= 0`` and ``momentum`` outside [0, 1]
+    (``None``: a cumulative average, as PyTorch).
     """
 
     def __init__(self, num_features: int, num_classes: int, eps: float = 1e-5, momentum: float | None = 0.1, *,
@@ -113,6 +116,7 @@ class ConditionalBatchNorm2d(_ClassTable):
                            lambda self, v: setattr(self.bn, "running_var", v))
     num_batches_tracked = property(lambda self: self.bn.num_batches_tracked,
                                    lambda self, v: setattr(self.bn, "num_batches_tracked", v))
+    track_running_stats = property(lambda self: self.bn.track_running_stats)
 
     def children(self) -> list[Module]:
         return [self.bn]

@@ -109,12 +109,22 @@ class TimestepEmbedding(Module):
     Input ``(N, in_channels)`` (the sinusoid), output ``(N, out_dim or time_embed_dim)``. Parameters
     ``linear_1.weight``/``.bias`` and ``linear_2.weight``/``.bias`` (``torch.nn.Linear`` initialisation).
     ``act_fn`` must be "silu" (or "swish"). Same in train and eval.
+
+    diffusers' full signature is accepted (same names, order, defaults); ``post_act_fn``,
+    ``cond_proj_dim`` and ``sample_proj_bias`` only at their defaults (None, None, True): anything
+    else is a clear ``ValueError``. Deliberate differences: float64 parameters (``dtype``), ``rng``.
     """
 
-    def __init__(self, in_channels: int, time_embed_dim: int, act_fn: str = "silu", out_dim: int | None = None, *,
+    def __init__(self, in_channels: int, time_embed_dim: int, act_fn: str = "silu", out_dim: int | None = None,
+                 post_act_fn: str | None = None, cond_proj_dim: int | None = None, sample_proj_bias: bool = True, *,
                  dtype: Any = np.float64, rng: np.random.Generator | int | None = None) -> None:
         super().__init__()
         from ..nn import init
+
+        for name, value, default in (("post_act_fn", post_act_fn, None), ("cond_proj_dim", cond_proj_dim, None),
+                                     ("sample_proj_bias", sample_proj_bias, True)):
+            if value is not default and value != default:
+                raise ValueError(f"TimestepEmbedding: only {name}={default!r} is implemented, got {value!r}")
 
         self.in_channels = check_positive_int(in_channels, "in_channels", "TimestepEmbedding")
         self.time_embed_dim = check_positive_int(time_embed_dim, "time_embed_dim", "TimestepEmbedding")
@@ -141,19 +151,20 @@ class TimestepEmbedding(Module):
         s = _sigmoid(h)
         a = h * s
         out = a @ p["linear_2.weight"].T + p["linear_2.bias"]
-        self._cache = (x64, h, s, a, out.shape, x.dtype)
+        # the weights used here, copied: an optimizer step before backward must not change the gradient
+        w1, w2 = np.array(p["linear_1.weight"], dtype=np.float64), np.array(p["linear_2.weight"], dtype=np.float64)
+        self._cache = (x64, h, s, a, w1, w2, out.shape, x.dtype)
         return out.astype(x.dtype, copy=False)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        x64, h, s, a, shape, dtype = self._require_cache()
+        x64, h, s, a, w1, w2, shape, dtype = self._require_cache()
         g = np.asarray(check_dout(dout, shape, "TimestepEmbedding.backward"), dtype=np.float64)
-        p = self.params
         grads = {"linear_2.weight": g.T @ a, "linear_2.bias": g.sum(axis=0)}
-        dh = (g @ p["linear_2.weight"]) * s * (1.0 + h * (1.0 - s))       # through SiLU
+        dh = (g @ w2) * s * (1.0 + h * (1.0 - s))       # through SiLU
         grads["linear_1.weight"] = dh.T @ x64
         grads["linear_1.bias"] = dh.sum(axis=0)
         self.grads = {k: v.astype(self.dtype, copy=False) for k, v in grads.items()}
-        return (dh @ p["linear_1.weight"]).astype(dtype, copy=False)
+        return (dh @ w1).astype(dtype, copy=False)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.time_embed_dim}, out_dim={self.out_dim}"
@@ -175,7 +186,8 @@ register(Spec(
 register(Spec(
     name="TimestepEmbedding", cls=TimestepEmbedding, pytorch="diffusers.models.embeddings.TimestepEmbedding",
     reference="Dhariwal & Nichol, 2021", reduces_over="nothing (an encoder, no statistics)",
-    differences="act_fn silu only; float64 parameters.", input_offset=0.0, input_scale=1.0,
+    differences="act_fn silu only; post_act_fn, cond_proj_dim, sample_proj_bias at diffusers' defaults "
+                "only; float64 parameters.", input_offset=0.0, input_scale=1.0,
     cases=(Case("N-C", {"in_channels": 4, "time_embed_dim": 5}, ((3, 4),), modes=("train",)),
            Case("out_dim", {"in_channels": 3, "time_embed_dim": 4, "out_dim": 2}, ((2, 3),), modes=("train",))),
 ))

@@ -210,15 +210,18 @@ from ..registry import Case, Spec, register  # noqa: E402
 
 _REF = "Bird, 2025 (reconstruction)"
 register(Spec(
-    name="L2PreNorm", cls=L2PreNorm, pytorch="torch.nn.functional.normalize (eps convention differs)",
+    name="L2PreNorm", cls=L2PreNorm, pytorch=None,
     reduces_over="each sample's feature axis (dim)", reference=_REF,
-    differences="Divides by sqrt(||x||^2 + eps), not max(||x||, eps) as F.normalize.",
+    differences="No PyTorch module; closest is the function torch.nn.functional.normalize, which divides "
+                "by max(||x||, eps) where this layer divides by sqrt(||x||^2 + eps).",
     cases=(Case("N-D", {}, ((5, 6),)), Case("tokens", {"eps": 1e-3}, ((2, 3, 4),)),
            Case("dim1", {"dim": 1}, ((3, 4, 2),))),
 ))
 register(Spec(
-    name="RMSPreNorm", cls=RMSPreNorm, pytorch="torch.nn.RMSNorm(D, elementwise_affine=False)",
+    name="RMSPreNorm", cls=RMSPreNorm, pytorch=None,
     reduces_over="each sample's feature axis (dim)", reference=_REF,
-    differences="No weight; eps default 1e-12 (torch.nn.RMSNorm: the dtype's machine epsilon).",
+    differences="Computes what torch.nn.RMSNorm(D, eps, elementwise_affine=False) computes over the last "
+                "axis, but is not its twin: built from (eps, dim), not normalized_shape, and has no weight; "
+                "eps default 1e-12 (torch.nn.RMSNorm: the dtype's machine epsilon).",
     cases=(Case("N-D", {}, ((5, 6),)), Case("tokens", {"eps": 1e-3}, ((2, 3, 4),))),
 ))

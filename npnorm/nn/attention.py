@@ -57,20 +57,25 @@ def softmax_backward(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
 
 
 class Softmax(Module):
-    """Softmax along ``dim``, as ``torch.nn.Softmax(dim)`` (here ``dim=-1`` by default; PyTorch's
-    ``dim=None`` is deprecated)."""
+    """Softmax along ``dim``, as ``torch.nn.Softmax(dim=None)``.
 
-    def __init__(self, dim: int = -1) -> None:
+    ``dim=None`` is PyTorch's (deprecated) implicit choice, reproduced exactly: axis 0 for inputs
+    with 0, 1 or 3 dimensions, axis 1 otherwise. Pass ``dim`` explicitly (``dim=-1`` for the last
+    axis) as PyTorch recommends.
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-            raise TypeError(f"Softmax: dim must be an int, got {dim!r}")
-        self.dim = int(dim)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, numbers.Integral)):
+            raise TypeError(f"Softmax: dim must be an int or None, got {dim!r}")
+        self.dim = None if dim is None else int(dim)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = as_float_array(x, "x", "Softmax")
-        if not -x.ndim <= self.dim < max(x.ndim, 1):
-            raise ValueError(f"Softmax: dim={self.dim} is out of range for x of shape {x.shape}")
-        out, self._cache = softmax_forward(x, self.dim)
+        dim = self.dim if self.dim is not None else (0 if x.ndim in (0, 1, 3) else 1)  # PyTorch's implicit dim
+        if not -x.ndim <= dim < max(x.ndim, 1):
+            raise ValueError(f"Softmax: dim={dim} is out of range for x of shape {x.shape}")
+        out, self._cache = softmax_forward(x, dim)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -199,12 +204,17 @@ from ..registry import Case, Spec, register  # noqa: E402
 
 register(Spec(
     name="Softmax", cls=Softmax, pytorch="torch.nn.Softmax", input_offset=0.5, input_scale=2.0,
-    cases=(Case("last", {}, ((3, 5),)), Case("dim1", {"dim": 1}, ((2, 4, 3),))),
+    cases=(Case("last", {"dim": -1}, ((3, 5),)), Case("dim1", {"dim": 1}, ((2, 4, 3),)),
+           Case("implicit-dim", {}, ((2, 4, 3, 2),))),   # dim=None on 4-D input: axis 1
 ))
 register(Spec(
     name="MultiheadSelfAttention", cls=MultiheadSelfAttention,
-    pytorch="torch.nn.MultiheadAttention(batch_first=True) with attn_mask=causal",
-    differences="Self-attention only, no dropout; parameters under in_proj.weight / out_proj.weight.",
+    pytorch=None,
+    differences="Not a signature twin of torch.nn.MultiheadAttention: computes what "
+                "MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=True)(x, x, x, "
+                "attn_mask=causal) computes, but self-attention only, causal by default, optional QK-norm, "
+                "no dropout/add_bias_kv/add_zero_attn/kdim/vdim; parameters under in_proj.weight / "
+                "out_proj.weight as PyTorch.",
     input_offset=0.2, input_scale=1.0,
     # normalized q, k of small vectors are strongly curved: a smaller step keeps the h^4 error of
     # the 4-point stencil below round-off

@@ -208,11 +208,13 @@ class LeakyReLU(_Elementwise):
 
     The derivative is 1 for :math:`x > 0` and :math:`a` otherwise (so :math:`a` at :math:`x = 0`, as
     PyTorch). ``negative_slope`` must be a finite number; with :math:`|a| \\le 1` the activation is
-    1-Lipschitz.
+    1-Lipschitz. ``inplace=True`` is accepted but computes out of place (the caller's array is never
+    modified; the values are the same).
     """
 
-    def __init__(self, negative_slope: float = 0.01) -> None:
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
+        self.inplace = bool(inplace)
         if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real) \
                 or not math.isfinite(negative_slope):
             raise ValueError(f"LeakyReLU: negative_slope must be a finite number, got {negative_slope!r}")

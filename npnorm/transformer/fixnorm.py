@@ -111,7 +111,7 @@ def _make_fixnorm(case: Case, rng: np.random.Generator, dtype: Any, kwargs: dict
 
 register(Spec(
     name="FixNorm", cls=FixNorm, pytorch=None, reference="Nguyen & Chiang, 2018",
-    reduces_over="each embedding row", input_names=("ids",), make_inputs=_ids, make_layer=_make_fixnorm,
+    reduces_over="each embedding row", input_names=("ids",), constant_inputs=("ids",), make_inputs=_ids, make_layer=_make_fixnorm,
     differences="The scale g is learned by default (learn_scale=False: the fixed sqrt(d) of the "
                 "authors' code).",
     cases=(

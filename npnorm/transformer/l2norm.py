@@ -258,9 +258,11 @@ def _with_tiny_rows(case: Case, rng: np.random.Generator, dtype: Any) -> tuple[n
 
 
 register(Spec(
-    name="L2Norm", cls=L2Norm, pytorch="torch.nn.functional.normalize(x, p=2, dim, eps)",
+    name="L2Norm", cls=L2Norm, pytorch=None,
     reduces_over="each vector along dim", reference="F.normalize; Nguyen & Chiang, 2018",
-    differences="dim defaults to -1 (F.normalize: dim=1).", make_inputs=_with_tiny_rows,
+    differences="No PyTorch module: it is the function torch.nn.functional.normalize(x, p=2, dim, eps) "
+                "(same max(||x||, eps) floor) as a layer, so there is no constructor signature to mirror; "
+                "dim defaults to -1 (F.normalize: dim=1).", make_inputs=_with_tiny_rows,
     backends=("numpy", "numba"),
     cases=(
         Case("tokens", {}, ((2, 3, 5),), modes=("train",)),

@@ -94,14 +94,15 @@ class NGPTScale(Module):
         if x.ndim < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"NGPTScale: expected x of shape (*, {self.dim}), got {x.shape}")
         x64 = np.array(x, dtype=np.float64)
-        self._cache = (x64, x.dtype)
-        return (x64 * self.effective()).astype(x.dtype, copy=False)
+        scale = self.effective()                     # a fresh array: the value backward must use
+        self._cache = (x64, scale, x.dtype)
+        return (x64 * scale).astype(x.dtype, copy=False)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        x64, dtype = self._require_cache()
+        x64, scale, dtype = self._require_cache()
         dy = np.asarray(check_dout(dout, x64.shape, "NGPTScale.backward"), dtype=np.float64)
         self.grads["s"] = (np.sum((dy * x64).reshape(-1, self.dim), axis=0) * self.factor).astype(self.dtype)
-        return (dy * self.effective()).astype(dtype, copy=False)
+        return (dy * scale).astype(dtype, copy=False)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, init_value={self.init_value}, init_scaling={self.init_scaling:.4g}"
@@ -195,14 +196,16 @@ class NGPTMLP(Module):
         if h.ndim < 1 or h.shape[-1] != self.d_model:
             raise ValueError(f"NGPTMLP: expected h of shape (*, {self.d_model}), got {h.shape}")
         h64 = np.array(h, dtype=np.float64)
-        a = h64 @ self.params["c_fc"].astype(np.float64).T
+        w_fc = np.array(self.params["c_fc"], dtype=np.float64)        # copies: the weights of this pass
+        w_proj = np.array(self.params["c_proj"], dtype=np.float64)
+        a = h64 @ w_fc.T
         s = self.params["s_uv"].astype(np.float64) * self.suv_factor
         z = a * s
         u, v = z[..., :self.d_ff], z[..., self.d_ff:]
         sv, sig = _silu(v)
         m = u * sv
-        out = m @ self.params["c_proj"].astype(np.float64).T
-        self._cache = {"h": h64, "a": a, "s": s, "u": u, "v": v, "sv": sv, "sig": sig, "m": m, "dtype": h.dtype}
+        out = m @ w_proj.T
+        self._cache = {"h": h64, "a": a, "s": s, "w_fc": w_fc, "w_proj": w_proj, "u": u, "v": v, "sv": sv, "sig": sig, "m": m, "dtype": h.dtype}
         return out.astype(h.dtype, copy=False)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -210,14 +213,14 @@ class NGPTMLP(Module):
         dy = np.asarray(check_dout(dout, c["h"].shape, "NGPTMLP.backward"), dtype=np.float64)
         F, D = self.d_ff, self.d_model
         self.grads["c_proj"] = (dy.reshape(-1, D).T @ c["m"].reshape(-1, F)).astype(self.dtype)
-        dm = dy @ self.params["c_proj"].astype(np.float64)
+        dm = dy @ c["w_proj"]
         du = dm * c["sv"]
         dv = dm * c["u"] * c["sig"] * (1.0 + c["v"] * (1.0 - c["sig"]))
         dz = np.concatenate([du, dv], axis=-1)
         self.grads["s_uv"] = (np.sum((dz * c["a"]).reshape(-1, 2 * F), axis=0) * self.suv_factor).astype(self.dtype)
         da = dz * c["s"]
         self.grads["c_fc"] = (da.reshape(-1, 2 * F).T @ c["h"].reshape(-1, D)).astype(self.dtype)
-        return (da @ self.params["c_fc"].astype(np.float64)).astype(c["dtype"], copy=False)
+        return (da @ c["w_fc"]).astype(c["dtype"], copy=False)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, d_ff={self.d_ff}"
