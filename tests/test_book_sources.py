@@ -191,6 +191,18 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
     "layernorm": {"1.15": "the chosen gain of the deep-stack demo",
                   "1.19": "float32 machine epsilon (a constant)"},
     "gradcheck": {"0.9": "the factor of a deliberate bug"},
+    "adaptive": {"0.42": "the diffusers version the references were recorded with",
+                 "2.13": "the PyTorch version", "0.02": "the linear beta schedule's end (a setting)"},
+    "transformers": {"0.5": "DyT's default alpha_0", "0.05": "an example initial value (a setting)",
+                     "2.13": "the PyTorch version", "0.01": "FixNorm's init range (a default)",
+                     "0.9": "Adam's/SGD's chosen beta_1 / momentum", "0.98": "Adam's chosen beta_2",
+                     "9.95": "log2(32^2 - 32), arithmetic of QK-norm's initial gain"},
+    "divergence": {"0.9": "the chosen SGD momentum", "0.01": "an input scale factor of the sweep"},
+    "lipschitz": {"0.05": "chosen margins (gradient-check points, the ring's noise)",
+                  "2.13": "the PyTorch version", "0.5": "Adam's chosen beta_1 (WGAN-GP)",
+                  "0.9": "Adam's chosen beta_2 (WGAN-GP)", "0.01": "the clipping constant c (a setting)"},
+    "catalog": {"2.13": "the PyTorch version",
+                "0.997": "the reference SwitchNorm momentum default (fraction kept)"},
 }
 NUMBER = re.compile(r"(?<![\w.{])(\d+\.\d{2,}|0\.\d+|\d+(?:\.\d+)?\s*\\times\s*10\^\{-?\d+\})")
 

@@ -85,7 +85,8 @@ class MLPCritic(nn.Sequential):
     * :meth:`weights_and_biases` - the weights the critic computes with (for a spectrally normalized
       layer :math:`W/\\hat\\sigma` with :math:`\\hat\\sigma = u^\\top W v` from the current ``u, v``, i.e.
       what an eval-mode forward uses; no power step is run);
-    * :meth:`input_gradient` - :math:`\\nabla_x D` per sample, (C2) of :mod:`npnorm.nn.double_backward`;
+    * :meth:`input_gradient` - :math:`\\nabla_x D` per sample, eq. (gp-input-grad) of
+      :mod:`npnorm.nn.double_backward`;
     * :meth:`gradient_penalty` - the WGAN-GP term and its parameter gradients (the double backward);
     * :meth:`layer_norms` / :meth:`lipschitz_bound` - exact spectral norms by SVD and their product
       (times the activations' Lipschitz constants);

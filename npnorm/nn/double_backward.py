@@ -6,52 +6,58 @@ The critic is an MLP with :math:`K` hidden layers and a scalar output, in the ro
 
 .. math::
    h_0 = x,\quad z_k = h_{k-1} W_k^\top + b_k,\quad h_k = \varphi(z_k)\ (k = 1..K),\quad
-   D = h_K w^\top + c                                                          \tag{C1}
+   D = h_K w^\top + c                                                  \tag{gp-forward}
 
 with :math:`w = W_{K+1}` of shape ``(1, n_K)`` and :math:`c = b_{K+1}`. Its input gradient is a
 second, *linear* backward pass, with :math:`m_k = \varphi'(z_k)`:
 
 .. math::
-   s_K = w,\quad r_k = m_k \odot s_k,\quad s_{k-1} = r_k W_k,\quad g = \nabla_x D = s_0  \tag{C2}
+   s_K = w,\quad r_k = m_k \odot s_k,\quad s_{k-1} = r_k W_k,\quad
+   g = \nabla_x D = s_0                                             \tag{gp-input-grad}
 
 The penalty, per sample, and its derivative with respect to :math:`g`:
 
 .. math::
    p = \lambda(\lVert g\rVert - 1)^2, \qquad
-   \delta = \frac{\partial p}{\partial g} = 2\lambda(\lVert g\rVert - 1)\frac{g}{\lVert g\rVert}  \tag{GP}
+   \delta = \frac{\partial p}{\partial g}
+          = 2\lambda(\lVert g\rVert - 1)\frac{g}{\lVert g\rVert}               \tag{gp-delta}
 
-**Double backward** (reverse mode through (C1) and (C2)). Going back through (C2) runs *forwards*
-through the layers - a Jacobian-vector product of :math:`\delta`:
+**Double backward** (reverse mode through eqs. (gp-forward) and (gp-input-grad); the labels are
+those of the book's chapter on the Lipschitz critic). Going back through eq. (gp-input-grad) runs
+*forwards* through the layers - a Jacobian-vector product of :math:`\delta`, eq. (gp-jvp), and the
+second-derivative term of eq. (gp-second):
 
 .. math::
-   u_0 = \delta,\quad v_k = u_{k-1} W_k^\top,\quad u_k = m_k \odot v_k,\quad
-   e_k = \varphi''(z_k) \odot s_k \odot v_k                                    \tag{DB1}
+   u_0 = \delta,\quad v_k = u_{k-1} W_k^\top,\quad u_k = m_k \odot v_k        \tag{gp-jvp}
+
+.. math::
+   e_k = \varphi''(z_k) \odot s_k \odot v_k                                 \tag{gp-second}
 
 .. math::
    \frac{\partial p}{\partial W_k} \mathrel{+}= r_k^\top u_{k-1}, \qquad
-   \frac{\partial p}{\partial w} = \textstyle\sum_n u_K                          \tag{DB2}
+   \frac{\partial p}{\partial w} = \textstyle\sum_n u_K                   \tag{gp-outer}
 
 :math:`e_k = \partial p/\partial z_k` through the slopes :math:`m_k`, which depend on :math:`z_k`. It is
-then sent back through the ordinary forward graph (C1), with :math:`\bar z_k = e_k + (\bar z_{k+1}
-W_{k+1}) \odot m_k` (and :math:`\bar z_K = e_K`, since :math:`h_K` reaches :math:`p` only through the
-constant-in-:math:`h_K` output layer):
+then sent back through the ordinary forward graph, eq. (gp-forward), with
+:math:`\bar z_k = e_k + (\bar z_{k+1} W_{k+1}) \odot m_k` (and :math:`\bar z_K = e_K`, since :math:`h_K`
+reaches :math:`p` only through the constant-in-:math:`h_K` output layer):
 
 .. math::
    \frac{\partial p}{\partial W_k} \mathrel{+}= \bar z_k^\top h_{k-1},\quad
    \frac{\partial p}{\partial b_k} = \textstyle\sum_n \bar z_k,\quad
    \frac{\partial p}{\partial x} = \bar z_1 W_1,\quad
-   \frac{\partial p}{\partial c} = 0                                             \tag{DB3}
+   \frac{\partial p}{\partial c} = 0                                      \tag{gp-chain}
 
 **What vanishes.** For a piecewise-linear activation (ReLU, LeakyReLU) :math:`\varphi'' = 0` almost
-everywhere, so every :math:`e_k = 0`: (DB3) disappears, the bias gradients and the gradient with
-respect to :math:`x` are zero (biases only move the kinks; :math:`g` is piecewise constant in
-:math:`x`), and only the outer products (DB2) remain. The output bias :math:`c` never matters. For a
-smooth activation (Tanh, SiLU) nothing but :math:`\partial p/\partial c` vanishes.
+everywhere, so every :math:`e_k = 0`: eq. (gp-chain) disappears, the bias gradients and the gradient
+with respect to :math:`x` are zero (biases only move the kinks; :math:`g` is piecewise constant in
+:math:`x`), and only the outer products of eq. (gp-outer) remain. The output bias :math:`c` never
+matters. For a smooth activation (Tanh, SiLU) nothing but :math:`\partial p/\partial c` vanishes.
 
 Two versions of the backward pass are given: :func:`gradient_penalty_backward_staged`, one node of
-the graph at a time, and :func:`gradient_penalty_backward`, the simplified form (DB1)-(DB3) that
-skips (DB3) for piecewise-linear activations. They are compared in the tests, and both are checked
-against central differences in float64.
+the graph at a time, and :func:`gradient_penalty_backward`, the simplified form, eqs. (gp-jvp) to
+(gp-chain), that skips eq. (gp-chain) for piecewise-linear activations. They are compared in the
+tests, and both are checked against central differences in float64.
 """
 
 from __future__ import annotations
@@ -132,7 +138,7 @@ def _check_critic(x, weights, biases, where):
 
 def critic_forward(x: np.ndarray, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray],
                    activation: str = "relu", negative_slope: float = 0.2) -> tuple[np.ndarray, dict[str, Any]]:
-    """Equation (C1): the critic's values ``D`` of shape ``(N,)`` and a cache (copies, float64).
+    """Eq. (gp-forward): the critic's values ``D`` of shape ``(N,)`` and a cache (copies, float64).
 
     ``weights[k]`` has shape ``(out, in)`` as in :class:`npnorm.nn.Linear`; the last one ``(1, n_K)``.
     """
@@ -154,8 +160,8 @@ def critic_forward(x: np.ndarray, weights: Sequence[np.ndarray], biases: Sequenc
 
 
 def critic_input_gradient(cache: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Equation (C2): ``(g, ss, rs)`` with ``g = dD/dx`` of shape ``(N, in)`` per sample, and the
-    backward signals ``ss[k] = s_k`` (``k = 0..K``) and ``rs[k] = r_{k+1}`` (``k = 0..K-1``)."""
+    """Eq. (gp-input-grad): ``(g, ss, rs)`` with ``g = dD/dx`` of shape ``(N, in)`` per sample, and
+    the backward signals ``ss[k] = s_k`` (``k = 0..K``) and ``rs[k] = r_{k+1}`` (``k = 0..K-1``)."""
     Ws, d1s, n = cache["weights"], cache["d1s"], cache["n"]
     K = len(Ws) - 1
     ss: list[np.ndarray] = [None] * (K + 1)  # type: ignore[list-item]
@@ -171,7 +177,8 @@ def gradient_penalty_forward(x: np.ndarray, weights: Sequence[np.ndarray], biase
                              activation: str = "relu", lam: float = 10.0, negative_slope: float = 0.2,
                              eps: float = 1e-12) -> tuple[np.ndarray, dict[str, Any]]:
     r"""Per-sample penalty :math:`p_n = \lambda(\lVert\nabla_x D(x_n)\rVert - 1)^2`, shape ``(N,)``
-    (equations (C1), (C2), (GP)). The WGAN-GP loss term is its mean over interpolates.
+    (eqs. (gp-forward), (gp-input-grad), (gp-delta)). The WGAN-GP loss term is its mean over
+    interpolates.
 
     Returns ``(p, cache)``; ``cache["g"]`` is the input gradient and ``cache["grad_norm"]`` its norm.
     ``eps`` floors :math:`\lVert g\rVert` in :math:`g/\lVert g\rVert` (a zero gradient gets
@@ -187,11 +194,12 @@ def gradient_penalty_forward(x: np.ndarray, weights: Sequence[np.ndarray], biase
 def _delta(dout: np.ndarray, cache: dict[str, Any], where: str) -> np.ndarray:
     dp = np.asarray(check_dout(dout, (cache["n"],), where), dtype=np.float64)
     norm, g, lam = cache["grad_norm"], cache["g"], cache["lam"]
-    return (dp * 2.0 * lam * (norm - 1.0) / np.maximum(norm, cache["eps"]))[:, None] * g      # (GP)
+    return (dp * 2.0 * lam * (norm - 1.0) / np.maximum(norm, cache["eps"]))[:, None] * g  # (gp-delta)
 
 
 def gradient_penalty_backward_staged(dout: np.ndarray, cache: dict[str, Any]) -> dict[str, Any]:
-    """Reverse mode through the graph of (C1)-(C2)-(GP), one node at a time, always including the
+    """Reverse mode through the graph of eqs. (gp-forward), (gp-input-grad) and (gp-delta), one
+    node (F1)-(F2), (B1)-(B4), (P) of the graph below at a time, always including the
     second-derivative terms.
 
     Graph (forward, then the input-gradient pass)::
@@ -227,26 +235,27 @@ def gradient_penalty_backward_staged(dout: np.ndarray, cache: dict[str, Any]) ->
 
 
 def gradient_penalty_backward(dout: np.ndarray, cache: dict[str, Any]) -> dict[str, Any]:
-    """Simplified double backward, equations (DB1)-(DB3): one forward sweep of :math:`\\delta`
-    through the linearized network and outer products; the second-derivative pass (DB3) only for a
-    smooth activation (for ReLU / LeakyReLU the bias and input gradients are exactly zero).
+    """Simplified double backward: one forward sweep of :math:`\\delta` through the linearized
+    network, eq. (gp-jvp), and outer products, eq. (gp-outer); the second-derivative terms,
+    eq. (gp-second), sent back by eq. (gp-chain) only for a smooth activation (for ReLU / LeakyReLU
+    the bias and input gradients are exactly zero).
 
     Returns ``{"x": dp/dx, "weights": [dp/dW_k], "biases": [dp/db_k]}``; the output bias's gradient
     is always zero.
     """
     Ws, hs, d1s, d2s, ss, rs = (cache[k] for k in ("weights", "hs", "d1s", "d2s", "ss", "rs"))
     K = len(Ws) - 1
-    u = _delta(dout, cache, "gradient_penalty_backward")                  # u_0 = delta
+    u = _delta(dout, cache, "gradient_penalty_backward")  # u_0 = delta
     dW, es = [], []
     for k in range(1, K + 1):
-        dW.append(rs[k - 1].T @ u)                                         # (DB2) r_k^T u_{k-1}
-        v = u @ Ws[k - 1].T                                                # (DB1)
-        es.append(d2s[k - 1] * ss[k] * v)
-        u = d1s[k - 1] * v
-    dW.append(u.sum(axis=0, keepdims=True))                                # (DB2) dp/dw = sum_n u_K
+        dW.append(rs[k - 1].T @ u)                      # eq. (gp-outer): r_k^T u_{k-1}
+        v = u @ Ws[k - 1].T                             # eq. (gp-jvp)
+        es.append(d2s[k - 1] * ss[k] * v)               # eq. (gp-second)
+        u = d1s[k - 1] * v                              # eq. (gp-jvp)
+    dW.append(u.sum(axis=0, keepdims=True))             # eq. (gp-outer): dp/dw = sum_n u_K
     db = [np.zeros_like(b) for b in cache["biases"]]
     dx = np.zeros_like(hs[0])
-    if cache["activation"] not in PIECEWISE_LINEAR:                       # (DB3)
+    if cache["activation"] not in PIECEWISE_LINEAR:     # eq. (gp-chain)
         dz = es[K - 1]
         for k in range(K, 0, -1):
             dW[k - 1] += dz.T @ hs[k - 1]

@@ -6,12 +6,12 @@ activations towards what the running statistics would give, with two per-channel
 from them and treated as **constants** in the backward pass (stop-gradient):
 
 .. math::
-   \mu_B, \ \sigma_B = \sqrt{\sigma_B^2 + \epsilon}  \quad\text{(batch statistics, biased variance)}  \tag{BR1}
+   \mu_B, \ \sigma_B = \sqrt{\sigma_B^2 + \epsilon}  \quad\text{(batch statistics, biased variance)}  \tag{brn-forward}
 .. math::
    r = \operatorname{clip}_{[1/r_{max},\ r_{max}]}\!\left(\frac{\sigma_B}{\sigma}\right), \qquad
-   d = \operatorname{clip}_{[-d_{max},\ d_{max}]}\!\left(\frac{\mu_B - \mu}{\sigma}\right)        \tag{BR2}
+   d = \operatorname{clip}_{[-d_{max},\ d_{max}]}\!\left(\frac{\mu_B - \mu}{\sigma}\right)        \tag{brn-forward}
 .. math::
-   \hat x = \frac{x - \mu_B}{\sigma_B}\, r + d, \qquad y = \gamma \hat x + \beta                  \tag{BR3}
+   \hat x = \frac{x - \mu_B}{\sigma_B}\, r + d, \qquad y = \gamma \hat x + \beta                  \tag{brn-forward}
 
 where :math:`\mu, \sigma` are the running mean and running **standard deviation** (the paper tracks
 :math:`\sigma`, not the variance), updated after the step with
@@ -28,7 +28,7 @@ BatchNorm's with :math:`g = \gamma r\, dy`:
 .. math::
    \frac{\partial L}{\partial x} = \frac{1}{m \sigma_B}\left(m g - \sum g - \tilde x \sum g \tilde x\right),
    \qquad \frac{\partial L}{\partial \gamma} = \sum dy\, \hat x, \qquad
-   \frac{\partial L}{\partial \beta} = \sum dy.                                                    \tag{BR4}
+   \frac{\partial L}{\partial \beta} = \sum dy.                                                    \tag{brn-backward}
 
 (This is the true gradient of the forward wherever :math:`r` and :math:`d` are clipped, and a
 deliberate approximation elsewhere, as the paper specifies.)
@@ -65,7 +65,7 @@ def batch_renorm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndar
                          running_mean: np.ndarray, running_std: np.ndarray, rmax: float = 3.0,
                          dmax: float = 5.0, eps: float = 1e-5, r: np.ndarray | None = None,
                          d: np.ndarray | None = None):
-    """Training-mode batch renormalization, equations (BR1)-(BR3), for ``(N, C, *)`` input.
+    """Training-mode batch renormalization, eq. (brn-forward), for ``(N, C, *)`` input.
 
     ``r`` and ``d`` (shape ``(C,)``) may be given to freeze them (the backward pass treats them as
     constants either way). Returns ``(out, cache)``; the cache has the batch ``mean`` and ``std``
@@ -76,14 +76,14 @@ def batch_renorm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndar
     m = x64.size // x64.shape[1]
     mean = x64.mean(axis=axes)
     xc = x64 - mean.reshape(view)
-    std = np.sqrt(np.mean(xc * xc, axis=axes) + eps)                            # (BR1)
+    std = np.sqrt(np.mean(xc * xc, axis=axes) + eps)                            # eq. (brn-forward)
     rs = np.asarray(running_std, dtype=np.float64)
     if r is None:
-        r = np.clip(std / rs, 1.0 / rmax, rmax)                                  # (BR2)
+        r = np.clip(std / rs, 1.0 / rmax, rmax)                                  # eq. (brn-forward)
     if d is None:
         d = np.clip((mean - np.asarray(running_mean, dtype=np.float64)) / rs, -dmax, dmax)
     x_tilde = xc / std.reshape(view)
-    x_hat = x_tilde * np.asarray(r).reshape(view) + np.asarray(d).reshape(view)  # (BR3)
+    x_hat = x_tilde * np.asarray(r).reshape(view) + np.asarray(d).reshape(view)  # eq. (brn-forward)
     out = x_hat if weight is None else x_hat * weight.reshape(view)
     if bias is not None:
         out = out + bias.reshape(view)
@@ -94,7 +94,7 @@ def batch_renorm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndar
 
 
 def batch_renorm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Equation (BR4): BatchNorm's backward with :math:`g = \\gamma r\\,dy` (``r``, ``d`` constant).
+    """Eq. (brn-backward): BatchNorm's backward with :math:`g = \\gamma r\\,dy` (``r``, ``d`` constant).
     Returns ``(dx, dweight, dbias)``."""
     axes, view, m = cache["axes"], cache["view"], cache["m"]
     dy = np.asarray(check_dout(dout, cache["x_hat"].shape, where="batch_renorm_backward"), dtype=np.float64)

@@ -6,18 +6,18 @@ subtracted and no batch statistic is used - then an affine map and a learned thr
 takes the place of ReLU and keeps the output from being stuck at zero:
 
 .. math::
-   \nu^2_{nc} = \frac{1}{HW}\sum_{h,w} x_{nchw}^2                           \tag{FRN1}
+   \nu^2_{nc} = \frac{1}{HW}\sum_{h,w} x_{nchw}^2                           \tag{frn-forward}
 .. math::
-   \hat x = x\,(\nu^2_{nc} + \epsilon)^{-1/2}, \qquad y = \gamma_c \hat x + \beta_c    \tag{FRN2}
+   \hat x = x\,(\nu^2_{nc} + \epsilon)^{-1/2}, \qquad y = \gamma_c \hat x + \beta_c    \tag{frn-forward}
 .. math::
-   z = \max(y, \tau_c)                                                      \tag{FRN3}
+   z = \max(y, \tau_c)                                                      \tag{frn-forward}
 
 Backward: the TLU routes :math:`dz` to :math:`y` where :math:`y \ge \tau` and to :math:`\tau`
 elsewhere; with :math:`g = \gamma\, dy` and :math:`r = (\nu^2 + \epsilon)^{-1/2}`, as RMSNorm over
 the positions,
 
 .. math::
-   \frac{\partial L}{\partial x} = r\left(g - \hat x\,\frac{1}{HW}\sum_{h,w} g\,\hat x\right).    \tag{FRN4}
+   \frac{\partial L}{\partial x} = r\left(g - \hat x\,\frac{1}{HW}\sum_{h,w} g\,\hat x\right).    \tag{frn-backward}
 
 Identical in training and evaluation.
 """
@@ -40,23 +40,23 @@ _V = (1, -1, 1, 1)
 
 def frn_tlu_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, tau: np.ndarray | None,
                     eps: float = 1e-5):
-    """Equations (FRN1)-(FRN3) for ``(N, C, H, W)`` input; ``tau=None`` skips the TLU.
+    """Eq. (frn-forward) for ``(N, C, H, W)`` input; ``tau=None`` skips the TLU.
     Returns ``(out, cache)``."""
     x64 = np.asarray(x, dtype=np.float64)
-    r = 1.0 / np.sqrt(np.mean(x64 * x64, axis=(2, 3), keepdims=True) + eps)    # (FRN1)
+    r = 1.0 / np.sqrt(np.mean(x64 * x64, axis=(2, 3), keepdims=True) + eps)    # eq. (frn-forward)
     x_hat = x64 * r
-    y = x_hat * weight.reshape(_V) + bias.reshape(_V)                          # (FRN2)
+    y = x_hat * weight.reshape(_V) + bias.reshape(_V)                          # eq. (frn-forward)
     if tau is None:
         out, passed = y, None
     else:
         passed = y >= tau.reshape(_V)
-        out = np.where(passed, y, tau.reshape(_V))                               # (FRN3)
+        out = np.where(passed, y, tau.reshape(_V))                               # eq. (frn-forward)
     cache = {"x_hat": x_hat, "r": r, "passed": passed, "weight": weight, "dtype": x.dtype}
     return out.astype(x.dtype, copy=False), cache
 
 
 def frn_tlu_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Equation (FRN4) and the TLU's routing. Returns ``(dx, dweight, dbias, dtau)`` (``dtau`` None
+    """Eq. (frn-backward) and the TLU's routing. Returns ``(dx, dweight, dbias, dtau)`` (``dtau`` None
     without the TLU)."""
     x_hat, r, passed = cache["x_hat"], cache["r"], cache["passed"]
     dz = np.asarray(check_dout(dout, x_hat.shape, where="frn_tlu_backward"), dtype=np.float64)
@@ -68,7 +68,7 @@ def frn_tlu_backward(dout: np.ndarray, cache: dict[str, Any]):
     dweight = np.sum(dy * x_hat, axis=(0, 2, 3))
     dbias = dy.sum(axis=(0, 2, 3))
     g = dy * cache["weight"].reshape(_V)
-    dx = r * (g - x_hat * np.mean(g * x_hat, axis=(2, 3), keepdims=True))    # (FRN4)
+    dx = r * (g - x_hat * np.mean(g * x_hat, axis=(2, 3), keepdims=True))    # eq. (frn-backward)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias, dtau
 
 

@@ -8,16 +8,16 @@ input rescaled by it, so it starts as the identity (``weight`` and ``bias`` are 
 
 .. math::
    G_{nc} = \Big(\sum_{h,w} x_{nhwc}^2\Big)^{1/2}, \qquad
-   N_{nc} = \frac{G_{nc}}{\frac{1}{C}\sum_{c'} G_{nc'} + \epsilon}                 \tag{GRN1}
+   N_{nc} = \frac{G_{nc}}{\frac{1}{C}\sum_{c'} G_{nc'} + \epsilon}                 \tag{grn-forward}
 .. math::
-   y = x + \gamma_c\, x\, N_{nc} + \beta_c                                         \tag{GRN2}
+   y = x + \gamma_c\, x\, N_{nc} + \beta_c                                         \tag{grn-forward}
 
 Backward, with :math:`q_{nc} = \sum_{h,w} \gamma_c\, dy\, x` and :math:`D = \bar G + \epsilon`:
 :math:`\partial L/\partial G_{nc} = q_{nc}/D - \frac{1}{C D^2}\sum_{c'} q_{nc'} G_{nc'}` and
 :math:`\partial G_{nc}/\partial x = x / G_{nc}` (0 where :math:`G = 0`), so
 
 .. math::
-   \frac{\partial L}{\partial x} = dy\,(1 + \gamma N) + \frac{\partial L}{\partial G}\,\frac{x}{G}.   \tag{GRN3}
+   \frac{\partial L}{\partial x} = dy\,(1 + \gamma N) + \frac{\partial L}{\partial G}\,\frac{x}{G}.   \tag{grn-backward}
 
 Per sample; identical in training and evaluation.
 """
@@ -41,20 +41,20 @@ def _layout(channels_last: bool) -> tuple[tuple[int, int], int, tuple[int, ...]]
 
 def grn_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-6,
                 channels_last: bool = True):
-    """Equations (GRN1)-(GRN2). Returns ``(out, cache)``."""
+    """Eq. (grn-forward). Returns ``(out, cache)``."""
     spatial, chan, view = _layout(channels_last)
     x64 = np.array(x, dtype=np.float64)
-    g = np.sqrt(np.sum(x64 * x64, axis=spatial, keepdims=True))              # (GRN1)
+    g = np.sqrt(np.sum(x64 * x64, axis=spatial, keepdims=True))              # eq. (grn-forward)
     d = g.mean(axis=chan, keepdims=True) + eps
     nrm = g / d
-    out = x64 + weight.reshape(view) * (x64 * nrm) + bias.reshape(view)        # (GRN2)
+    out = x64 + weight.reshape(view) * (x64 * nrm) + bias.reshape(view)        # eq. (grn-forward)
     cache = {"x": x64, "g": g, "d": d, "n": nrm, "weight": weight, "channels_last": channels_last,
              "dtype": x.dtype}
     return out.astype(x.dtype, copy=False), cache
 
 
 def grn_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Equation (GRN3). Returns ``(dx, dweight, dbias)``."""
+    """Eq. (grn-backward). Returns ``(dx, dweight, dbias)``."""
     x, g, d, nrm = cache["x"], cache["g"], cache["d"], cache["n"]
     spatial, chan, view = _layout(cache["channels_last"])
     dy = np.asarray(check_dout(dout, x.shape, where="grn_backward"), dtype=np.float64)
@@ -66,7 +66,7 @@ def grn_backward(dout: np.ndarray, cache: dict[str, Any]):
     c = x.shape[chan]
     dg = q / d - np.sum(q * g, axis=chan, keepdims=True) / (c * d * d)
     safe = np.where(g > 0, g, 1.0)
-    dx = dy * (1.0 + w * nrm) + np.where(g > 0, dg / safe, 0.0) * x           # (GRN3)
+    dx = dy * (1.0 + w * nrm) + np.where(g > 0, dg / safe, 0.0) * x           # eq. (grn-backward)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
@@ -76,7 +76,7 @@ class GlobalResponseNorm(Module):
 
     Input ``(N, H, W, C)`` with ``channels_last=True`` (default), ``(N, C, H, W)`` otherwise.
     Parameters ``weight`` (:math:`\\gamma`) and ``bias`` (:math:`\\beta`), zeros of shape ``(C,)``:
-    the layer starts as the identity. Equations (GRN1)-(GRN3) in the module docstring.
+    the layer starts as the identity. Eqs. (grn-forward) and (grn-backward) in the module docstring.
 
     Differences: ConvNeXt V2's official code names the parameters ``gamma`` and ``beta`` with shape
     ``(1, 1, 1, C)``; timm's names and shapes are used here. PyTorch has no GRN. Float64 parameters.

@@ -7,12 +7,12 @@ matrix of their values over the :math:`m` batch positions (:math:`m = N`, or :ma
 
 .. math::
    X_c = X - \mu \mathbf 1^\top, \qquad \Sigma = \tfrac1m X_c X_c^\top + \epsilon I, \qquad
-   \Sigma_N = \Sigma / \operatorname{tr}\Sigma                                              \tag{IT1}
+   \Sigma_N = \Sigma / \operatorname{tr}\Sigma                                              \tag{iternorm-forward}
 .. math::
-   P_0 = I, \qquad P_k = \tfrac12\left(3 P_{k-1} - P_{k-1}^3 \Sigma_N\right), \quad k = 1..T   \tag{IT2}
+   P_0 = I, \qquad P_k = \tfrac12\left(3 P_{k-1} - P_{k-1}^3 \Sigma_N\right), \quad k = 1..T   \tag{iternorm-forward}
 .. math::
    W = P_T / \sqrt{\operatorname{tr}\Sigma} \;\approx\; \Sigma^{-1/2}, \qquad
-   \hat X = W X_c, \qquad y = \gamma \hat x + \beta                                          \tag{IT3}
+   \hat X = W X_c, \qquad y = \gamma \hat x + \beta                                          \tag{iternorm-forward}
 
 The iteration converges because the eigenvalues of :math:`\Sigma_N` lie in :math:`(0, 1]`; a
 finite :math:`T` (5) whitens only approximately, which is the point of the paper (a little
@@ -22,13 +22,13 @@ the iterate has converged (measured on a 4-channel batch with condition number 2
 whiten to 2e-10, 20 iterations diverge), so keep :math:`T` small. Running averages of :math:`\mu` and :math:`W`
 (``momentum`` 0.1) replace them in evaluation.
 
-Backward: reverse mode through (IT1)-(IT3), one Newton step at a time. With :math:`Y = ABC` the
+Backward: reverse mode through eq. (iternorm-forward), one Newton step at a time. With :math:`Y = ABC` the
 rule :math:`dA = dY (BC)^\top`, etc., gives for :math:`P_k = \tfrac32 P - \tfrac12 P P P \Sigma_N`:
 
 .. math::
    dP_{k-1} = \tfrac32 dP_k - \tfrac12\left(dP_k (P^2\Sigma_N)^\top + P^\top dP_k (P\Sigma_N)^\top
              + (P^2)^\top dP_k \Sigma_N^\top\right), \qquad
-   d\Sigma_N \mathrel{+}= -\tfrac12 (P^3)^\top dP_k ,                                        \tag{IT4}
+   d\Sigma_N \mathrel{+}= -\tfrac12 (P^3)^\top dP_k ,                                        \tag{iternorm-backward}
 
 then through the trace, :math:`d X_c = \tfrac1m (d\Sigma + d\Sigma^\top) X_c + W^\top d\hat X` and
 :math:`dX = dX_c - \overline{dX_c}` (the mean over the batch positions).
@@ -58,14 +58,14 @@ def _from_groups(z: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def newton_whitening(sigma: np.ndarray, T: int) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
-    """Equations (IT1)-(IT3) for a stack of covariance matrices ``sigma`` (G, d, d):
+    """Eq. (iternorm-forward) for a stack of covariance matrices ``sigma`` (G, d, d):
     returns ``(W, [P_0, ..., P_T], Sigma_N, tr)``."""
     tr = np.trace(sigma, axis1=1, axis2=2)[:, None, None]
     s_n = sigma / tr
     p = np.broadcast_to(np.eye(sigma.shape[1]), sigma.shape).copy()
     ps = [p]
     for _ in range(T):
-        p = 1.5 * p - 0.5 * p @ p @ p @ s_n                                      # (IT2)
+        p = 1.5 * p - 0.5 * p @ p @ p @ s_n                                      # eq. (iternorm-forward)
         ps.append(p)
     return p / np.sqrt(tr), ps, s_n, tr
 
@@ -81,9 +81,9 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
     mean = xg.mean(axis=2, keepdims=True)
     xc = xg - mean
     d = xg.shape[1]
-    sigma = xc @ xc.transpose(0, 2, 1) / m + eps * np.eye(d)                     # (IT1)
+    sigma = xc @ xc.transpose(0, 2, 1) / m + eps * np.eye(d)                     # eq. (iternorm-forward)
     wm, ps, s_n, tr = newton_whitening(sigma, T)
-    x_hat = _from_groups(wm @ xc, x64.shape)                                     # (IT3)
+    x_hat = _from_groups(wm @ xc, x64.shape)                                     # eq. (iternorm-forward)
     view = (1, -1) + (1,) * (x64.ndim - 2)
     out = x_hat if weight is None else x_hat * weight.reshape(view)
     if bias is not None:
@@ -95,7 +95,7 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
 
 
 def iter_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Reverse mode through :func:`iter_norm_forward`, equation (IT4). Returns
+    """Reverse mode through :func:`iter_norm_forward`, eq. (iternorm-backward). Returns
     ``(dx, dweight, dbias)``."""
     x_hat = cache["x_hat"]
     dy = np.asarray(check_dout(dout, x_hat.shape, where="iter_norm_backward"), dtype=np.float64)
@@ -115,7 +115,7 @@ def iter_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     dp = dwm / np.sqrt(tr)
     dtr = -0.5 * tr ** -1.5 * np.sum(dwm * ps[-1], axis=(1, 2), keepdims=True)
     ds_n = np.zeros_like(s_n)
-    for p in reversed(ps[:-1]):                                                   # (IT4)
+    for p in reversed(ps[:-1]):                                                   # eq. (iternorm-backward)
         p2 = p @ p
         ds_n = ds_n - 0.5 * t_(p2 @ p) @ dp
         dp = 1.5 * dp - 0.5 * (dp @ t_(p2 @ s_n) + t_(p) @ dp @ t_(p @ s_n) + t_(p2) @ dp @ t_(s_n))
@@ -135,7 +135,7 @@ class IterNorm(Module):
 
     Input ``(N, C)`` or ``(N, C, *)``; channels in ``num_groups`` contiguous groups (or groups of
     ``num_channels`` channels, which overrides ``num_groups``), each whitened over the batch positions
-    with ``T`` Newton iterations, equations (IT1)-(IT3). Parameters ``weight`` (ones), ``bias``
+    with ``T`` Newton iterations, eq. (iternorm-forward). Parameters ``weight`` (ones), ``bias``
     (zeros), per channel; buffers ``running_mean`` (C,) and ``running_wm`` (G, d, d) (identity),
     updated with ``momentum`` as BatchNorm and used in evaluation.
 

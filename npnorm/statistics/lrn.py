@@ -7,9 +7,9 @@ channels :math:`W(c) = [c - \lfloor n/2 \rfloor,\ c + \lfloor (n-1)/2 \rfloor]` 
 edges, so the divisor stays :math:`n` there):
 
 .. math::
-   s_c = k + \frac{\alpha}{n} \sum_{c' \in W(c)} x_{c'}^2                        \tag{LRN1}
+   s_c = k + \frac{\alpha}{n} \sum_{c' \in W(c)} x_{c'}^2                        \tag{lrn-forward}
 .. math::
-   y_c = x_c\, s_c^{-\beta}                                                      \tag{LRN2}
+   y_c = x_c\, s_c^{-\beta}                                                      \tag{lrn-forward}
 
 This is PyTorch's ``LocalResponseNorm(size, alpha=1e-4, beta=0.75, k=1.0)``: :math:`\alpha` is
 divided by :math:`n` (AlexNet's paper does not divide, so AlexNet's :math:`k=2, n=5, \alpha=10^{-4}`
@@ -22,7 +22,7 @@ holds :math:`j`, i.e. :math:`c \in W^T(j) = [j - \lfloor (n-1)/2 \rfloor,\ j + \
 .. math::
    \frac{\partial L}{\partial x_j} = g_j s_j^{-\beta}
        - \frac{2\alpha\beta}{n}\, x_j \sum_{c \in W^T(j)} g_c\, x_c\, s_c^{-\beta - 1},
-   \qquad g = \frac{\partial L}{\partial y}.                                     \tag{LRN3}
+   \qquad g = \frac{\partial L}{\partial y}.                                     \tag{lrn-backward}
 
 ``CrossMapLRN2d`` is the older Lua-Torch/Caffe form: 4-D input only and a symmetric window of
 half-width :math:`\lfloor (n-1)/2 \rfloor` (so :math:`n` channels for an odd ``size`` - then it equals
@@ -65,7 +65,7 @@ def _window_sum(a: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 def local_response_norm_forward(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75,
                                 k: float = 1.0, window: tuple[int, int] | None = None):
-    """Equations (LRN1)-(LRN2) over axis 1 of an ``(N, C, *)`` array (at least 3-D).
+    """Eq. (lrn-forward) over axis 1 of an ``(N, C, *)`` array (at least 3-D).
 
     ``window = (lo, hi)``: the channel offsets summed, default PyTorch's
     ``(-(size // 2), (size - 1) // 2)``. The divisor of ``alpha`` is always ``size``.
@@ -79,18 +79,18 @@ def local_response_norm_forward(x: np.ndarray, size: int, alpha: float = 1e-4, b
     alpha, beta, k = _check_real(alpha, "alpha", where), _check_real(beta, "beta", where), _check_real(k, "k", where)
     lo, hi = (-(size // 2), (size - 1) // 2) if window is None else window
     x64 = np.array(x, dtype=np.float64)
-    s = k + (alpha / size) * _window_sum(x64 * x64, lo, hi)           # (LRN1)
+    s = k + (alpha / size) * _window_sum(x64 * x64, lo, hi)           # eq. (lrn-forward)
     if np.any(s <= 0):
         raise ValueError(f"{where}: k + alpha/size * (sum of squares) must be > 0 everywhere; got k={k}, alpha={alpha}")
     s_pow = s ** (-beta)
-    out = x64 * s_pow                                                 # (LRN2)
+    out = x64 * s_pow                                                 # eq. (lrn-forward)
     cache = {"x": x64, "s": s, "s_pow": s_pow, "alpha": alpha, "beta": beta, "size": size,
              "window": (lo, hi), "dtype": x.dtype}
     return out.astype(x.dtype, copy=False), cache
 
 
 def local_response_norm_backward(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    """Equation (LRN3): the window sum of ``g x s^(-beta-1)`` over the transposed window."""
+    """Eq. (lrn-backward): the window sum of ``g x s^(-beta-1)`` over the transposed window."""
     x, s, s_pow = cache["x"], cache["s"], cache["s_pow"]
     g = np.asarray(check_dout(dout, x.shape, where="local_response_norm_backward"), dtype=np.float64)
     lo, hi = cache["window"]
@@ -105,7 +105,7 @@ class LocalResponseNorm(Module):
     alpha=1e-4, beta=0.75, k=1.0)``.
 
     Input ``(N, C, *)`` with at least 3 dimensions (as PyTorch); output of the same shape and dtype.
-    No parameters, no buffers; train and eval are the same. Equations (LRN1)-(LRN3) in the module
+    No parameters, no buffers; train and eval are the same. eqs. (lrn-forward) and (lrn-backward) in the module
     docstring. Raises ``ValueError`` for ``size < 1`` or fewer than 3 input dimensions.
 
     Difference from PyTorch: none in the values (checked against numbers recorded from PyTorch

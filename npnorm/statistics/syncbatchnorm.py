@@ -13,11 +13,11 @@ gives every process every triple. Each process then merges them in rank order wi
 pairwise update of Chan, Golub & LeVeque (1983), for two sets :math:`A, B`:
 
 .. math::
-   n = n_A + n_B, \quad \delta = \mu_B - \mu_A                                    \tag{SB1}
+   n = n_A + n_B, \quad \delta = \mu_B - \mu_A                                    \tag{chan-merge}
 .. math::
-   \mu = \mu_A + \delta\,\frac{n_B}{n}                                            \tag{SB2}
+   \mu = \mu_A + \delta\,\frac{n_B}{n}                                            \tag{chan-merge}
 .. math::
-   M = M_A + M_B + \delta^2\,\frac{n_A n_B}{n}                                    \tag{SB3}
+   M = M_A + M_B + \delta^2\,\frac{n_A n_B}{n}                                    \tag{chan-merge}
 
 so :math:`\sigma^2 = M / n` is the biased variance of the union (no sum of squares, so no
 cancellation), and the running variance is updated with the unbiased :math:`M / (n - 1)`.
@@ -33,7 +33,7 @@ batch, :math:`\sum dy` and :math:`\sum dy\,\hat x` (per channel). They are exact
 .. math::
    \frac{\partial L}{\partial x} = \gamma\, r\left(dy - \frac{1}{N}\sum dy
         - \hat x\,\frac{1}{N}\sum dy\,\hat x\right), \qquad r = (\sigma^2 + \epsilon)^{-1/2},
-   \quad N = \sum_r n_r .                                                          \tag{SB4}
+   \quad N = \sum_r n_r .                                                          \tag{syncbn-backward}
 
 Deliberate differences from PyTorch (documented in the class): PyTorch gathers (mean, invstd,
 count) and recovers :math:`M` as :math:`(1/\mathrm{invstd}^2 - \epsilon) n`, which loses precision
@@ -93,7 +93,7 @@ def local_moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def chan_merge(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """Merge per-set ``(count, mean, M2)`` triples into those of the union, equations (SB1)-(SB3).
+    """Merge per-set ``(count, mean, M2)`` triples into those of the union, eq. (chan-merge).
 
     Parameters
     ----------
@@ -118,9 +118,9 @@ def chan_merge(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[
         if n_b == 0:
             continue
         total = n + n_b
-        delta = mean_b - mean                              # (SB1)
-        mean = mean + delta * (n_b / total)                # (SB2)
-        m2 = m2 + m2_b + delta * delta * (n * n_b / total)  # (SB3)
+        delta = mean_b - mean                              # eq. (chan-merge)
+        mean = mean + delta * (n_b / total)                # eq. (chan-merge)
+        m2 = m2 + m2_b + delta * delta * (n * n_b / total)  # eq. (chan-merge)
         n = total
     return int(n), mean, m2
 
@@ -177,7 +177,7 @@ def sync_batch_norm_forward(
 
 
 def sync_batch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Backward of :func:`sync_batch_norm_forward`, equation (SB4): one ``Allreduce`` (sum) of the
+    """Backward of :func:`sync_batch_norm_forward`, eq. (syncbn-backward): one ``Allreduce`` (sum) of the
     per-channel :math:`\\sum dy` and :math:`\\sum dy\\,\\hat x` (``2C`` doubles), which are also the
     *global* ``dbias`` and ``dweight``. Every process must call it.
 
