@@ -216,6 +216,36 @@ def batch_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any]):
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
+def init_norm_state(layer: Module, num_features: object, eps: object, momentum: object, affine: object,
+                    track_running_stats: object, device: object, dtype: object, bias: object,
+                    backend: object) -> None:
+    """The checked constructor state BatchNorm and InstanceNorm share (PyTorch's arguments): backend,
+    ``num_features``, ``eps``, ``momentum``, ``affine`` parameters (weight ones, bias zeros unless
+    ``bias=False``) and, with ``track_running_stats``, the running statistics at PyTorch's initial
+    state (mean 0, variance 1, no batches tracked)."""
+    name = type(layer).__name__
+    layer.backend = check_backend(backend, name, allow_none=True)
+    check_device(device, name)
+    layer.num_features = check_positive_int(num_features, "num_features", name)
+    layer.eps = check_eps(eps, where=name)
+    layer.momentum = check_momentum(momentum, where=name)
+    layer.affine = bool(affine)
+    layer.track_running_stats = bool(track_running_stats)
+    layer.dtype = resolve_dtype(dtype, name)
+    n = layer.num_features
+    if layer.affine:
+        layer.params["weight"] = np.ones(n, dtype=layer.dtype)
+        if bias:
+            layer.params["bias"] = np.zeros(n, dtype=layer.dtype)
+    if layer.track_running_stats:
+        layer.running_mean = np.zeros(n, dtype=layer.dtype)
+        layer.running_var = np.ones(n, dtype=layer.dtype)
+        layer.num_batches_tracked = 0
+    else:
+        layer.running_mean = layer.running_var = None
+        layer.num_batches_tracked = None
+
+
 class _BatchNorm(Module):
     """Shared bookkeeping of ``BatchNorm1d``, ``BatchNorm2d`` and ``BatchNorm3d``."""
 
@@ -236,26 +266,8 @@ class _BatchNorm(Module):
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        name = type(self).__name__
-        self.backend = check_backend(backend, name, allow_none=True)
-        check_device(device, name)
-        self.num_features = check_positive_int(num_features, "num_features", name)
-        self.eps = check_eps(eps, where=name)
-        self.momentum = check_momentum(momentum, where=name)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        self.dtype = resolve_dtype(dtype, name)
-        if self.affine:
-            self.params["weight"] = np.ones(num_features, dtype=self.dtype)
-            if bias:
-                self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
-        if self.track_running_stats:
-            self.running_mean: np.ndarray | None = np.zeros(num_features, dtype=self.dtype)
-            self.running_var: np.ndarray | None = np.ones(num_features, dtype=self.dtype)
-            self.num_batches_tracked: int | None = 0
-        else:
-            self.running_mean = self.running_var = None
-            self.num_batches_tracked = None
+        init_norm_state(self, num_features, eps, momentum, affine, track_running_stats, device, dtype, bias,
+                        backend)
 
     def reset_running_stats(self) -> None:
         """Running mean 0, running variance 1, no batches tracked (PyTorch's initial state)."""

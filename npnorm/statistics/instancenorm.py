@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import (as_float_array, check_cache, check_channels, check_device, check_eps, check_min_ndim,
-                       check_momentum, check_nc_input, check_ndim, check_positive_int, check_spatial, resolve_dtype)
-from ..backend import check_backend, pick, pick_for_cache
+from .._checks import (as_float_array, check_cache, check_channels, check_min_ndim, check_nc_input, check_ndim,
+                       check_spatial)
+from ..backend import pick, pick_for_cache
 from ..base import Module
 from ..kernels.statistics import batchnorm as _bn_kernels
 from ..kernels._common import run_reusing
 from ..kernels.statistics import instancenorm as _kernels
-from .batchnorm import batch_norm_eval_backward, batch_norm_eval_forward
+from .batchnorm import batch_norm_eval_backward, batch_norm_eval_forward, init_norm_state
 from .standardize import standardize_backward, standardize_forward
 
 __all__ = ["instance_norm_forward", "instance_norm_backward", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
@@ -88,26 +88,8 @@ class _InstanceNorm(Module):
                  affine: bool = False, track_running_stats: bool = False, device: Any = None, dtype: Any = None,
                  *, bias: bool = True, backend: str | None = None) -> None:
         super().__init__()
-        name = type(self).__name__
-        self.backend = check_backend(backend, name, allow_none=True)
-        check_device(device, name)
-        self.num_features = check_positive_int(num_features, "num_features", name)
-        self.eps = check_eps(eps, where=name)
-        self.momentum = check_momentum(momentum, where=name)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        self.dtype = resolve_dtype(dtype, name)
-        if self.affine:
-            self.params["weight"] = np.ones(num_features, dtype=self.dtype)
-            if bias:
-                self.params["bias"] = np.zeros(num_features, dtype=self.dtype)
-        if self.track_running_stats:
-            self.running_mean: np.ndarray | None = np.zeros(num_features, dtype=self.dtype)
-            self.running_var: np.ndarray | None = np.ones(num_features, dtype=self.dtype)
-            self.num_batches_tracked: int | None = 0
-        else:
-            self.running_mean = self.running_var = None
-            self.num_batches_tracked = None
+        init_norm_state(self, num_features, eps, momentum, affine, track_running_stats, device, dtype, bias,
+                        backend)
 
     @property
     def uses_instance_stats(self) -> bool:
