@@ -2,7 +2,7 @@
 command::
 
     python -m npnorm.experiments --list
-    python -m npnorm.experiments NAME [--quick | --full] [--seed S] [--json FILE]
+    python -m npnorm.experiments NAME [--quick | --full] [--seed S] [--jobs N] [--json FILE]
 
 Topics:
 

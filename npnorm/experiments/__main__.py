@@ -8,6 +8,7 @@ import sys
 import time
 
 from . import EXPERIMENTS, run, show_progress, to_jsonable
+from ._framework import worker_processes
 
 
 def _rounded(value):
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="the quick setting the book runs (default)")
     setting.add_argument("--full", dest="quick", action="store_false", help="the full setting")
     parser.add_argument("--seed", type=int, default=0, help="the seed (default 0)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="worker processes for experiments made of independent runs (default 1; the "
+                             "results do not depend on it)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-' for standard output)")
     args = parser.parse_args(argv)
 
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{chapter}:")
             print(f"  {exp.name:<{width}}  {exp.description}")
         if not args.list:
-            print("\nrun one with: python -m npnorm.experiments NAME [--quick|--full] [--seed S] [--json FILE]")
+            print("\nrun one with: python -m npnorm.experiments NAME [--quick|--full] [--seed S] [--jobs N] [--json FILE]")
         return 0
     if args.name not in EXPERIMENTS:
         parser.error(f"no experiment named {args.name!r}; choose from: {', '.join(EXPERIMENTS)}")
@@ -69,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.name} ({setting_name} setting, seed {args.seed}): {EXPERIMENTS[args.name].description}",
           file=sys.stderr)
     t0 = time.perf_counter()
-    with show_progress(True):
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive integer, got {args.jobs}")
+    with show_progress(True), worker_processes(args.jobs):
         data = to_jsonable(run(args.name, quick=args.quick, seed=args.seed))
     seconds = time.perf_counter() - t0
     record = {"experiment": args.name, "setting": setting_name, "seed": args.seed,

@@ -6,7 +6,7 @@ plain data (numbers, lists, dicts, strings). Registering it with :func:`experime
 command::
 
     python -m npnorm.experiments --list
-    python -m npnorm.experiments NAME [--quick | --full] [--seed S] [--json FILE]
+    python -m npnorm.experiments NAME [--quick | --full] [--seed S] [--jobs N] [--json FILE]
 
 The book calls the same functions (always ``quick=True``), so the command's JSON holds the numbers a
 chapter's plots are made of.
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = ["Experiment", "EXPERIMENTS", "experiment", "progress", "show_progress", "to_jsonable",
-           "one_blas_thread"]
+           "one_blas_thread", "worker_processes", "progress_map"]
 
 T = TypeVar("T")
 
@@ -115,6 +115,57 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterabl
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     return tqdm(items, desc=desc, total=total, file=sys.stderr, leave=True, dynamic_ncols=True)
+
+
+_WORKERS = {"n": 1}
+
+
+@contextmanager
+def worker_processes(n: int = 1) -> Iterator[None]:
+    """Within the block, :func:`progress_map` runs its jobs in ``n`` worker processes (the command's
+    ``--jobs N``; the book and the tests use one process unless a test asks otherwise)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"worker_processes: n must be a positive integer, got {n!r}")
+    old = _WORKERS["n"]
+    _WORKERS["n"] = n
+    try:
+        yield
+    finally:
+        _WORKERS["n"] = old
+
+
+def _call_on_one_blas_thread(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    with one_blas_thread():
+        return fn(*args, **kwargs)
+
+
+def progress_map(fn: Callable[..., T], jobs: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                 desc: str) -> list[T]:
+    """``[fn(*args, **kwargs) for args, kwargs in jobs]`` with a progress bar, in job order.
+
+    Under :func:`worker_processes` ``(n > 1)`` the jobs run in ``n`` fresh processes (the ``spawn``
+    start method: forking a process whose OpenMP runtime already started can hang), each on one BLAS
+    thread. The results are the same as in one process provided every job seeds its own random
+    generator from its arguments, which is how the experiments are written; ``fn`` must be a
+    module-level function (it is pickled). Times measured inside a job then share the machine with
+    the other workers."""
+    n = min(_WORKERS["n"], len(jobs))
+    if n <= 1:
+        return [fn(*a, **k) for a, k in progress(jobs, desc)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_call_on_one_blas_thread, fn, a, k) for a, k in jobs]
+        for _ in progress(_as_completed(futures), desc, total=len(futures)):
+            pass
+        return [f.result() for f in futures]
+
+
+def _as_completed(futures: list[Any]) -> Iterator[Any]:
+    from concurrent.futures import as_completed
+
+    yield from as_completed(futures)
 
 
 def to_jsonable(obj: Any) -> Any:

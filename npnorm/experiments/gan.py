@@ -24,7 +24,7 @@ import numpy as np
 from ..data import make_gan_data, mixture_centres
 from ..models.gan import GAN, MLPCritic
 from .. import nn
-from ._framework import experiment, progress
+from ._framework import experiment, progress, progress_map
 
 __all__ = ["RUNS", "run_label", "sliced_wasserstein", "mode_stats", "lipschitz_probe", "train_gan",
            "gan_lipschitz", "critic_fixed_generator", "GRID_LIMIT"]
@@ -181,13 +181,14 @@ def gan_lipschitz(quick: bool = True, seed: int = 0, datasets: tuple[str, ...] |
     labels = [run_label(*r) for r in runs]
     history: dict[str, Any] = {d: {lab: [] for lab in labels} for d in datasets}
     snapshots: dict[str, Any] = {}
-    jobs = [(d, s, r) for d in datasets for s in seeds for r in runs]
-    for d, s, (loss, method, opts) in progress(jobs, "GAN runs"):
+    combos = [(d, s, r) for d in datasets for s in seeds for r in runs]
+    jobs = [((d, loss, method), dict(iterations=iterations, hidden=hidden, batch_size=batch,
+                                     log_every=log_every, seed=s, **opts,
+                                     snapshots=snap_steps if (d == datasets[0] and s == seeds[0]) else ()))
+            for d, s, (loss, method, opts) in combos]
+    for (d, s, (loss, method, opts)), h in zip(combos, progress_map(train_gan, jobs, "GAN runs")):
         lab = run_label(loss, method, opts)
-        snap = snap_steps if (d == datasets[0] and s == seeds[0]) else ()
-        h = train_gan(d, loss, method, iterations=iterations, hidden=hidden, batch_size=batch,
-                      log_every=log_every, snapshots=snap, seed=s, **opts)
-        if snap:
+        if h["snapshots"]:
             snapshots[lab] = h["snapshots"]
         del h["snapshots"]
         history[d][lab].append(h)
