@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                              "results do not depend on it)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE ('-' for standard output)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive integer, got {args.jobs}")
 
     if args.list or not args.name:
         width = max(len(n) for n in EXPERIMENTS)
@@ -73,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.name} ({setting_name} setting, seed {args.seed}): {EXPERIMENTS[args.name].description}",
           file=sys.stderr)
     t0 = time.perf_counter()
-    if args.jobs < 1:
-        parser.error(f"--jobs must be a positive integer, got {args.jobs}")
     with show_progress(True), worker_processes(args.jobs):
         data = to_jsonable(run(args.name, quick=args.quick, seed=args.seed))
     seconds = time.perf_counter() - t0

@@ -153,19 +153,13 @@ def progress_map(fn: Callable[..., T], jobs: list[tuple[tuple[Any, ...], dict[st
     if n <= 1:
         return [fn(*a, **k) for a, k in progress(jobs, desc)]
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_call_on_one_blas_thread, fn, a, k) for a, k in jobs]
-        for _ in progress(_as_completed(futures), desc, total=len(futures)):
+        for _ in progress(as_completed(futures), desc, total=len(futures)):
             pass
         return [f.result() for f in futures]
-
-
-def _as_completed(futures: list[Any]) -> Iterator[Any]:
-    from concurrent.futures import as_completed
-
-    yield from as_completed(futures)
 
 
 def to_jsonable(obj: Any) -> Any:
