@@ -135,6 +135,7 @@ LARGE = [  # (name, constructor, input shapes)
     ("BatchNorm1d", lambda b: npnorm.BatchNorm1d(100, backend=b), [_big((4100, 100), (50, 100))]),
     ("AdaIN", lambda b: npnorm.AdaIN(backend=b),
      [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
+    ("SwitchNorm2d", lambda b: npnorm.SwitchNorm2d(16, backend=b), [_big((16, 16, 40, 40), (3, 16, 4, 4))]),
 ]
 
 
