@@ -50,7 +50,7 @@ def run_both(make, inputs, dout_seed=5, steps=1):
             dout = rng.standard_normal(out.shape).astype(out.dtype)
             dx = layer.backward(dout)
         dx = dx if isinstance(dx, tuple) else (dx,)
-        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "num_batches_tracked")
+        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "num_batches_tracked", "running_wm")
                    if getattr(layer, k, None) is not None}
         results[backend] = {"out": out, "dx": dx, "grads": dict(layer.grads), "buffers": buffers}
     return results
@@ -136,6 +136,7 @@ LARGE = [  # (name, constructor, input shapes)
     ("AdaIN", lambda b: npnorm.AdaIN(backend=b),
      [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
     ("SwitchNorm2d", lambda b: npnorm.SwitchNorm2d(16, backend=b), [_big((16, 16, 40, 40), (3, 16, 4, 4))]),
+    ("IterNorm", lambda b: npnorm.IterNorm(32, num_channels=8, backend=b), [_big((16, 32, 28, 28), (3, 32, 3, 3))]),
 ]
 
 
