@@ -266,7 +266,14 @@ def test_running_statistics_agree(cls, momentum):
     assert rel_error(fast(batches[0]), ref(batches[0])) <= 1e-12
 
 
-@pytest.mark.parametrize("name, make, shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])
+#: Layers whose NaN spreads over the whole batch (a BN branch, a covariance): not in NAN_CASES.
+LAYOUT_CASES = NAN_CASES + [
+    ("SwitchNorm2d", lambda b: npnorm.SwitchNorm2d(4, backend=b), (3, 4, 3, 3)),
+    ("IterNorm", lambda b: npnorm.IterNorm(4, num_groups=2, backend=b), (5, 4, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("name, make, shape", LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
 def test_float16_and_strided_inputs(name, make, shape):
     """Inputs that are not float32/float64 or not contiguous: same dtype, shape and values as the reference."""
     rng = np.random.default_rng(12)
