@@ -96,6 +96,102 @@ def textbook_rms_backward(dout, cache):
     return dx, dgamma
 
 
+def _softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def textbook_switch_forward(x, gamma, beta, mean_logits, var_logits, eps):
+    """SwitchNorm2d the tutorial way: every statistic from ``E[x]`` and ``E[x^2]`` in the input's dtype,
+    one temporary per operation (the reference code's unbiased instance variance)."""
+    n, c = x.shape[:2]
+    xr = x.reshape(n, c, -1)
+    m = xr.shape[2]
+    mu_in = xr.mean(-1, keepdims=True)
+    var_in = ((xr ** 2).mean(-1, keepdims=True) - mu_in ** 2) * (m / (m - 1))
+    temp = var_in + mu_in ** 2
+    mu_ln = mu_in.mean(1, keepdims=True)
+    var_ln = temp.mean(1, keepdims=True) - mu_ln ** 2
+    mu_bn = mu_in.mean(0, keepdims=True)
+    var_bn = temp.mean(0, keepdims=True) - mu_bn ** 2
+    wm, wv = _softmax(mean_logits), _softmax(var_logits)
+    mean = wm[0] * mu_in + wm[1] * mu_ln + wm[2] * mu_bn
+    var = wv[0] * var_in + wv[1] * var_ln + wv[2] * var_bn
+    std = np.sqrt(var + eps)
+    xhat = (xr - mean) / std
+    out = xhat.reshape(x.shape) * gamma.reshape(1, c, 1, 1) + beta.reshape(1, c, 1, 1)
+    return out, (xr, xhat, mean, std, mu_in, mu_ln, mu_bn, var_in, var_ln, var_bn, wm, wv, gamma, m)
+
+
+def textbook_switch_backward(dout, cache):
+    """Node-by-node backward of :func:`textbook_switch_forward`: ``(dx, dgamma, dbeta, dmean_logits,
+    dvar_logits)``."""
+    xr, xhat, mean, std, mu_in, mu_ln, mu_bn, var_in, var_ln, var_bn, wm, wv, gamma, m = cache
+    n, c = xr.shape[:2]
+    dyr = dout.reshape(xr.shape)
+    dgamma, dbeta = (dyr * xhat).sum(axis=(0, 2)), dyr.sum(axis=(0, 2))
+    dxhat = dyr * gamma.reshape(1, c, 1)
+    dmean = np.sum(-dxhat / std, axis=-1, keepdims=True)
+    dvar = np.sum(dxhat * (xr - mean) * -0.5 / std ** 3, axis=-1, keepdims=True)
+    dwm = np.array([np.sum(dmean * mu_in), np.sum(dmean * mu_ln), np.sum(dmean * mu_bn)])
+    dwv = np.array([np.sum(dvar * var_in), np.sum(dvar * var_ln), np.sum(dvar * var_bn)])
+    dlm, dlv = wm * (dwm - np.sum(wm * dwm)), wv * (dwv - np.sum(wv * dwv))
+    dvar_ln, dvar_bn = wv[1] * dvar.sum(1, keepdims=True), wv[2] * dvar.sum(0, keepdims=True)
+    dmu_ln = wm[1] * dmean.sum(1, keepdims=True) - 2 * mu_ln * dvar_ln
+    dmu_bn = wm[2] * dmean.sum(0, keepdims=True) - 2 * mu_bn * dvar_bn
+    dtemp = dvar_ln / c + dvar_bn / n
+    dvar_in = wv[0] * dvar + dtemp
+    dmu_in = wm[0] * dmean + dmu_ln / c + dmu_bn / n + 2 * mu_in * dtemp
+    dex2 = dvar_in * (m / (m - 1))                                 # var_in = (E[x^2] - mu^2) m / (m - 1)
+    dmu_in = dmu_in - 2 * mu_in * dex2
+    dx = dxhat / std + dmu_in / m + dex2 * 2 * xr / m
+    return dx.reshape(dout.shape), dgamma, dbeta, dlm, dlv
+
+
+def textbook_iternorm_forward(x, gamma, beta, groups, T, eps):
+    """IterNorm as a port of the reference code: channels moved to the front (a copy), centred,
+    ``X_c X_c^T / m``, ``T`` Newton steps, ``W X_c`` and back, all in the input's dtype."""
+    n, c = x.shape[:2]
+    xg = np.moveaxis(x, 1, 0).reshape(groups, c // groups, -1)
+    m = xg.shape[2]
+    xc = xg - xg.mean(axis=2, keepdims=True)
+    sigma = xc @ xc.transpose(0, 2, 1) / m + eps * np.eye(c // groups, dtype=x.dtype)
+    tr = np.trace(sigma, axis1=1, axis2=2)[:, None, None]
+    s_n = sigma / tr
+    ps = [np.broadcast_to(np.eye(c // groups, dtype=x.dtype), sigma.shape)]
+    for _ in range(T):
+        p = ps[-1]
+        ps.append(1.5 * p - 0.5 * p @ p @ p @ s_n)
+    wm = ps[-1] / np.sqrt(tr)
+    xhat = wm @ xc
+    out = xhat * gamma.reshape(groups, -1, 1) + beta.reshape(groups, -1, 1)
+    out = np.moveaxis(out.reshape((c, n) + x.shape[2:]), 0, 1)
+    return out, (xc, xhat, wm, ps, s_n, sigma, tr, gamma, groups)
+
+
+def textbook_iternorm_backward(dout, cache):
+    """Reverse mode through :func:`textbook_iternorm_forward`, node by node, in the input's dtype."""
+    xc, xhat, wm, ps, s_n, sigma, tr, gamma, groups = cache
+    n, c = dout.shape[:2]
+    t_ = lambda a: a.transpose(0, 2, 1)  # noqa: E731
+    dyg = np.moveaxis(dout, 1, 0).reshape(groups, c // groups, -1)
+    dgamma, dbeta = (dyg * xhat).sum(axis=2).reshape(c), dyg.sum(axis=2).reshape(c)
+    dxh = dyg * gamma.reshape(groups, -1, 1)
+    dwm, dxc = dxh @ t_(xc), t_(wm) @ dxh
+    dp = dwm / np.sqrt(tr)
+    dtr = -0.5 * tr ** -1.5 * np.sum(dwm * ps[-1], axis=(1, 2), keepdims=True)
+    ds_n = np.zeros_like(s_n)
+    for p in reversed(ps[:-1]):
+        p2 = p @ p
+        ds_n = ds_n - 0.5 * t_(p2 @ p) @ dp
+        dp = 1.5 * dp - 0.5 * (dp @ t_(p2 @ s_n) + t_(p) @ dp @ t_(p @ s_n) + t_(p2) @ dp @ t_(s_n))
+    dtr = dtr - np.sum(ds_n * sigma, axis=(1, 2), keepdims=True) / tr ** 2
+    dsigma = ds_n / tr + dtr * np.eye(sigma.shape[1], dtype=sigma.dtype)
+    dxc = dxc + (dsigma + t_(dsigma)) @ xc / xc.shape[2]
+    dxg = dxc - dxc.mean(axis=2, keepdims=True)
+    return np.moveaxis(dxg.reshape((c, n) + dout.shape[2:]), 0, 1), dgamma, dbeta
+
+
 # -- cases ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BenchCase:
@@ -104,7 +200,8 @@ class BenchCase:
     name: str
     family: str          # "layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm", "patchnorm",
     #                      "adagroupnorm", "scalenorm", "l2norm", "qkrms" (RMSNorm over the last axis of
-    #                      (N, H, L, head_dim)), "dyt"
+    #                      (N, H, L, head_dim)), "dyt", "switchnorm", "iternorm" (``groups`` groups,
+    #                      ITERNORM_T Newton steps)
     shape: tuple[int, ...]
     groups: int = 0
 
@@ -137,7 +234,18 @@ CASES = (
     BenchCase("L2Norm", "l2norm", (4096, 1024)),
     BenchCase("QK RMSNorm per head", "qkrms", (64, 16, 256, 64)),
     BenchCase("DyT", "dyt", (4096, 1024)),
+    # SwitchNorm2d with the BN branch, at a ResNet stage's size; the mixture logits are not the
+    # uniform initial ones. "torch" is the composition of the mixture from tensor means.
+    BenchCase("SwitchNorm2d", "switchnorm", (32, 128, 28, 28)),
+    # IterNorm, 8 groups of d = 16 channels, T = 5: each pass costs O(d) flops per element (compute-,
+    # not memory-bound). "torch" is the same graph (centring, covariance, Newton steps) under autograd.
+    BenchCase("IterNorm G=8", "iternorm", (64, 128, 16, 16), groups=8),
 )
+
+#: Newton iterations of the IterNorm case (the reference default).
+ITERNORM_T = 5
+#: Mixture logits (IN, LN, BN) of the SwitchNorm2d case, for the mean and the variance.
+SWITCH_LOGITS = (np.array([0.3, -0.2, 0.5]), np.array([-0.4, 0.1, 0.6]))
 
 #: Embedding width of the AdaGroupNorm case (the modulation Linear is (2C, ADAGN_EMB)).
 ADAGN_EMB = 128
@@ -344,6 +452,29 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
         from .transformer import DyT
         layer = DyT(c, dtype=dt)
         layer.params["alpha"][...] = alpha
+    elif fam == "switchnorm":
+        from .statistics import switchnorm as sn
+        from .kernels.statistics import switchnorm as ksn
+        lm, lv = SWITCH_LOGITS
+        impls["textbook"] = (lambda: textbook_switch_forward(x, w, b, lm.astype(dt), lv.astype(dt), eps),
+                             lambda c_: textbook_switch_backward(dy, c_[1]))
+        impls["reference"] = (lambda: sn.switch_norm_forward(x, w64, b64, lm, lv, eps),
+                              lambda c_: sn.switch_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: ksn.switch_norm_forward(x, w64, b64, lm, lv, eps, out=y, keep_out=keep),
+                          lambda c_: ksn.switch_norm_backward(dy, c_[1], dx_out=dx))
+        layer = S.SwitchNorm2d(c, eps=eps, dtype=dt)
+        layer.params["mean_weight"][...], layer.params["var_weight"][...] = lm, lv
+    elif fam == "iternorm":
+        from .statistics import iternorm as itn
+        from .kernels.statistics import iternorm as kitn
+        g, t = case.groups, ITERNORM_T
+        impls["textbook"] = (lambda: textbook_iternorm_forward(x, w, b, g, t, eps),
+                             lambda c_: textbook_iternorm_backward(dy, c_[1]))
+        impls["reference"] = (lambda: itn.iter_norm_forward(x, w64, b64, g, t, eps),
+                              lambda c_: itn.iter_norm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kitn.iter_norm_forward(x, w64, b64, g, t, eps, out=y, keep_out=keep),
+                          lambda c_: kitn.iter_norm_backward(dy, c_[1], dx_out=dx))
+        layer = S.IterNorm(c, num_groups=g, T=t, eps=eps, dtype=dt)
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
@@ -397,6 +528,10 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
         if fam == "patchnorm":
             ones = torch.ones((1,) + tuple(wi.shape[1:]), dtype=xi.dtype)
             return F.conv2d(xi, wi, bi, 1, 1) / torch.sqrt(F.conv2d(xi * xi, ones, None, 1, 1) + 1)
+        if fam == "switchnorm":
+            return _torch_switchnorm(torch, xi, wi, bi, eps)
+        if fam == "iternorm":
+            return _torch_iternorm(torch, xi, wi, bi, case.groups, ITERNORM_T, eps)
         return F.batch_norm(xi, None, None, wi, bi, training=True, eps=eps)
 
     def fwd():
@@ -413,6 +548,41 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
         c_[1].backward(dyt)
 
     return fwd, lambda c_: bwd(fwd_for_bwd())
+
+
+def _torch_switchnorm(torch, x, w, b, eps):
+    """SwitchNorm2d composed from tensor means (PyTorch has no such layer); the logits are constants."""
+    n, c = x.shape[:2]
+    xr = x.reshape(n, c, -1)
+    mu_in, var_in = xr.mean(-1, keepdim=True), xr.var(-1, keepdim=True)      # unbiased, as the reference
+    temp = var_in + mu_in ** 2
+    mu_ln = mu_in.mean(1, keepdim=True)
+    var_ln = temp.mean(1, keepdim=True) - mu_ln ** 2
+    mu_bn = mu_in.mean(0, keepdim=True)
+    var_bn = temp.mean(0, keepdim=True) - mu_bn ** 2
+    wm, wv = (torch.softmax(torch.from_numpy(z).to(x.dtype), 0) for z in SWITCH_LOGITS)
+    mean = wm[0] * mu_in + wm[1] * mu_ln + wm[2] * mu_bn
+    var = wv[0] * var_in + wv[1] * var_ln + wv[2] * var_bn
+    xhat = ((xr - mean) / torch.sqrt(var + eps)).reshape(x.shape)
+    return xhat * w.reshape(1, c, 1, 1) + b.reshape(1, c, 1, 1)
+
+
+def _torch_iternorm(torch, x, w, b, groups, T, eps):
+    """IterNorm's graph in PyTorch (no such layer there): autograd differentiates the Newton steps."""
+    n, c = x.shape[:2]
+    d = c // groups
+    xg = x.transpose(0, 1).reshape(groups, d, -1)
+    xc = xg - xg.mean(2, keepdim=True)
+    eye = torch.eye(d, dtype=x.dtype)
+    sigma = xc @ xc.transpose(1, 2) / xc.shape[2] + eps * eye
+    tr = sigma.diagonal(dim1=1, dim2=2).sum(-1).reshape(groups, 1, 1)
+    s_n = sigma / tr
+    p = eye.expand(groups, d, d)
+    for _ in range(T):
+        p = 1.5 * p - 0.5 * p @ p @ p @ s_n
+    xhat = (p / tr.sqrt()) @ xc
+    out = xhat.reshape((c, n) + tuple(x.shape[2:])).transpose(0, 1)
+    return out * w.reshape((1, c) + (1,) * (x.dim() - 2)) + b.reshape((1, c) + (1,) * (x.dim() - 2))
 
 
 # -- a training step of the book's CNN ------------------------------------------------------------

@@ -50,7 +50,7 @@ def run_both(make, inputs, dout_seed=5, steps=1):
             dout = rng.standard_normal(out.shape).astype(out.dtype)
             dx = layer.backward(dout)
         dx = dx if isinstance(dx, tuple) else (dx,)
-        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "num_batches_tracked")
+        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "num_batches_tracked", "running_wm")
                    if getattr(layer, k, None) is not None}
         results[backend] = {"out": out, "dx": dx, "grads": dict(layer.grads), "buffers": buffers}
     return results
@@ -135,6 +135,8 @@ LARGE = [  # (name, constructor, input shapes)
     ("BatchNorm1d", lambda b: npnorm.BatchNorm1d(100, backend=b), [_big((4100, 100), (50, 100))]),
     ("AdaIN", lambda b: npnorm.AdaIN(backend=b),
      [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
+    ("SwitchNorm2d", lambda b: npnorm.SwitchNorm2d(16, backend=b), [_big((16, 16, 40, 40), (3, 16, 4, 4))]),
+    ("IterNorm", lambda b: npnorm.IterNorm(32, num_channels=8, backend=b), [_big((16, 32, 28, 28), (3, 32, 3, 3))]),
 ]
 
 
@@ -264,7 +266,14 @@ def test_running_statistics_agree(cls, momentum):
     assert rel_error(fast(batches[0]), ref(batches[0])) <= 1e-12
 
 
-@pytest.mark.parametrize("name, make, shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])
+#: Layers whose NaN spreads over the whole batch (a BN branch, a covariance): not in NAN_CASES.
+LAYOUT_CASES = NAN_CASES + [
+    ("SwitchNorm2d", lambda b: npnorm.SwitchNorm2d(4, backend=b), (3, 4, 3, 3)),
+    ("IterNorm", lambda b: npnorm.IterNorm(4, num_groups=2, backend=b), (5, 4, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("name, make, shape", LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
 def test_float16_and_strided_inputs(name, make, shape):
     """Inputs that are not float32/float64 or not contiguous: same dtype, shape and values as the reference."""
     rng = np.random.default_rng(12)

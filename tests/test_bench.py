@@ -26,7 +26,7 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
     cases = {r["case"] for r in data["results"]}
     assert cases == {"LayerNorm", "RMSNorm", "GroupNorm G=32", "InstanceNorm2d", "BatchNorm2d train",
                      "PatchNormConv2d 3x3", "AdaGroupNorm G=32", "ScaleNorm", "L2Norm", "QK RMSNorm per head",
-                     "DyT"}
+                     "DyT", "SwitchNorm2d", "IterNorm G=8"}
     for case in cases:
         for dtype in ("float32", "float64"):
             for pss in ("forward", "forward+backward"):

@@ -35,7 +35,10 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_channels, check_dout, check_eps, check_ndim, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
+from ..kernels.statistics import switchnorm as _kernels
 
 __all__ = ["switch_norm_forward", "switch_norm_backward", "SwitchNorm2d"]
 
@@ -81,7 +84,7 @@ def switch_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, mea
     out = x_hat * weight.reshape(_V) + bias.reshape(_V)                              # (SN4)
     cache = {"x_hat": x_hat, "xc": xc, "r": r, "xc_in": xc_in, "mu": mu, "mu_ln": mu_ln, "means": means,
              "vars": vars_, "wm": wm, "wv": wv, "weight": weight, "train_bn": use_bn and running is None,
-             "m": m, "dtype": x.dtype}
+             "m": m, "dtype": x.dtype, "out_shape": x64.shape}
     if use_bn:
         cache["mean_bn"], cache["var_bn"] = means[2].reshape(-1), vars_[2].reshape(-1)
     return out.astype(x.dtype, copy=False), cache
@@ -133,6 +136,10 @@ class SwitchNorm2d(Module):
     """Switchable normalization of ``(N, C, H, W)`` input, as the reference implementation's
     ``SwitchNorm2d(num_features, eps=1e-5, momentum=0.997, using_bn=True, last_gamma=False)``.
 
+    ``backend`` (keyword-only): ``"numba"`` (the fused kernels of
+    :mod:`npnorm.kernels.statistics.switchnorm`), ``"numpy"`` (the reference functions above) or
+    ``None`` (the global default when the layer runs).
+
     Parameters: ``weight`` (ones; zeros with ``last_gamma=True``), ``bias`` (zeros), ``mean_weight``
     and ``var_weight`` (the logits :math:`\\lambda, \\lambda'`, ones: 3 of them, or 2 with
     ``using_bn=False``). Buffers ``running_mean``, ``running_var`` (zeros, as the reference). Equations
@@ -149,8 +156,9 @@ class SwitchNorm2d(Module):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.997, using_bn: bool = True,
-                 last_gamma: bool = False, *, dtype: Any = np.float64) -> None:
+                 last_gamma: bool = False, *, dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "SwitchNorm2d", allow_none=True)
         self.num_features = check_positive_int(num_features, "num_features", "SwitchNorm2d")
         self.eps = check_eps(eps, where="SwitchNorm2d")
         if not 0.0 <= float(momentum) <= 1.0:
@@ -179,8 +187,9 @@ class SwitchNorm2d(Module):
             self._cache = ("empty", {"shape": x.shape, "dtype": x.dtype})
             return np.array(x, copy=True)
         running = None if (self.training or not self.using_bn) else (self.running_mean, self.running_var)
-        out, cache = switch_norm_forward(x, p["weight"], p["bias"], p["mean_weight"], p["var_weight"], self.eps,
-                                         running)
+        forward = pick(self.backend, switch_norm_forward, _kernels.switch_norm_forward)
+        out, cache = run_reusing(forward, _kernels.switch_norm_forward, self._cache, x, p["weight"], p["bias"],
+                                 p["mean_weight"], p["var_weight"], self.eps, running)
         if self.training and self.using_bn:
             k = self.momentum
             self.running_mean = (k * self.running_mean + (1 - k) * cache["mean_bn"]).astype(self.dtype)
@@ -194,8 +203,9 @@ class SwitchNorm2d(Module):
             dx = np.array(check_dout(dout, cache["shape"], where="SwitchNorm2d.backward"), dtype=cache["dtype"])
             grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         else:
-            check_dout(dout, cache["x_hat"].shape, where="SwitchNorm2d.backward")
-            dx, dw, db, dlm, dlv = switch_norm_backward(dout, cache)
+            check_dout(dout, cache["out_shape"], where="SwitchNorm2d.backward")
+            backward = pick_for_cache(cache, switch_norm_backward, _kernels.switch_norm_backward)
+            dx, dw, db, dlm, dlv = backward(dout, cache)
             grads = {"weight": dw, "bias": db, "mean_weight": dlm, "var_weight": dlv}
         self.grads = {k: np.asarray(v).astype(self.dtype, copy=False) for k, v in grads.items()}
         return dx
@@ -219,7 +229,7 @@ register(Spec(
     reduces_over="a softmax mixture of the IN (H, W), LN (C, H, W) and BN (N, H, W) statistics",
     differences="reference implementation's conventions (unbiased instance variance, momentum = fraction kept); "
                 "no using_moving_average=False; float64",
-    setup=_running_near_batch,
+    setup=_running_near_batch, backends=("numpy", "numba"),
     cases=(
         Case("in-ln-bn", {"num_features": 3}, ((3, 3, 2, 3),)),
         Case("in-ln", {"num_features": 2, "using_bn": False}, ((2, 2, 3, 2),), modes=("train",)),
