@@ -73,15 +73,20 @@ PASSES = ("forward", "forward+backward")
 #: through temporaries), and kernels that keep no copy.
 #: ``"keep"``: the forward pass also writes a private copy of ``x`` while it reads it (npnorm's fused
 #: kernels: LayerNorm, RMSNorm, GroupNorm, InstanceNorm, BatchNorm); the backward pass reads the copy.
+#: ``"keep, two reads"``: as ``"keep"``, but every pass reads its inputs twice (statistics or sums,
+#: then the output): BatchNorm, whose channels are spread over the whole array, which does not fit in
+#: the caches (a plan that read each channel once, from the cache, measured slower: see
+#: :mod:`npnorm.kernels.statistics.batchnorm`).
 #: ``"copy"``: ``x.copy()`` beside the kernel (one more read and write of ``x`` in the forward pass).
 STREAMS = {
     "minimum": {"forward": (1, 1), "forward+backward": (3, 2)},
     "keep": {"forward": (1, 2), "forward+backward": (3, 3)},
+    "keep, two reads": {"forward": (2, 2), "forward+backward": (6, 3)},
     "copy": {"forward": (2, 2), "forward+backward": (4, 3)},
 }
 #: How the Numba kernel (and the layer on it) of each family keeps ``x``: a key of :data:`STREAMS`.
 KEEPS = {"layernorm": "keep", "rmsnorm": "keep", "groupnorm": "keep", "instancenorm": "keep",
-         "batchnorm": "keep", "qkrms": "keep", "adagroupnorm": "copy", "scalenorm": "copy", "l2norm": "copy",
+         "batchnorm": "keep, two reads", "qkrms": "keep", "adagroupnorm": "copy", "scalenorm": "copy", "l2norm": "copy",
          "dyt": "copy", "patchnorm": "minimum"}
 
 
@@ -859,8 +864,8 @@ def _bounds_legend(meta: dict[str, Any]) -> list[str]:
         "(DRAM, or in-cache when the working set r+w x MiB fits in half the last-level cache)",
         "traffic model: kernel GB/s = (r+w) x MiB x 1.048576 / numba ms, r reads and w writes of x.nbytes "
         "(column 'r+w'): npnorm's kernels write a private copy of x in the forward pass (r+w = 1+2 forward, "
-        "3+3 forward+backward; 2+2 and 4+3 when the copy is a separate x.copy()); % bound from the median "
-        "time, best % from the fastest run",
+        "3+3 forward+backward; BatchNorm reads every input twice: 2+2 and 6+3; 2+2 and 4+3 when the copy "
+        "is a separate x.copy()); % bound from the median time, best % from the fastest run",
         f"  {meta['traffic_model']}",
     ]
 

@@ -24,6 +24,16 @@ forward reads ``x`` twice and writes ``y`` and a private copy of ``x`` (step 3 w
 reads ``x``: the backward pass must not read the caller's array, which the caller may have edited
 since); the backward reads that copy and ``dy`` twice and writes ``dx``.
 
+Why not one channel at a time, which would read ``x`` once (a channel's ``N S`` elements, 400 KB for
+``(64, 128, 28, 28)`` float64, fit in a 1 MiB L2 cache between a statistics pass and the output
+pass)? Measured on the 2-core AMD EPYC this project is built on (1 thread, forward pass with the
+copy, minimum of 30 interleaved runs on a loaded machine), that plan took 2.6 times as long as the
+one above in float64 (30 ms against 11 ms) and 4.9 times in float32 (20 ms against 4 ms); blocks of
+4 or 16 channels did better (19-21 ms, 9-10 ms) but still lost, and so did 127 channels instead of
+128 (46 ms against 24 ms). Our hypothesis, not measured: walking ``N`` short runs ``C S`` elements
+apart restarts the hardware prefetcher at every run, and the cache shared with other programs does
+not hold the channel between the passes.
+
 Evaluation mode is an affine map with frozen statistics: the :mod:`~npnorm.kernels.affine` kernel.
 """
 
