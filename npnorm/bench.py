@@ -780,7 +780,6 @@ def format_table(data: dict[str, Any]) -> str:
     npnorm's layer API time (> 1: npnorm faster). The bare kernel's bandwidth is placed against the
     bound that applies to its working set (in-cache or DRAM copy)."""
     meta, res = data["meta"], data["results"]
-    bw_start, bw_end = meta["copy_bandwidth_start_end_GBps"]
     impls = [i for i in IMPLEMENTATIONS if any(r["impl"] == i for r in res)]
     rows: dict[tuple, dict[str, dict]] = {}
     for r in res:
