@@ -64,6 +64,9 @@ __all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "STREAMS", "KEEPS", "streams
            "stream_bandwidths", "format_table", "plot", "main"]
 
 IMPLEMENTATIONS = ("textbook", "reference", "numba", "layer", "torch")
+#: How PyTorch's forward pass is timed: under ``torch.no_grad()`` (an inference forward, saves
+#: nothing) or with autograd recording (the training forward: saves a reference to ``x``).
+TORCH_FORWARDS = ("no_grad", "autograd")
 PASSES = ("forward", "forward+backward")
 #: Streams of ``x.nbytes`` bytes, ``(reads, writes)``, that an implementation must move in each pass,
 #: by how it keeps ``x`` for the backward pass:
@@ -205,13 +208,16 @@ def _layer_impl(layer, x, dy):
     return fwd, bwd
 
 
-def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) -> dict[str, dict[str, Callable]]:
+def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
+                     torch_forward: str = "no_grad") -> dict[str, dict[str, Callable]]:
     """``{impl: {pass: callable}}`` for one case and input.
 
     Every callable returns what it computed - the forward pass ``(out, cache)``, the forward+backward
     pass the gradients ``(dx, dweight[, dbias])`` - so that the tests can check each implementation
     against the reference (``tests/test_bench.py``): a ratio against a wrong baseline would compare
-    different computations."""
+    different computations. ``torch_forward``: PyTorch's forward pass under ``torch.no_grad()``
+    (``"no_grad"``, an inference forward) or with autograd recording (``"autograd"``, the training
+    forward that the forward + backward pass runs), see :data:`TORCH_FORWARDS`."""
     from . import statistics as S
     from .statistics import batchnorm as bn, groupnorm as gn, instancenorm as inorm, layernorm as ln
     from .kernels.statistics import batchnorm as kbn, groupnorm as kgn, instancenorm as kin, layernorm as kln
@@ -329,7 +335,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
         impls["layer"] = (lambda: (ada(x, emb), None),
                           lambda _: (*ada.backward(dy), ada.grads["linear.weight"], ada.grads["linear.bias"]))
         if torch_mod is not None:
-            impls["torch"] = _torch_adagn(torch_mod, x, dy, emb, lw, lb, g, eps)
+            impls["torch"] = _torch_adagn(torch_mod, x, dy, emb, lw, lb, g, eps, torch_forward)
     elif fam in ("scalenorm", "l2norm"):
         from .transformer import l2norm as l2
         from .kernels.transformer import l2norm as kl2
@@ -396,7 +402,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
             layer.params["bias"][...] = b
         impls["layer"] = _layer_impl(layer, x, dy)
     if torch_mod is not None and fam != "adagroupnorm":
-        impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps)
+        impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps, torch_forward)
 
     result = {}
     for name, (fwd, bwd) in impls.items():
@@ -412,7 +418,7 @@ def _sum_param_grads(grads):
     return (dx, *(None if g is None else np.asarray(g).reshape(-1) for g in params))
 
 
-def _torch_impl(torch, case, x, dy, w, b, eps):
+def _torch_impl(torch, case, x, dy, w, b, eps, torch_forward="no_grad"):
     F = torch.nn.functional
     xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
     wt, bt = torch.from_numpy(w).clone(), torch.from_numpy(b).clone()
@@ -441,11 +447,13 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
             return F.conv2d(xi, wi, bi, 1, 1) / torch.sqrt(F.conv2d(xi * xi, ones, None, 1, 1) + 1)
         return F.batch_norm(xi, None, None, wi, bi, training=True, eps=eps)
 
+    xg, wg, bg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True), bt.clone().requires_grad_(True)
+
     def fwd():
+        if torch_forward == "autograd":          # the training forward: records the graph
+            return None, call(xg, wg, bg)
         with torch.no_grad():
             return None, call(xt, wt, bt)
-
-    xg, wg, bg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True), bt.clone().requires_grad_(True)
 
     def fwd_for_bwd():
         return None, call(xg, wg, bg)
@@ -516,7 +524,7 @@ def _torch_training_step(torch, norm, X, y, size):
         return loss
 
     return step
-def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps):
+def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps, torch_forward="no_grad"):
     """PyTorch's GroupNorm (no affine) followed by the same modulation, as diffusers' AdaGroupNorm."""
     F = torch.nn.functional
     dt = torch.from_numpy(x).dtype
@@ -529,11 +537,13 @@ def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps):
         scale, shift = p.chunk(2, dim=1)
         return F.group_norm(xi, groups, eps=eps) * (1 + scale) + shift
 
+    leaves = [a.clone().requires_grad_(True) for a in (xt, et, wt, bt)]
+
     def fwd():
+        if torch_forward == "autograd":          # the training forward: records the graph
+            return None, call(*leaves)
         with torch.no_grad():
             return None, call(xt, et, wt, bt)
-
-    leaves = [a.clone().requires_grad_(True) for a in (xt, et, wt, bt)]
 
     def bwd(_):
         for a in leaves:
@@ -684,10 +694,12 @@ def _tune_malloc() -> str:
 def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "full", repeats: int = 5,
         threads: int | None = None, implementations=IMPLEMENTATIONS, copy_bytes: int | None = None,
         tune_malloc: bool = True, progress: Callable[[str], None] | None = None,
-        train_step: bool = True) -> dict[str, Any]:
+        train_step: bool = True, torch_forward: str = "no_grad") -> dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict ``{"meta": ..., "results": [...]}``."""
     import numba
 
+    if torch_forward not in TORCH_FORWARDS:
+        raise ValueError(f"torch_forward must be one of {TORCH_FORWARDS}, got {torch_forward!r}")
     if threads is not None:
         numba.set_num_threads(threads)
     threads = numba.get_num_threads()
@@ -712,6 +724,7 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
                          + "; npnorm kernel and layer: " + ", ".join(f"{f} {k}" for f, k in KEEPS.items())
                          + "; textbook, reference, torch: minimum",
         "threading_layer": _threading_layer(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "torch_forward": torch_forward,
     }
     results: list[dict[str, Any]] = []
     train_results: list[dict[str, Any]] = []
@@ -721,7 +734,7 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
         for dtype in dtypes:
             x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(dtype)
             dy = rng.standard_normal(shape).astype(dtype)
-            impls = _implementations(case, x, dy, torch_mod)
+            impls = _implementations(case, x, dy, torch_mod, torch_forward)
             names = [n for n in implementations if n in impls]
             for pss in passes:
                 if progress:
@@ -821,7 +834,10 @@ def format_table(data: dict[str, Any]) -> str:
         "'layer/torch' > 1: npnorm's layer API faster than PyTorch's module; 'impl/kernel' = impl time / "
         "bare kernel time",
         "forward ('fwd'): npnorm's training forward (it writes the private copy of x) against PyTorch's "
-        "under torch.no_grad() (saves nothing); 'fwd+bwd': PyTorch with autograd (it saves a reference to x)",
+        + ("under torch.no_grad() (an inference forward: saves nothing)"
+           if meta.get("torch_forward", "no_grad") == "no_grad" else
+           "with autograd recording (the training forward: saves a reference to x)")
+        + "; 'fwd+bwd': PyTorch with autograd (it saves a reference to x)",
         "",
         fmt.format(*head),
         fmt.format(*["-" * w for w in widths]),
@@ -926,6 +942,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=None, help="comma-separated case-name prefixes, e.g. LayerNorm,RMSNorm")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-train-step", action="store_true", help="skip the CNN training-step comparison")
+    parser.add_argument("--torch-forward", choices=TORCH_FORWARDS, default="no_grad",
+                        help="time PyTorch's forward pass under torch.no_grad() (default, an inference forward) or "
+                             "with autograd recording (the training forward, like npnorm's layer forward)")
     parser.add_argument("--sizes", choices=("full", "quick", "small", "tiny"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -946,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = run(cases, dtypes, size=size, repeats=repeats, threads=args.threads, implementations=impls,
                copy_bytes=copy_bytes, progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
-               train_step=not args.no_train_step)
+               train_step=not args.no_train_step, torch_forward=args.torch_forward)
     data["meta"]["wall_seconds"] = time.perf_counter() - t0
     print(format_table(data))
     if size != "full":

@@ -46,11 +46,28 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
         assert np.isclose(r["GBps"], gbps) and np.isclose(r["bound_GBps"], bnds[r["bound"]]["store"])
         assert np.isclose(r["roofline"], gbps / bnds[r["bound"]]["store"])
     assert "store" in res.stdout and "memcpy" in res.stdout and "r+w" in res.stdout \
-        and "torch.no_grad()" in res.stdout and "ordinary stores" in res.stdout
+        and "torch.no_grad()" in res.stdout and "ordinary stores" in res.stdout \
+        and data["meta"]["torch_forward"] == "no_grad"
     assert out_png.stat().st_size > 1000 and out_png.read_bytes()[:4] == b"\x89PNG"
     steps = {(r["case"], r["dtype"], r["impl"]) for r in data["training_step"]}
     assert steps == {(f"CNN step ({n})", d, "layer") for n in ("bn", "gn") for d in ("float32", "float64")}
     assert "training step of the chapter-8 CNN" in res.stdout
+
+
+def test_torch_forward_option_is_stated(tmp_path):
+    """Which PyTorch forward the 'fwd' rows time (inference under no_grad, or the training forward with
+    autograd) is an option, recorded in the JSON and said in the legend."""
+    out_json = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run(
+        [sys.executable, "-m", "npnorm.bench", "--sizes", "tiny", "--repeats", "1", "--no-torch", "--cases",
+         "LayerNorm", "--dtypes", "float32", "--no-train-step", "--torch-forward", "autograd",
+         "--json", str(out_json)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "with autograd recording" in res.stdout and "torch.no_grad()" not in res.stdout
+    assert json.loads(out_json.read_text())["meta"]["torch_forward"] == "autograd"
+    with pytest.raises(ValueError, match="torch_forward"):
+        bench.run(torch_forward="grad")
 
 
 def test_bench_rejects_bad_options(tmp_path):
