@@ -13,17 +13,30 @@ programs slowing the machine down for a while affect all of them alike and the r
 ``numba``
     npnorm's fused kernels (:mod:`npnorm.kernels`), writing into **preallocated** outputs
     (``out=``, ``dx_out=``, and ``keep_out=``: the private copy of ``x`` that the forward pass writes
-    for the backward pass, so that editing ``x`` afterwards cannot change the gradient - one more
-    write of ``x`` per forward pass than the traffic model below counts, as the layers reuse it).
+    for the backward pass, so that editing ``x`` afterwards cannot change the gradient).
 ``torch``
-    ``torch.nn.functional`` on the CPU with autograd, only if ``import torch`` works in this
-    interpreter (never a dependency of npnorm).
+    ``torch.nn.functional`` on the CPU, only if ``import torch`` works in this interpreter (never a
+    dependency of npnorm). Its forward pass runs under ``torch.no_grad()`` (an inference forward: it
+    saves nothing); its forward + backward pass runs with autograd, which saves a *reference* to
+    ``x``, not a copy. npnorm's forward is always the training forward, which writes the private copy.
 
-Memory roofline: a normalizer must at least read its input and write its output, so the forward
-pass moves ``2 * x.nbytes`` and forward + backward ``5 * x.nbytes`` (forward; then read ``x`` and
-``dy``, write ``dx``). *Effective bandwidth* is that byte count divided by the time; the roofline is
-the bandwidth of a plain copy measured in the same run on a buffer far larger than the caches. The
-fraction of the roofline says how close a kernel comes to the machine's limit.
+Memory roofline. The traffic model counts, per implementation and pass, the streams of ``x.nbytes``
+bytes that implementation must move (:data:`STREAMS`, :func:`streams`): ``(reads, writes)``. A fused
+kernel that keeps a private copy of ``x`` reads ``x`` once and writes ``y`` and the copy in its forward
+pass, ``(1, 2)``; forward + backward adds a read of the copy, a read of ``dy`` and a write of ``dx``,
+``(3, 3)``. PyTorch and the NumPy versions are counted at the minimum of the computation, ``(1, 1)``
+and ``(3, 2)`` (the NumPy versions move more, through their temporaries). *Effective bandwidth* is
+``(reads + writes) * x.nbytes`` divided by the time.
+
+Three streaming bounds are measured in the same run, on a buffer far larger than the last-level cache
+(``DRAM``) and on one that fits in it (``cache``): ``memcpy`` (NumPy's ``copyto``, i.e. glibc
+``memcpy``, which uses non-temporal stores for large sizes: the written lines are not read first),
+``store`` (a parallel Numba copy loop with ordinary stores: each written line is first read into the
+cache, as in every npnorm kernel and in PyTorch's loops) and ``read`` (a parallel Numba sum: reads
+only). Copies count the bytes read plus the bytes written, as the kernels do. Every kernel here uses
+ordinary stores, so it is placed against the ``store`` bound: ``% bound`` = effective bandwidth /
+``store`` bound (DRAM or in-cache, by working set). The ``memcpy`` figure is shown for comparison:
+ordinary stores cannot reach it.
 
 Allocations: fresh large arrays can cost more than the arithmetic on these machines (page faults on
 new memory). The Numba column writes into preallocated arrays; for the columns that must allocate
@@ -47,12 +60,44 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "run", "copy_bandwidth", "format_table", "plot", "main"]
+__all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "STREAMS", "KEEPS", "streams", "run", "copy_bandwidth",
+           "stream_bandwidths", "format_table", "plot", "main"]
 
 IMPLEMENTATIONS = ("textbook", "reference", "numba", "layer", "torch")
+#: How PyTorch's forward pass is timed: under ``torch.no_grad()`` (an inference forward, saves
+#: nothing) or with autograd recording (the training forward: saves a reference to ``x``).
+TORCH_FORWARDS = ("no_grad", "autograd")
 PASSES = ("forward", "forward+backward")
-#: Minimum memory traffic of each pass, in units of ``x.nbytes``.
-TRAFFIC = {"forward": 2, "forward+backward": 5}
+#: Streams of ``x.nbytes`` bytes, ``(reads, writes)``, that an implementation must move in each pass,
+#: by how it keeps ``x`` for the backward pass:
+#:
+#: ``"minimum"``: the computation alone (read ``x``, write ``y``; then read ``x`` and ``dy``, write
+#: ``dx``). PyTorch (its autograd saves a reference to ``x``), the NumPy versions (which move more,
+#: through temporaries), and kernels that keep no copy.
+#: ``"keep"``: the forward pass also writes a private copy of ``x`` while it reads it (npnorm's fused
+#: kernels: LayerNorm, RMSNorm, GroupNorm, InstanceNorm, BatchNorm); the backward pass reads the copy.
+#: ``"keep, two reads"``: as ``"keep"``, but every pass reads its inputs twice (statistics or sums,
+#: then the output): BatchNorm, whose channels are spread over the whole array, which does not fit in
+#: the caches (a plan that read each channel once, from the cache, measured slower: see
+#: :mod:`npnorm.kernels.statistics.batchnorm`).
+#: ``"copy"``: ``x.copy()`` beside the kernel (one more read and write of ``x`` in the forward pass).
+STREAMS = {
+    "minimum": {"forward": (1, 1), "forward+backward": (3, 2)},
+    "keep": {"forward": (1, 2), "forward+backward": (3, 3)},
+    "keep, two reads": {"forward": (2, 2), "forward+backward": (6, 3)},
+    "copy": {"forward": (2, 2), "forward+backward": (4, 3)},
+}
+#: How the Numba kernel (and the layer on it) of each family keeps ``x``: a key of :data:`STREAMS`.
+KEEPS = {"layernorm": "keep", "rmsnorm": "keep", "groupnorm": "keep", "instancenorm": "keep",
+         "batchnorm": "keep, two reads", "qkrms": "keep", "adagroupnorm": "copy", "scalenorm": "copy", "l2norm": "copy",
+         "dyt": "copy", "patchnorm": "minimum"}
+
+
+def streams(family: str, impl: str, pss: str) -> tuple[int, int]:
+    """``(reads, writes)`` in units of ``x.nbytes`` that ``impl`` must move in pass ``pss`` of ``family``:
+    npnorm's kernel and layer per :data:`KEEPS`, every other implementation the ``"minimum"``."""
+    kind = KEEPS[family] if impl in ("numba", "layer") else "minimum"
+    return STREAMS[kind][pss]
 
 
 # -- the textbook versions (deliberately naive: what tutorials write) --------------------------------
@@ -271,13 +316,16 @@ def _layer_impl(layer, x, dy):
     return fwd, bwd
 
 
-def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) -> dict[str, dict[str, Callable]]:
+def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
+                     torch_forward: str = "no_grad") -> dict[str, dict[str, Callable]]:
     """``{impl: {pass: callable}}`` for one case and input.
 
     Every callable returns what it computed - the forward pass ``(out, cache)``, the forward+backward
     pass the gradients ``(dx, dweight[, dbias])`` - so that the tests can check each implementation
     against the reference (``tests/test_bench.py``): a ratio against a wrong baseline would compare
-    different computations."""
+    different computations. ``torch_forward``: PyTorch's forward pass under ``torch.no_grad()``
+    (``"no_grad"``, an inference forward) or with autograd recording (``"autograd"``, the training
+    forward that the forward + backward pass runs), see :data:`TORCH_FORWARDS`."""
     from . import statistics as S
     from .statistics import batchnorm as bn, groupnorm as gn, instancenorm as inorm, layernorm as ln
     from .kernels.statistics import batchnorm as kbn, groupnorm as kgn, instancenorm as kin, layernorm as kln
@@ -395,7 +443,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
         impls["layer"] = (lambda: (ada(x, emb), None),
                           lambda _: (*ada.backward(dy), ada.grads["linear.weight"], ada.grads["linear.bias"]))
         if torch_mod is not None:
-            impls["torch"] = _torch_adagn(torch_mod, x, dy, emb, lw, lb, g, eps)
+            impls["torch"] = _torch_adagn(torch_mod, x, dy, emb, lw, lb, g, eps, torch_forward)
     elif fam in ("scalenorm", "l2norm"):
         from .transformer import l2norm as l2
         from .kernels.transformer import l2norm as kl2
@@ -427,7 +475,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
         impls["textbook"] = (lambda: textbook_rms_forward(x, w, 1e-6), lambda c_: textbook_rms_backward(dy, c_[1]))
         impls["reference"] = (lambda: ln.rms_norm_forward(x, hd, w64, 1e-6),
                               lambda c_: ln.rms_norm_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kln.rms_norm_forward(x, hd, w64, 1e-6, out=y),
+        impls["numba"] = (lambda: kln.rms_norm_forward(x, hd, w64, 1e-6, out=y, keep_out=keep),
                           lambda c_: kln.rms_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.RMSNorm(hd, eps=1e-6, dtype=dt)
     elif fam == "dyt":
@@ -485,7 +533,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
             layer.params["bias"][...] = b
         impls["layer"] = _layer_impl(layer, x, dy)
     if torch_mod is not None and fam != "adagroupnorm":
-        impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps)
+        impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps, torch_forward)
 
     result = {}
     for name, (fwd, bwd) in impls.items():
@@ -501,7 +549,7 @@ def _sum_param_grads(grads):
     return (dx, *(None if g is None else np.asarray(g).reshape(-1) for g in params))
 
 
-def _torch_impl(torch, case, x, dy, w, b, eps):
+def _torch_impl(torch, case, x, dy, w, b, eps, torch_forward="no_grad"):
     F = torch.nn.functional
     xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
     wt, bt = torch.from_numpy(w).clone(), torch.from_numpy(b).clone()
@@ -534,11 +582,13 @@ def _torch_impl(torch, case, x, dy, w, b, eps):
             return _torch_iternorm(torch, xi, wi, bi, case.groups, ITERNORM_T, eps)
         return F.batch_norm(xi, None, None, wi, bi, training=True, eps=eps)
 
+    xg, wg, bg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True), bt.clone().requires_grad_(True)
+
     def fwd():
+        if torch_forward == "autograd":          # the training forward: records the graph
+            return None, call(xg, wg, bg)
         with torch.no_grad():
             return None, call(xt, wt, bt)
-
-    xg, wg, bg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True), bt.clone().requires_grad_(True)
 
     def fwd_for_bwd():
         return None, call(xg, wg, bg)
@@ -644,7 +694,7 @@ def _torch_training_step(torch, norm, X, y, size):
         return loss
 
     return step
-def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps):
+def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps, torch_forward="no_grad"):
     """PyTorch's GroupNorm (no affine) followed by the same modulation, as diffusers' AdaGroupNorm."""
     F = torch.nn.functional
     dt = torch.from_numpy(x).dtype
@@ -657,11 +707,13 @@ def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps):
         scale, shift = p.chunk(2, dim=1)
         return F.group_norm(xi, groups, eps=eps) * (1 + scale) + shift
 
+    leaves = [a.clone().requires_grad_(True) for a in (xt, et, wt, bt)]
+
     def fwd():
+        if torch_forward == "autograd":          # the training forward: records the graph
+            return None, call(*leaves)
         with torch.no_grad():
             return None, call(xt, et, wt, bt)
-
-    leaves = [a.clone().requires_grad_(True) for a in (xt, et, wt, bt)]
 
     def bwd(_):
         for a in leaves:
@@ -704,21 +756,35 @@ def _time_round_robin(fns: list[Callable], repeats: int, warmup_seconds: float =
     return times
 
 
-def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 10) -> float:
-    """Memory bandwidth in GB/s of copying ``nbytes`` into a preallocated buffer (counting the read and
-    the write): the fastest of ``repeats`` runs of NumPy's ``copyto`` and of a parallel Numba copy loop.
+#: The streaming bounds :func:`stream_bandwidths` measures (see the module docstring).
+STREAM_KINDS = ("memcpy", "store", "read")
+
+
+def stream_bandwidths(nbytes: int = 256 << 20, repeats: int = 10) -> dict[str, float]:
+    """Streaming bandwidths in GB/s on a buffer of ``nbytes`` (fastest of ``repeats`` runs each):
+
+    ``"memcpy"``: NumPy's ``copyto`` into a preallocated buffer (glibc ``memcpy``: for large sizes it
+    uses non-temporal stores, which do not read the destination lines first); ``"store"``: a parallel
+    Numba copy loop with ordinary stores (each destination line is read before it is written, as in
+    every kernel here); ``"read"``: a parallel Numba sum (no writes). Copies count read + written bytes.
 
     The fastest run, not the median: the roofline is what the machine *can* do, and on a machine shared
     with other programs the median would move the line down whenever they are busy."""
-    from .kernels.affine import parallel_copy
+    from .kernels.affine import parallel_copy, parallel_read
 
     src = np.ones(nbytes // 8)
     dst = np.zeros_like(src)
-    best = 0.0
-    for fn in (lambda: np.copyto(dst, src), lambda: parallel_copy(src, dst)):
-        t = float(np.min(_time(fn, repeats)))
-        best = max(best, 2 * nbytes / t / 1e9)
-    return best
+    parallel_copy(src, dst)
+    parallel_read(src)
+    return {"memcpy": 2 * nbytes / float(np.min(_time(lambda: np.copyto(dst, src), repeats))) / 1e9,
+            "store": 2 * nbytes / float(np.min(_time(lambda: parallel_copy(src, dst), repeats))) / 1e9,
+            "read": nbytes / float(np.min(_time(lambda: parallel_read(src), repeats))) / 1e9}
+
+
+def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 10) -> float:
+    """Copy bandwidth in GB/s with ordinary stores (the ``"store"`` bound of :func:`stream_bandwidths`):
+    the bound of kernels that write with ordinary stores."""
+    return stream_bandwidths(nbytes, repeats)["store"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -761,20 +827,19 @@ def machine_info() -> dict[str, Any]:
 
 
 def bounds(info: dict[str, Any], dram_bytes: int | None = None, repeats: int = 10) -> dict[str, Any]:
-    """The two streaming bounds a kernel is placed against: the fastest copy of a buffer far larger
-    than the last-level cache (``"DRAM"``) and of one that fits in it (``"cache"``), in GB/s, with the
+    """The streaming bounds a kernel is placed against (:func:`stream_bandwidths`, GB/s) on a buffer far
+    larger than the last-level cache (``"DRAM"``) and on one that fits in it (``"cache"``), with the
     buffer sizes used."""
     llc = max(info["caches"].values(), default=8 << 20)
     dram = dram_bytes or max(256 << 20, 8 * llc)
     in_cache = max(1 << 20, llc // 4)
-    return {"DRAM": copy_bandwidth(dram, repeats), "DRAM_bytes": dram,
-            "cache": copy_bandwidth(in_cache, repeats * 4), "cache_bytes": in_cache, "llc_bytes": llc}
+    return {"DRAM": stream_bandwidths(dram, repeats), "DRAM_bytes": dram,
+            "cache": stream_bandwidths(in_cache, repeats * 4), "cache_bytes": in_cache, "llc_bytes": llc}
 
 
-def working_set(pss: str, nbytes: int) -> int:
-    """Bytes a pass touches at least: ``x`` and ``y`` forward; ``x``, ``y``, ``dy`` and ``dx`` forward and
-    backward."""
-    return (2 if pss == "forward" else 4) * nbytes
+def working_set(family: str, impl: str, pss: str, nbytes: int) -> int:
+    """Bytes a pass touches: every stream of :func:`streams` (``x``, ``y``, the copy, ``dy``, ``dx``)."""
+    return sum(streams(family, impl, pss)) * nbytes
 
 
 def _threading_layer() -> str | None:
@@ -799,10 +864,12 @@ def _tune_malloc() -> str:
 def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "full", repeats: int = 5,
         threads: int | None = None, implementations=IMPLEMENTATIONS, copy_bytes: int | None = None,
         tune_malloc: bool = True, progress: Callable[[str], None] | None = None,
-        train_step: bool = True) -> dict[str, Any]:
+        train_step: bool = True, torch_forward: str = "no_grad") -> dict[str, Any]:
     """Run the benchmark and return a JSON-ready dict ``{"meta": ..., "results": [...]}``."""
     import numba
 
+    if torch_forward not in TORCH_FORWARDS:
+        raise ValueError(f"torch_forward must be one of {TORCH_FORWARDS}, got {torch_forward!r}")
     if threads is not None:
         numba.set_num_threads(threads)
     threads = numba.get_num_threads()
@@ -818,11 +885,16 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
         "caches": info["caches"],
         "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
         "torch": None if torch_mod is None else torch_mod.__version__, "size": size, "repeats": repeats,
-        "copy_bandwidth_GBps": None, "copy_bytes": copy_bytes,
+        "copy_bandwidth_GBps": None, "copy_bytes": copy_bytes, "bound_kind": "store",
         "outputs": "layer, torch, textbook, reference: outputs allocated per call, as a user gets them; "
                    "numba (the bare kernel): preallocated (out=, dx_out=, keep_out=); " + malloc,
-        "traffic_model": "forward 2*x.nbytes, forward+backward 5*x.nbytes",
+        "traffic_model": "(reads, writes) in units of x.nbytes per implementation and pass, column 'r+w' for "
+                         "the kernel: " + "; ".join(f"{k} fwd {v['forward']}, fwd+bwd {v['forward+backward']}"
+                                                   for k, v in STREAMS.items())
+                         + "; npnorm kernel and layer: " + ", ".join(f"{f} {k}" for f, k in KEEPS.items())
+                         + "; textbook, reference, torch: minimum",
         "threading_layer": _threading_layer(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "torch_forward": torch_forward,
     }
     results: list[dict[str, Any]] = []
     train_results: list[dict[str, Any]] = []
@@ -832,7 +904,7 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
         for dtype in dtypes:
             x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(dtype)
             dy = rng.standard_normal(shape).astype(dtype)
-            impls = _implementations(case, x, dy, torch_mod)
+            impls = _implementations(case, x, dy, torch_mod, torch_forward)
             names = [n for n in implementations if n in impls]
             for pss in passes:
                 if progress:
@@ -840,13 +912,15 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
                 timings = _time_round_robin([impls[n][pss] for n in names], repeats)
                 for name, times in zip(names, timings):
                     med = float(np.median(times))
+                    rd, wr = streams(case.family, name, pss)
+                    nbytes = (rd + wr) * x.nbytes
                     results.append({  # roofline fractions are filled in below
                         "case": case.name, "family": case.family, "shape": list(shape), "dtype": dtype,
-                        "pass": pss, "impl": name, "bytes": TRAFFIC[pss] * x.nbytes, "MiB": x.nbytes / 2**20,
-                        "working_set": working_set(pss, x.nbytes),
+                        "pass": pss, "impl": name, "streams": [rd, wr], "bytes": nbytes,
+                        "MiB": x.nbytes / 2**20,
+                        "working_set": working_set(case.family, name, pss, x.nbytes),
                         "times": times, "median": med, "min": float(min(times)), "max": float(max(times)),
-                        "GBps": TRAFFIC[pss] * x.nbytes / med / 1e9,
-                        "best_GBps": TRAFFIC[pss] * x.nbytes / min(times) / 1e9,
+                        "GBps": nbytes / med / 1e9, "best_GBps": nbytes / min(times) / 1e9,
                     })
             del impls, x, dy
     if train_step:
@@ -863,14 +937,21 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
                                           "median": float(np.median(times)), "min": float(min(times)),
                                           "max": float(max(times))})
     bw_end = bounds(info, copy_bytes)
-    bw = {k: max(bw_start[k], bw_end[k]) for k in ("DRAM", "cache")}
-    meta.update(copy_bandwidth_GBps=bw["DRAM"], copy_bandwidth_start_end_GBps=[bw_start["DRAM"], bw_end["DRAM"]],
-                cache_bandwidth_GBps=bw["cache"], cache_copy_bytes=bw_start["cache_bytes"],
-                copy_bytes=bw_start["DRAM_bytes"], llc_bytes=bw_start["llc_bytes"])
+    # the fastest of the two measurements of each bound (start and end of the run)
+    bw = {lvl: {k: max(bw_start[lvl][k], bw_end[lvl][k]) for k in STREAM_KINDS} for lvl in ("DRAM", "cache")}
+    meta.update(bounds_GBps=bw, bounds_start_GBps={lvl: bw_start[lvl] for lvl in ("DRAM", "cache")},
+                bounds_end_GBps={lvl: bw_end[lvl] for lvl in ("DRAM", "cache")},
+                copy_bandwidth_GBps=bw["DRAM"]["store"], cache_bandwidth_GBps=bw["cache"]["store"],
+                copy_bandwidth_start_end_GBps=[bw_start["DRAM"]["store"], bw_end["DRAM"]["store"]],
+                cache_copy_bytes=bw_start["cache_bytes"], copy_bytes=bw_start["DRAM_bytes"],
+                llc_bytes=bw_start["llc_bytes"])
     for r in results:
-        # a working set that fits in half the last-level cache streams from the cache, not from DRAM
+        # a working set that fits in half the last-level cache streams from the cache, not from DRAM;
+        # every implementation timed here writes with ordinary stores: the "store" copy bound applies
         r["bound"] = "cache" if r["working_set"] <= bw_start["llc_bytes"] // 2 else "DRAM"
-        r["roofline"], r["best_roofline"] = r["GBps"] / bw[r["bound"]], r["best_GBps"] / bw[r["bound"]]
+        b = bw[r["bound"]]["store"]
+        r["bound_GBps"] = b
+        r["roofline"], r["best_roofline"] = r["GBps"] / b, r["best_GBps"] / b
     return {"meta": meta, "results": results, "training_step": train_results}
 
 
@@ -882,14 +963,13 @@ def format_table(data: dict[str, Any]) -> str:
     npnorm's layer API time (> 1: npnorm faster). The bare kernel's bandwidth is placed against the
     bound that applies to its working set (in-cache or DRAM copy)."""
     meta, res = data["meta"], data["results"]
-    bw_start, bw_end = meta["copy_bandwidth_start_end_GBps"]
     impls = [i for i in IMPLEMENTATIONS if any(r["impl"] == i for r in res)]
     rows: dict[tuple, dict[str, dict]] = {}
     for r in res:
         rows.setdefault((r["case"], tuple(r["shape"]), r["dtype"], r["pass"]), {})[r["impl"]] = r
     head = ["case", "shape", "dtype", "pass", "MiB"] + [f"{i} ms" for i in impls]
     head += ["layer/torch"] if "torch" in impls else []
-    head += ["kernel GB/s", "bound", "% bound", "best %"] + [f"{i}/kernel" for i in impls if i != "numba"]
+    head += ["r+w", "kernel GB/s", "bound", "% bound", "best %"] + [f"{i}/kernel" for i in impls if i != "numba"]
     lines = []
     for (case, shape, dtype, pss), by in rows.items():
         nb = by.get("numba")
@@ -901,11 +981,12 @@ def format_table(data: dict[str, Any]) -> str:
             line.append(f"{by['torch']['median'] / by['layer']['median']:.2f}"
                         if "torch" in by and "layer" in by else "-")
         if nb:
-            line += [f"{nb['GBps']:.1f}", nb["bound"], f"{100 * nb['roofline']:.0f}%",
+            line += [f"{nb['streams'][0]}+{nb['streams'][1]}", f"{nb['GBps']:.1f}", nb["bound"],
+                     f"{100 * nb['roofline']:.0f}%",
                      f"{100 * nb['best_roofline']:.0f}%"]
             line += [f"{by[i]['median'] / nb['median']:.2f}" if i in by else "-" for i in impls if i != "numba"]
         else:
-            line += ["-"] * (4 + len(impls) - 1)
+            line += ["-"] * (5 + len(impls) - 1)
         lines.append(line)
     widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" if k < 4 else f"{{:>{w}}}" for k, w in enumerate(widths))
@@ -917,16 +998,16 @@ def format_table(data: dict[str, Any]) -> str:
         f"threads={meta['threads']} (numba and torch), NumPy {meta['numpy']}, Numba {meta['numba']} "
         f"({meta.get('threading_layer')} layer, OMP_WAIT_POLICY={meta.get('OMP_WAIT_POLICY')}), "
         f"PyTorch {meta['torch'] or 'not installed'}",
-        f"bounds: DRAM copy {meta['copy_bandwidth_GBps']:.1f} GB/s ({meta['copy_bytes'] >> 20} MiB buffer; "
-        f"start {bw_start:.1f}, end {bw_end:.1f}), in-cache copy {meta['cache_bandwidth_GBps']:.1f} GB/s "
-        f"({meta['cache_copy_bytes'] >> 20} MiB buffer); a pass whose working set fits in half the "
-        f"last-level cache is placed against the in-cache bound",
-        f"traffic model: {meta['traffic_model']}; kernel GB/s and % bound from the median time, best % "
-        "from the fastest run",
+        *_bounds_legend(meta),
         f"outputs: {meta['outputs']}",
         f"times: median of {meta['repeats']} runs, implementations in turns, after a warm-up; "
         "'layer/torch' > 1: npnorm's layer API faster than PyTorch's module; 'impl/kernel' = impl time / "
         "bare kernel time",
+        "forward ('fwd'): npnorm's training forward (it writes the private copy of x) against PyTorch's "
+        + ("under torch.no_grad() (an inference forward: saves nothing)"
+           if meta.get("torch_forward", "no_grad") == "no_grad" else
+           "with autograd recording (the training forward: saves a reference to x)")
+        + "; 'fwd+bwd': PyTorch with autograd (it saves a reference to x)",
         "",
         fmt.format(*head),
         fmt.format(*["-" * w for w in widths]),
@@ -946,6 +1027,32 @@ def format_table(data: dict[str, Any]) -> str:
                          f"torch/npnorm {d['torch']['median'] / d['layer']['median']:.2f}")
             out.append(line)
     return "\n".join(out)
+
+
+def _bounds_legend(meta: dict[str, Any]) -> list[str]:
+    """The lines of the table's header that say what the bounds are and how '% bound' is computed."""
+    b, b0, b1 = meta["bounds_GBps"], meta["bounds_start_GBps"], meta["bounds_end_GBps"]
+
+    def level(lvl: str) -> str:
+        return ", ".join(f"{k} {b[lvl][k]:.1f}" for k in STREAM_KINDS)
+
+    return [
+        f"bounds, GB/s (fastest of the measurements at the start and the end of the run): DRAM "
+        f"({meta['copy_bytes'] >> 20} MiB buffer) {level('DRAM')}; in-cache ({meta['cache_copy_bytes'] >> 20} MiB "
+        f"buffer) {level('cache')}",
+        f"  start: DRAM store {b0['DRAM']['store']:.1f}, memcpy {b0['DRAM']['memcpy']:.1f}; end: DRAM store "
+        f"{b1['DRAM']['store']:.1f}, memcpy {b1['DRAM']['memcpy']:.1f}",
+        "  memcpy = np.copyto (glibc memcpy, non-temporal stores for large sizes: no read of the written "
+        "lines); store = Numba copy loop with ordinary stores (each written line is read first); read = "
+        "Numba sum; copies count bytes read + bytes written",
+        "  every kernel and PyTorch write with ordinary stores: '% bound' = kernel GB/s / store bound "
+        "(DRAM, or in-cache when the working set r+w x MiB fits in half the last-level cache)",
+        "traffic model: kernel GB/s = (r+w) x MiB x 1.048576 / numba ms, r reads and w writes of x.nbytes "
+        "(column 'r+w'): npnorm's kernels write a private copy of x in the forward pass (r+w = 1+2 forward, "
+        "3+3 forward+backward; BatchNorm reads every input twice: 2+2 and 6+3; 2+2 and 4+3 when the copy "
+        "is a separate x.copy()); % bound from the median time, best % from the fastest run",
+        f"  {meta['traffic_model']}",
+    ]
 
 
 def plot(data: dict[str, Any], path: str | None = None, dtype: str | None = None):
@@ -975,14 +1082,16 @@ def plot(data: dict[str, Any], path: str | None = None, dtype: str | None = None
             xs = [i + (k - (len(impls) - 1) / 2) * width for i in range(len(labels))]
             ax.bar(xs, [vals.get(lbl, 0.0) for lbl in labels], width, label=impl)
         ax.axhline(bw, color="k", ls="--", lw=1)
-        ax.text(len(labels) - 0.5, bw, f"DRAM copy {bw:.0f} GB/s", ha="right", va="bottom", fontsize=8)
+        ax.text(len(labels) - 0.5, bw, f"DRAM copy, ordinary stores {bw:.0f} GB/s", ha="right", va="bottom",
+                fontsize=8)
         if bw_cache:
             ax.axhline(bw_cache, color="k", ls=":", lw=1)
-            ax.text(len(labels) - 0.5, bw_cache, f"in-cache copy {bw_cache:.0f} GB/s", ha="right", va="bottom",
+            ax.text(len(labels) - 0.5, bw_cache, f"in-cache copy, ordinary stores {bw_cache:.0f} GB/s", ha="right",
+                    va="bottom",
                     fontsize=8)
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_title(f"{pss}, {dtype}, {data['meta']['threads']} thread(s)")
-        ax.set_ylabel("effective GB/s (minimum traffic / time)")
+        ax.set_ylabel("effective GB/s (bytes it must move / time)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     if path is not None:
@@ -1003,6 +1112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=None, help="comma-separated case-name prefixes, e.g. LayerNorm,RMSNorm")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-train-step", action="store_true", help="skip the CNN training-step comparison")
+    parser.add_argument("--torch-forward", choices=TORCH_FORWARDS, default="no_grad",
+                        help="time PyTorch's forward pass under torch.no_grad() (default, an inference forward) or "
+                             "with autograd recording (the training forward, like npnorm's layer forward)")
     parser.add_argument("--sizes", choices=("full", "quick", "small", "tiny"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -1023,7 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = run(cases, dtypes, size=size, repeats=repeats, threads=args.threads, implementations=impls,
                copy_bytes=copy_bytes, progress=lambda s: print(f"  {s}", file=sys.stderr, flush=True),
-               train_step=not args.no_train_step)
+               train_step=not args.no_train_step, torch_forward=args.torch_forward)
     data["meta"]["wall_seconds"] = time.perf_counter() - t0
     print(format_table(data))
     if size != "full":

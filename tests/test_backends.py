@@ -367,3 +367,32 @@ def test_import_compiles_nothing():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "serial"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_batchnorm_kernel_agrees_serial_and_parallel(parallel, dtype, monkeypatch):
+    """The fused training-mode BatchNorm, on one thread and on all, agrees with the reference - with the
+    private copy of x (float32/float64 input that is the caller's array) and without (float16 input,
+    converted to a private float32 array) - and editing x after the forward pass changes nothing."""
+    from npnorm.kernels.statistics import batchnorm as kbn
+    from npnorm.statistics import batchnorm as bn
+    monkeypatch.setattr(_common, "PARALLEL_THRESHOLD", 0 if parallel else 1 << 60)
+    rng = np.random.default_rng(3)
+    x = (3 + 2 * rng.standard_normal((5, 6, 7, 9))).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    w, b = 1 + 0.1 * rng.standard_normal(6), 0.1 * rng.standard_normal(6)
+    y, cache = kbn.batch_norm_forward(x, w, b, 1e-5)
+    y_ref, cache_ref = bn.batch_norm_forward(x.astype(np.float64), w, b, 1e-5)
+    assert not np.shares_memory(cache["x"], x)
+    x[...] = 0                                        # editing x after the forward pass changes nothing
+    grads = kbn.batch_norm_backward(dy, cache)
+    grads_ref = bn.batch_norm_backward(dy.astype(np.float64), cache_ref)
+    tol = {np.float64: 1e-12, np.float32: 1e-5, np.float16: 1e-5}[dtype]
+    assert y.dtype == dtype and grads[0].dtype == dtype
+    if dtype == np.float16:                           # the result is rounded to float16
+        tol = 2e-3
+    assert rel_error(y, y_ref) < tol
+    for g, r in zip(grads, grads_ref):
+        assert rel_error(g, r) < tol
+    np.testing.assert_allclose(cache["mean"], cache_ref["mean"], rtol=1e-6 if dtype != np.float64 else 1e-12)

@@ -18,7 +18,7 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
          "--json", str(out_json), "--plot", str(out_png)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert "DRAM copy" in res.stdout and "in-cache copy" in res.stdout and "preallocated" in res.stdout \
+    assert "DRAM (" in res.stdout and "in-cache (" in res.stdout and "preallocated" in res.stdout \
         and "allocated per call" in res.stdout and "threads=" in res.stdout and "machine:" in res.stdout
     data = json.loads(out_json.read_text())
     assert data["meta"]["threads"] >= 1 and data["meta"]["copy_bandwidth_GBps"] > 0
@@ -34,10 +34,40 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
                     assert (case, dtype, pss, impl) in got
     for r in data["results"]:
         assert len(r["times"]) == 2 and r["min"] <= r["median"] <= r["max"]
+    # every percentage can be recomputed from what the output states: streams, MiB, time, bound
+    bnds = data["meta"]["bounds_GBps"]
+    for lvl in ("DRAM", "cache"):
+        assert set(bnds[lvl]) == {"memcpy", "store", "read"} and all(v > 0 for v in bnds[lvl].values())
+    assert data["meta"]["copy_bandwidth_GBps"] == bnds["DRAM"]["store"]
+    for r in data["results"]:
+        rd, wr = r["streams"]
+        assert (rd, wr) == bench.streams(r["family"], r["impl"], r["pass"])
+        gbps = (rd + wr) * r["MiB"] * 2**20 / r["median"] / 1e9
+        assert np.isclose(r["GBps"], gbps) and np.isclose(r["bound_GBps"], bnds[r["bound"]]["store"])
+        assert np.isclose(r["roofline"], gbps / bnds[r["bound"]]["store"])
+    assert "store" in res.stdout and "memcpy" in res.stdout and "r+w" in res.stdout \
+        and "torch.no_grad()" in res.stdout and "ordinary stores" in res.stdout \
+        and data["meta"]["torch_forward"] == "no_grad"
     assert out_png.stat().st_size > 1000 and out_png.read_bytes()[:4] == b"\x89PNG"
     steps = {(r["case"], r["dtype"], r["impl"]) for r in data["training_step"]}
     assert steps == {(f"CNN step ({n})", d, "layer") for n in ("bn", "gn") for d in ("float32", "float64")}
     assert "training step of the chapter-8 CNN" in res.stdout
+
+
+def test_torch_forward_option_is_stated(tmp_path):
+    """Which PyTorch forward the 'fwd' rows time (inference under no_grad, or the training forward with
+    autograd) is an option, recorded in the JSON and said in the legend."""
+    out_json = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run(
+        [sys.executable, "-m", "npnorm.bench", "--sizes", "tiny", "--repeats", "1", "--no-torch", "--cases",
+         "LayerNorm", "--dtypes", "float32", "--no-train-step", "--torch-forward", "autograd",
+         "--json", str(out_json)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "with autograd recording" in res.stdout and "torch.no_grad()" not in res.stdout
+    assert json.loads(out_json.read_text())["meta"]["torch_forward"] == "autograd"
+    with pytest.raises(ValueError, match="torch_forward"):
+        bench.run(torch_forward="grad")
 
 
 def test_bench_rejects_bad_options(tmp_path):
@@ -102,3 +132,27 @@ def test_the_implementation_check_catches_a_flipped_operator(monkeypatch):
     monkeypatch.setattr(bench, "textbook_norm_backward", flipped)
     with pytest.raises(AssertionError, match="textbook gradient 0"):
         test_every_benchmarked_implementation_matches_the_reference(bench.CASES[0], "float64")
+
+
+def test_traffic_model_counts_the_private_copy():
+    """npnorm's fused kernels write a private copy of x in the forward pass: 3 streams forward, 6 for
+    forward + backward (BatchNorm: 4 and 9, it reads its inputs twice); PyTorch (a reference to x) and
+    the NumPy versions are counted at the minimum."""
+    for fam in ("layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm"):
+        for impl in ("numba", "layer"):
+            reads = 2 if fam == "batchnorm" else 1       # BatchNorm reads its inputs twice per pass
+            assert bench.streams(fam, impl, "forward") == (reads, 2)
+            assert bench.streams(fam, impl, "forward+backward") == (3 * reads, 3)
+        for impl in ("torch", "textbook", "reference"):
+            assert bench.streams(fam, impl, "forward") == (1, 1)
+            assert bench.streams(fam, impl, "forward+backward") == (3, 2)
+    assert bench.streams("dyt", "numba", "forward") == (2, 2)          # a separate x.copy()
+    assert set(bench.KEEPS) == {c.family for c in bench.CASES}
+
+
+def test_stream_bandwidths_measures_three_kinds():
+    bw = bench.stream_bandwidths(1 << 20, repeats=2)
+    assert set(bw) == {"memcpy", "store", "read"} and all(v > 0 for v in bw.values())
+    from npnorm.kernels.affine import parallel_read
+    a = np.arange(1000.0)
+    assert parallel_read(a) == a.sum()
