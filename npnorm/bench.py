@@ -80,17 +80,23 @@ PASSES = ("forward", "forward+backward")
 #: then the output): BatchNorm, whose channels are spread over the whole array, which does not fit in
 #: the caches (a plan that read each channel once, from the cache, measured slower: see
 #: :mod:`npnorm.kernels.statistics.batchnorm`).
+#: ``"keep, three reads"``: the forward pass reads ``x`` three times (channel means, covariance, then
+#: the whitened output with the copy), the backward pass twice (IterNorm).
 #: ``"copy"``: ``x.copy()`` beside the kernel (one more read and write of ``x`` in the forward pass).
 STREAMS = {
     "minimum": {"forward": (1, 1), "forward+backward": (3, 2)},
     "keep": {"forward": (1, 2), "forward+backward": (3, 3)},
     "keep, two reads": {"forward": (2, 2), "forward+backward": (6, 3)},
+    "keep, three reads": {"forward": (3, 2), "forward+backward": (7, 3)},
     "copy": {"forward": (2, 2), "forward+backward": (4, 3)},
 }
 #: How the Numba kernel (and the layer on it) of each family keeps ``x``: a key of :data:`STREAMS`.
 KEEPS = {"layernorm": "keep", "rmsnorm": "keep", "groupnorm": "keep", "instancenorm": "keep",
          "batchnorm": "keep, two reads", "qkrms": "keep", "adagroupnorm": "copy", "scalenorm": "copy", "l2norm": "copy",
-         "dyt": "copy", "patchnorm": "minimum"}
+         "dyt": "copy", "patchnorm": "minimum",
+         # statistics pass (GroupNorm's row kernel), then the affine pass that writes the copy; the
+         # backward's row sums, then dx
+         "switchnorm": "keep, two reads", "iternorm": "keep, three reads"}
 
 
 def streams(family: str, impl: str, pss: str) -> tuple[int, int]:
