@@ -137,6 +137,8 @@ LARGE = [  # (name, constructor, input shapes)
      [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
     ("AdaGroupNorm", lambda b: npnorm.AdaGroupNorm(12, 32, 8, act_fn="silu", rng=0, backend=b),
      [_big((8, 32, 40, 40), (3, 32, 4, 4)), _big((8, 12), (3, 12))]),
+    ("ScaleNorm", lambda b: npnorm.ScaleNorm(1024, backend=b), [_big((400, 1024), (3, 1024))]),
+    ("L2Norm", lambda b: npnorm.L2Norm(backend=b), [_big((400, 1024), (3, 1024))]),
 ]
 
 
