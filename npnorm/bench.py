@@ -340,7 +340,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod) 
         impls["textbook"] = (tb_fwd, tb_bwd)
         impls["reference"] = (lambda: dyt_ref.dyt_forward(x, alpha, w64, b64),
                               lambda c_: dyt_ref.dyt_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kdyt.dyt_forward(x, alpha, w64, b64, out=y),
+        impls["numba"] = (lambda: kdyt.dyt_forward(x, alpha, w64, b64, out=y, keep_out=keep),
                           lambda c_: kdyt.dyt_backward(dy, c_[1], dx_out=dx))
         from .transformer import DyT
         layer = DyT(c, dtype=dt)

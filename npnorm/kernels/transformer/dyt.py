@@ -1,15 +1,31 @@
 """Fused Numba kernels of :mod:`npnorm.transformer.dyt` (channels-last): ``y = w tanh(a x) + b``.
 
-The forward pass is one elementwise pass; the backward pass computes ``dx`` and accumulates
-``dalpha = sum x w dy (1 - t^2)``, ``dweight = sum dy t`` and ``dbias = sum dy`` in the same pass
-(``t`` is recomputed rather than stored: the kernel keeps only the input).
+The forward pass is one elementwise pass, which also writes the private copy of ``x`` that the
+backward pass reads (``keep_out=``: the layer passes the copy of its previous cache). The backward
+pass computes ``dx`` and accumulates ``dalpha = sum x w dy (1 - t^2)``, ``dweight = sum dy t`` and
+``dbias = sum dy`` in the same pass (``t`` is recomputed rather than stored). Memory traffic: forward
+reads ``x``, writes ``y`` and the copy (3 ``x``-sized streams); backward reads the copy and ``dy``
+and writes ``dx`` (3 streams). There are no statistics, so nothing is read twice; DyT is limited by
+the cost of ``tanh``, not by memory.
 
-``tanh``: float64 inputs use the C library's ``tanh`` (one scalar call per element). For float32
-inputs that call is several times slower than NumPy's vectorized ``tanh`` (measured 60 ms against
-12 ms for 4M elements), so they use a rational approximation instead (the odd degree-13 / even
-degree-6 minimax ratio of Eigen's fast float ``tanh``, on ``|z| <= 7.9053`` where float32 ``tanh``
-saturates), which vectorizes; its largest relative error against float64 ``tanh`` was 2.8e-7
-(about two float32 ulps) on 4M normal samples.
+``tanh`` for float32: Numba has no vectorized ``tanh`` (without Intel's SVML it calls the C library
+once per element: about 3 ns an element here, 8 times NumPy's vectorized ``np.tanh``). The float32
+kernels use instead a rational approximation, the odd degree-13 / even degree-6 minimax ratio of
+Eigen's fast float ``tanh`` on ``|z| <= 7.9053`` (beyond it float32 ``tanh`` is within 3e-7 of
++-1), which needs only multiplications, additions and one division, so LLVM turns the loop into
+vector instructions. Its relative error against ``np.tanh`` in float64 is at most a few float32 ulps
+(``tests/test_transformer.py`` checks it, and that NaN and infinities map as ``np.tanh`` maps them).
+float64 inputs keep the C library's ``tanh`` (a float64 approximation that accurate needs a
+vectorizable ``exp``, which Numba does not have either).
+
+The float32 kernels compute in float32 (``a``, ``w`` and ``b`` rounded once); the three parameter
+gradients are sums over all rows and are accumulated in float64.
+
+Why these kernels are compiled with ``error_model="numpy"``: under Numba's default (Python) error
+model every float division checks its divisor for zero, to raise ``ZeroDivisionError`` as Python
+does. That branch keeps LLVM from vectorizing the loop around it - with it the float32 forward pass
+was 6 to 9 times slower. Under NumPy's model a division by zero gives ``inf``/``nan`` as in NumPy;
+the only division here is by the denominator of the approximation, which is at least 4.9e-3.
 """
 
 from __future__ import annotations
@@ -20,17 +36,20 @@ import numba
 import numpy as np
 
 from .. import _common as C
-from .._common import jit, pjit
 
 __all__ = ["dyt_forward", "dyt_backward"]
 
+#: :data:`npnorm.kernels._common.jit` / ``pjit`` with NumPy's error model for float division (see the
+#: module docstring): the division in :func:`_tanh32` does not stop vectorization.
+jit = numba.njit(cache=True, fastmath=C.FASTMATH, nogil=True, error_model="numpy")
+pjit = numba.njit(cache=True, fastmath=C.FASTMATH, nogil=True, parallel=True, error_model="numpy")
 
 _CLAMP = 7.90531110763549805
 
 
 @jit
 def _tanh32(z):
-    """Rational approximation of tanh for float32 (see the module docstring)."""
+    """Rational approximation of tanh for float32 (see the module docstring); NaN stays NaN."""
     z = min(max(z, np.float32(-_CLAMP)), np.float32(_CLAMP))
     z2 = z * z
     p = np.float32(-2.76076847742355e-16)
@@ -48,37 +67,50 @@ def _tanh32(z):
 
 
 @jit
-def _fwd_rows32(x, a, w, b, out, r0, r1):
+def _tanh32_array(z, out):
+    """``out[i] = _tanh32(z[i])`` (for the accuracy test)."""
+    for i in range(z.shape[0]):
+        out[i] = _tanh32(z[i])
+
+
+@jit
+def _fwd_rows32(x, a, w, b, out, keep, r0, r1):
+    """float32 rows ``r0 .. r1-1``: ``out = w tanh(a x) + b`` (``a``, ``w``, ``b`` float32); with a
+    ``keep`` of ``x``'s shape (not 0 rows), also copy each row into it."""
     m = x.shape[1]
-    a32 = np.float32(a)
+    copy = keep.shape[0] == x.shape[0]
     for i in range(r0, r1):
         row, orow = x[i], out[i]
         for j in range(m):
-            orow[j] = w[j] * _tanh32(a32 * row[j]) + b[j]
+            orow[j] = w[j] * _tanh32(a * row[j]) + b[j]
+        if copy:                    # the row is still in the L1 cache: copying it costs one write
+            keep[i, :] = row
 
 
 @pjit
-def _fwd_parallel32(x, a, w, b, out, nchunks):
+def _fwd_parallel32(x, a, w, b, out, keep, nchunks):
     n = x.shape[0]
     for t in numba.prange(nchunks):
-        _fwd_rows32(x, a, w, b, out, t * n // nchunks, (t + 1) * n // nchunks)
+        _fwd_rows32(x, a, w, b, out, keep, t * n // nchunks, (t + 1) * n // nchunks)
 
 
 @jit
 def _bwd_rows32(dy, x, a, w, dx, da, dw, db, r0, r1):
+    """float32 rows: ``dx = a u`` with ``u = w dy (1 - t^2)``, in float32; ``da[0] += sum x u``,
+    ``dw += sum dy t``, ``db += sum dy`` accumulated in float64."""
     m = x.shape[1]
-    a32 = np.float32(a)
     acc = np.float64(0.0)
     for i in range(r0, r1):
         row, drow, dxrow = x[i], dy[i], dx[i]
         for j in range(m):
-            t = np.float64(_tanh32(a32 * row[j]))
-            g = np.float64(drow[j])
-            u = w[j] * g * (1.0 - t * t)
+            v = row[j]
+            g = drow[j]
+            t = _tanh32(a * v)
+            u = w[j] * g * (np.float32(1.0) - t * t)
             dxrow[j] = a * u
-            acc += row[j] * u
-            dw[j] += g * t
-            db[j] += g
+            acc += np.float64(v * u)
+            dw[j] += np.float64(g * t)
+            db[j] += np.float64(g)
     da[0] += acc
 
 
@@ -91,19 +123,23 @@ def _bwd_parallel32(dy, x, a, w, dx, da, dw, db):
 
 
 @jit
-def _fwd_rows(x, a, w, b, out, r0, r1):
+def _fwd_rows(x, a, w, b, out, keep, r0, r1):
+    """float64 rows: as :func:`_fwd_rows32` with the C library's ``tanh``."""
     m = x.shape[1]
+    copy = keep.shape[0] == x.shape[0]
     for i in range(r0, r1):
         row, orow = x[i], out[i]
         for j in range(m):
             orow[j] = w[j] * np.tanh(a * row[j]) + b[j]
+        if copy:
+            keep[i, :] = row
 
 
 @pjit
-def _fwd_parallel(x, a, w, b, out, nchunks):
+def _fwd_parallel(x, a, w, b, out, keep, nchunks):
     n = x.shape[0]
     for t in numba.prange(nchunks):
-        _fwd_rows(x, a, w, b, out, t * n // nchunks, (t + 1) * n // nchunks)
+        _fwd_rows(x, a, w, b, out, keep, t * n // nchunks, (t + 1) * n // nchunks)
 
 
 @jit
@@ -113,8 +149,8 @@ def _bwd_rows(dy, x, a, w, dx, da, dw, db, r0, r1):
     for i in range(r0, r1):
         row, drow, dxrow = x[i], dy[i], dx[i]
         for j in range(m):
-            xv = np.float64(row[j])
-            g = np.float64(drow[j])
+            xv = row[j]
+            g = drow[j]
             t = np.tanh(a * xv)
             u = w[j] * g * (1.0 - t * t)
             dxrow[j] = a * u
@@ -132,27 +168,39 @@ def _bwd_parallel(dy, x, a, w, dx, da, dw, db):
         _bwd_rows(dy, x, a, w, dx, da[t:t + 1], dw[t], db[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
-DISPATCHERS = (_fwd_rows, _fwd_parallel, _bwd_rows, _bwd_parallel, _tanh32, _fwd_rows32, _fwd_parallel32,
-               _bwd_rows32, _bwd_parallel32)
+DISPATCHERS = (_fwd_rows, _fwd_parallel, _bwd_rows, _bwd_parallel, _tanh32, _tanh32_array, _fwd_rows32,
+               _fwd_parallel32, _bwd_rows32, _bwd_parallel32)
+
+
+def _coefficients(alpha, weight, bias, m: int, dtype: np.dtype):
+    """``(a, w, b)`` in the kernels' precision: float32 for float32 data, else float64."""
+    a = float(np.asarray(alpha, dtype=np.float64).reshape(-1)[0])
+    w, b = C.as_f64(weight, (m,), 1.0), C.as_f64(bias, (m,), 0.0)
+    if dtype == np.float32:
+        return np.float32(a), w.astype(np.float32), b.astype(np.float32)
+    return a, w, b
 
 
 def dyt_forward(x: np.ndarray, alpha, weight: np.ndarray, bias: np.ndarray, channels_last: bool = True, *,
-                out: np.ndarray | None = None):
-    """Fused DyT forward (channels-last only; ``channels_last=False`` raises)."""
+                out: np.ndarray | None = None, keep_out: np.ndarray | None = None):
+    """Fused DyT forward (channels-last only; ``channels_last=False`` raises); ``out`` and ``keep_out``
+    (a buffer for the private copy of ``x``) may be preallocated."""
     if not channels_last:
         raise ValueError("the Numba DyT kernel is channels-last only; use backend='numpy' for (N, C, ...)")
     m = x.shape[-1]
     n = x.size // m if m else 0
     x2 = C.as_input(x, (n, m))
-    a = float(np.asarray(alpha, dtype=np.float64).reshape(-1)[0])
-    w, b = C.as_f64(weight, (m,), 1.0), C.as_f64(bias, (m,), 0.0)
+    a, w, b = _coefficients(alpha, weight, bias, m, x2.dtype)
     y = C.check_out(out, (n, m), x2.dtype)
+    # the cache never holds a view of the caller's array: the kernel copies x2 while reading it
+    keep = C.keep_buffer(x, x2, keep_out) if x2.size else None
+    kept = np.empty((0, m), x2.dtype) if keep is None else keep      # 0 rows: no copy
     f32 = x2.dtype == np.float32
     if C.use_parallel(x2.size):
-        (_fwd_parallel32 if f32 else _fwd_parallel)(x2, a, w, b, y, C.num_chunks(n))
+        (_fwd_parallel32 if f32 else _fwd_parallel)(x2, a, w, b, y, kept, C.num_chunks(n))
     else:
-        (_fwd_rows32 if f32 else _fwd_rows)(x2, a, w, b, y, 0, n)
-    cache = {"backend": "numba", "x": x2.copy() if x2 is x or np.shares_memory(x2, x) else x2, "alpha": a,
+        (_fwd_rows32 if f32 else _fwd_rows)(x2, a, w, b, y, kept, 0, n)
+    cache = {"backend": "numba", "x": x2 if keep is None else keep, "owns_x": keep is not None, "alpha": a,
              "w": w, "shape": x.shape, "dtype": x.dtype}
     return C.restore(y, x.shape, x.dtype), cache
 
@@ -163,14 +211,13 @@ def dyt_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray 
     n, m = x2.shape
     dy = C.as_upstream(dout, x2.dtype, (n, m))
     dx = C.check_out(dx_out, (n, m), x2.dtype, "dx_out")
+    bwd_rows, bwd_parallel = (_bwd_rows32, _bwd_parallel32) if x2.dtype == np.float32 else (_bwd_rows, _bwd_parallel)
     if C.use_parallel(x2.size):
         k = C.num_chunks(n)
         da, dw, db = np.zeros(k), np.zeros((k, m)), np.zeros((k, m))
-        (_bwd_parallel32 if x2.dtype == np.float32 else _bwd_parallel)(dy, x2, cache["alpha"], cache["w"], dx,
-                                                                        da, dw, db)
+        bwd_parallel(dy, x2, cache["alpha"], cache["w"], dx, da, dw, db)
         da, dw, db = np.array([da.sum()]), dw.sum(axis=0), db.sum(axis=0)
     else:
         da, dw, db = np.zeros(1), np.zeros(m), np.zeros(m)
-        (_bwd_rows32 if x2.dtype == np.float32 else _bwd_rows)(dy, x2, cache["alpha"], cache["w"], dx, da, dw, db,
-                                                                0, n)
+        bwd_rows(dy, x2, cache["alpha"], cache["w"], dx, da, dw, db, 0, n)
     return C.restore(dx, cache["shape"], cache["dtype"]), da, dw, db
