@@ -1,0 +1,83 @@
+r"""Fused AdaGN (adaptive GroupNorm) on the GroupNorm kernels.
+
+The GroupNorm kernels (:mod:`npnorm.kernels.statistics.groupnorm`) already take a scale and a shift
+per (sample, channel). AdaGN's output
+
+.. math:: y = (\gamma_c \hat x + \beta_c)(1 + s_{n,c}) + t_{n,c}
+            = (x - \mu_{n,g})\, r_{n,g}\, a_{n,c} + b_{n,c},
+   \qquad a = \gamma (1 + s), \quad b = \beta (1 + s) + t
+
+is one pass of that kernel after the group statistics (:math:`\gamma = 1, \beta = 0` without
+GroupNorm's own affine): statistics and modulation fused, the activation read twice and written
+once. The backward kernel with the same :math:`a` writes :math:`dx` and returns the per-(n, c) sums
+:math:`\Sigma^{dy}` and :math:`\Sigma^{dy(x-\mu)}`, from which every other gradient is a few
+``(N, C)`` operations:
+
+.. math:: \partial L/\partial t = \Sigma^{dy}, \quad
+          \partial L/\partial s = \gamma\, r\, \Sigma^{dy(x-\mu)} + \beta\, \Sigma^{dy}, \quad
+          \partial L/\partial \gamma = \textstyle\sum_n (1+s)\, r\, \Sigma^{dy(x-\mu)}, \quad
+          \partial L/\partial \beta = \textstyle\sum_n (1+s)\, \Sigma^{dy}.
+
+The projection of the embedding (a small matrix product) stays in NumPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _common as C
+from ..statistics.groupnorm import grouped_backward, grouped_forward
+
+__all__ = ["ada_group_norm_forward", "ada_group_norm_backward"]
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return shape[0], shape[1], int(np.prod(shape[2:]))
+
+
+def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.ndarray, linear_bias: np.ndarray,
+                           num_groups: int, eps: float = 1e-5, act: str | None = None,
+                           weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+                           *, out: np.ndarray | None = None):
+    """Fused AdaGN forward, same signature and result as the NumPy reference (plus ``out=``)."""
+    from ...adaptive._modulation import project_forward  # here, not at the top: no import cycle
+
+    n, c, s = _shape3(x.shape)
+    if c % num_groups:
+        raise ValueError(f"ada_group_norm_forward: num_groups={num_groups} must divide the {c} channels")
+    p, p_cache = project_forward(emb, linear_weight, linear_bias, act)
+    one_s, shift = 1.0 + p[:, :c], p[:, c:]
+    gamma = C.as_f64(weight, (1, c), 1.0)
+    beta = C.as_f64(bias, (1, c), 0.0)
+    a = np.ascontiguousarray(gamma * one_s)
+    b = np.ascontiguousarray(beta * one_s + shift)
+    x3 = C.as_input(x, (n, c, s))
+    y = C.check_out(out, x3.shape, x3.dtype)
+    mean, _, rstd = grouped_forward(x3, num_groups, a, b, eps, y)
+    if np.shares_memory(x3, x):
+        x3 = x3.copy()             # the cache never aliases the caller's array (editing x must not change dx)
+    cache = {"backend": "numba", "x": x3, "groups": num_groups, "a": a, "one_s": one_s, "gamma": gamma,
+             "beta": beta, "mean": mean, "rstd": rstd, "proj": p_cache, "shape": x.shape, "dtype": x.dtype,
+             "emb_dtype": emb.dtype, "has_weight": weight is not None, "has_bias": bias is not None}
+    return C.restore(y, x.shape, x.dtype), cache
+
+
+def ada_group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
+    """Fused AdaGN backward: ``(dx, demb, dlinear_weight, dlinear_bias, dweight, dbias)``."""
+    from ...adaptive._modulation import project_backward
+
+    x3, groups = cache["x"], cache["groups"]
+    dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
+    dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
+    sdy, sdyx = grouped_backward(dy3, x3, groups, cache["a"], cache["mean"], cache["rstd"], dx)
+    n, c = sdy.shape
+    r = np.repeat(cache["rstd"].reshape(n, groups), c // groups, axis=1)   # (N, C)
+    sdxh = sdyx * r                                                         # sum dy * x_hat
+    dscale = cache["gamma"] * sdxh + cache["beta"] * sdy
+    demb, dlw, dlb = project_backward(np.concatenate([dscale, sdy], axis=1), cache["proj"])
+    dweight = (cache["one_s"] * sdxh).sum(axis=0) if cache["has_weight"] else None
+    dbias = (cache["one_s"] * sdy).sum(axis=0) if cache["has_bias"] else None
+    return (C.restore(dx, cache["shape"], cache["dtype"]), demb.astype(cache["emb_dtype"], copy=False),
+            dlw, dlb, dweight, dbias)
