@@ -441,7 +441,8 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
         impls["textbook"] = (tb_fwd, tb_bwd)
         impls["reference"] = (lambda: agn.ada_group_norm_forward(x, emb, lw, lb, g, eps, "silu"),
                               lambda c_: agn.ada_group_norm_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kagn.ada_group_norm_forward(x, emb, lw, lb, g, eps, "silu", out=y),
+        impls["numba"] = (lambda: kagn.ada_group_norm_forward(x, emb, lw, lb, g, eps, "silu", out=y,
+                                                              keep_out=keep),
                           lambda c_: kagn.ada_group_norm_backward(dy, c_[1], dx_out=dx))
         from .adaptive import AdaGroupNorm
         ada = AdaGroupNorm(ADAGN_EMB, c, g, act_fn="silu", eps=eps, dtype=dt)
@@ -468,7 +469,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
 
         impls["textbook"] = (tb_fwd, tb_bwd)
         impls["reference"] = (lambda: l2.scale_norm_forward(x, g, e), lambda c_: l2.scale_norm_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kl2.scale_norm_forward(x, g, e, out=y),
+        impls["numba"] = (lambda: kl2.scale_norm_forward(x, g, e, out=y, keep_out=keep),
                           lambda c_: kl2.scale_norm_backward(dy, c_[1], dx_out=dx))
         from .transformer import L2Norm, ScaleNorm
         if fam == "scalenorm":
@@ -501,7 +502,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
         impls["textbook"] = (tb_fwd, tb_bwd)
         impls["reference"] = (lambda: dyt_ref.dyt_forward(x, alpha, w64, b64),
                               lambda c_: dyt_ref.dyt_backward(dy, c_[1]))
-        impls["numba"] = (lambda: kdyt.dyt_forward(x, alpha, w64, b64, out=y),
+        impls["numba"] = (lambda: kdyt.dyt_forward(x, alpha, w64, b64, out=y, keep_out=keep),
                           lambda c_: kdyt.dyt_backward(dy, c_[1], dx_out=dx))
         from .transformer import DyT
         layer = DyT(c, dtype=dt)

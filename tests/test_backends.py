@@ -137,7 +137,15 @@ LARGE = [  # (name, constructor, input shapes)
      [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
     ("SwitchNorm2d", lambda b: npnorm.SwitchNorm2d(16, backend=b), [_big((16, 16, 40, 40), (3, 16, 4, 4))]),
     ("IterNorm", lambda b: npnorm.IterNorm(32, num_channels=8, backend=b), [_big((16, 32, 28, 28), (3, 32, 3, 3))]),
+    ("AdaGroupNorm", lambda b: npnorm.AdaGroupNorm(12, 32, 8, act_fn="silu", rng=0, backend=b),
+     [_big((8, 32, 40, 40), (3, 32, 4, 4)), _big((8, 12), (3, 12))]),
+    ("ScaleNorm", lambda b: npnorm.ScaleNorm(1024, backend=b), [_big((400, 1024), (3, 1024))]),
+    ("L2Norm", lambda b: npnorm.L2Norm(backend=b), [_big((400, 1024), (3, 1024))]),
+    ("DyT", lambda b: npnorm.DyT(1024, backend=b), [_big((400, 1024), (3, 1024))]),
 ]
+#: The layers with statistics (DyT has none, and at 1e4 its tanh saturates: float64 gives exactly
+#: zero gradients there, the float32 approximation ~5e-7 per element, summed into dalpha).
+LARGE_STATS = [c for c in LARGE if c[0] != "DyT"]
 
 
 @pytest.fixture
@@ -165,7 +173,7 @@ def test_large_shapes_agree(name, make, shapes, dtype, parallel):
     assert_agree(run_both(_randomized(make), inputs, steps=2), dtype, name)
 
 
-@pytest.mark.parametrize("name, make, shapes", LARGE, ids=[c[0] for c in LARGE])
+@pytest.mark.parametrize("name, make, shapes", LARGE_STATS, ids=[c[0] for c in LARGE_STATS])
 def test_float32_large_offset_matches_float64(name, make, shapes, parallel):
     """float32 data around 1e4 with unit spread: the numba float32 result is within 1e-5 of the float64
     reference on the same values (one-pass E[x^2] - E[x]^2 would lose every digit of the variance)."""
@@ -229,6 +237,8 @@ NAN_CASES = [
     ("GroupNorm", lambda b: npnorm.GroupNorm(2, 4, backend=b), (2, 4, 3, 3)),
     ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(4, backend=b), (2, 4, 3, 3)),
     ("BatchNorm2d", lambda b: npnorm.BatchNorm2d(4, backend=b), (2, 4, 3, 3)),
+    ("ScaleNorm", lambda b: npnorm.ScaleNorm(12, backend=b), (3, 12)),
+    ("DyT", lambda b: npnorm.DyT(12, backend=b), (3, 12)),
 ]
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from .._checks import as_float_array, check_dout, check_eps, check_ndim, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.adaptive import adagroupnorm as _kernels
 from ..statistics.standardize import standardize_backward, standardize_forward
 from ._modulation import (check_act, check_condition, linear_params, modulate_backward, modulate_forward,
@@ -168,8 +169,10 @@ class AdaGroupNorm(Module):
                              f"built with out_dim={self.out_dim}")
         emb = check_condition(emb, x.shape[0], self.embedding_dim, "emb", "embedding_dim", where)
         fwd = pick(self.backend, ada_group_norm_forward, _kernels.ada_group_norm_forward)
-        out, self._cache = fwd(x, emb, self.params["linear.weight"], self.params["linear.bias"], self.num_groups,
-                               self.eps, self._act, self.params.get("norm.weight"), self.params.get("norm.bias"))
+        # the Numba kernel may write its private copy of x into the one of the cache it replaces
+        out, self._cache = run_reusing(fwd, _kernels.ada_group_norm_forward, self._cache, x, emb,
+                                       self.params["linear.weight"], self.params["linear.bias"], self.num_groups,
+                                       self.eps, self._act, self.params.get("norm.weight"), self.params.get("norm.bias"))
         return out
 
     def backward(self, dout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

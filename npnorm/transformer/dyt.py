@@ -26,6 +26,7 @@ import numpy as np
 from .._checks import as_float_array, check_dout, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.transformer import dyt as _kernels
 
 __all__ = ["dyt_forward", "dyt_backward", "DyT"]
@@ -110,8 +111,9 @@ class DyT(Module):
             raise ValueError(f"DyT: expected {self.normalized_shape} channels on the {where} of x, "
                              f"got shape {x.shape}")
         forward = pick(self.backend if self.channels_last else "numpy", dyt_forward, _kernels.dyt_forward)
-        out, self._cache = forward(x, self.params["alpha"], self.params["weight"], self.params["bias"],
-                                   self.channels_last)
+        # the Numba kernel may write its private copy of x into the one of the cache it replaces
+        out, self._cache = run_reusing(forward, _kernels.dyt_forward, self._cache, x, self.params["alpha"],
+                                       self.params["weight"], self.params["bias"], self.channels_last)
         self._shape = x.shape
         return out
 

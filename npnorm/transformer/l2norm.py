@@ -43,6 +43,7 @@ import numpy as np
 from .._checks import as_float_array, check_dout, check_eps, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.transformer import l2norm as _kernels
 
 __all__ = ["normalize", "l2_normalize_forward", "l2_normalize_backward", "l2_normalize_backward_staged",
@@ -158,7 +159,8 @@ class L2Norm(Module):
             raise ValueError("L2Norm: x must have at least one dimension, got a scalar")
         _check_dim(x, self.dim, "L2Norm")
         forward = pick(self.backend, l2_normalize_forward, _kernels.l2_normalize_forward)
-        out, self._cache = forward(x, self.dim, self.eps)
+        # the Numba kernel may write its private copy of x into the one of the cache it replaces
+        out, self._cache = run_reusing(forward, _kernels.l2_normalize_forward, self._cache, x, self.dim, self.eps)
         self._shape = x.shape
         return out
 
@@ -229,7 +231,8 @@ class ScaleNorm(Module):
         if x.ndim < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"ScaleNorm: expected x of shape (*, dim={self.dim}), got shape {x.shape}")
         forward = pick(self.backend, scale_norm_forward, _kernels.scale_norm_forward)
-        out, self._cache = forward(x, self.params["scale"], self.eps)
+        out, self._cache = run_reusing(forward, _kernels.scale_norm_forward, self._cache, x, self.params["scale"],
+                                       self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
