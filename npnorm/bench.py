@@ -75,7 +75,8 @@ PASSES = ("forward", "forward+backward")
 #: ``dx``). PyTorch (its autograd saves a reference to ``x``), the NumPy versions (which move more,
 #: through temporaries), and kernels that keep no copy.
 #: ``"keep"``: the forward pass also writes a private copy of ``x`` while it reads it (npnorm's fused
-#: kernels: LayerNorm, RMSNorm, GroupNorm, InstanceNorm, BatchNorm); the backward pass reads the copy.
+#: kernels: LayerNorm, RMSNorm, GroupNorm, InstanceNorm, AdaGroupNorm, ScaleNorm, L2Norm, DyT); the
+#: backward pass reads the copy.
 #: ``"keep, two reads"``: as ``"keep"``, but every pass reads its inputs twice (statistics or sums,
 #: then the output): BatchNorm, whose channels are spread over the whole array, which does not fit in
 #: the caches (a plan that read each channel once, from the cache, measured slower: see
@@ -92,8 +93,8 @@ STREAMS = {
 }
 #: How the Numba kernel (and the layer on it) of each family keeps ``x``: a key of :data:`STREAMS`.
 KEEPS = {"layernorm": "keep", "rmsnorm": "keep", "groupnorm": "keep", "instancenorm": "keep",
-         "batchnorm": "keep, two reads", "qkrms": "keep", "adagroupnorm": "copy", "scalenorm": "copy", "l2norm": "copy",
-         "dyt": "copy", "patchnorm": "minimum",
+         "batchnorm": "keep, two reads", "qkrms": "keep", "adagroupnorm": "keep", "scalenorm": "keep", "l2norm": "keep",
+         "dyt": "keep", "patchnorm": "minimum",
          # statistics pass (GroupNorm's row kernel), then the affine pass that writes the copy; the
          # backward's row sums, then dx
          "switchnorm": "keep, two reads", "iternorm": "keep, three reads"}
@@ -1056,8 +1057,8 @@ def _bounds_legend(meta: dict[str, Any]) -> list[str]:
         "(DRAM, or in-cache when the working set r+w x MiB fits in half the last-level cache)",
         "traffic model: kernel GB/s = (r+w) x MiB x 1.048576 / numba ms, r reads and w writes of x.nbytes "
         "(column 'r+w'): npnorm's kernels write a private copy of x in the forward pass (r+w = 1+2 forward, "
-        "3+3 forward+backward; BatchNorm reads every input twice: 2+2 and 6+3; 2+2 and 4+3 when the copy "
-        "is a separate x.copy()); % bound from the median time, best % from the fastest run",
+        "3+3 forward+backward; BatchNorm and SwitchNorm2d read every input twice: 2+2 and 6+3; IterNorm "
+        "3+2 and 7+3); % bound from the median time, best % from the fastest run",
         f"  {meta['traffic_model']}",
     ]
 
