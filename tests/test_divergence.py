@@ -269,3 +269,34 @@ def test_conv_step_factor_is_patch_norm_plus_one_and_patchnorm_removes_it():
     f = measure.position_step_factors(npnorm.PatchNormConv2d(2, 3, 3, padding=1, rng=0, backend="numpy"), x,
                                       positions)
     assert np.allclose(f, 1.0, rtol=1e-8)
+
+
+# -- the pre-normalizers are the transformer family's L2 normalization (eps under the root) ------------
+@pytest.mark.parametrize("mode", ["l2", "rms", "affine"])
+def test_radial_norm_is_the_shared_l2_normalization(mode, monkeypatch):
+    from npnorm.divergence import prenorm
+    from npnorm.transformer import l2norm
+    x, g = RNG.normal(1, 2, (4, 6, 3)), RNG.standard_normal((4, 6, 3))
+    calls = []
+    for name in ("l2_normalize_forward", "l2_normalize_backward"):
+        fn = getattr(l2norm, name)
+        monkeypatch.setattr(prenorm, name, lambda *a, _fn=fn, _n=name, **k: calls.append(_n) or _fn(*a, **k))
+    xh, cache = radial_norm_forward(x, mode, 1e-3, axis=1)
+    dx = prenorm.radial_norm_backward(g, cache)
+    assert calls == ["l2_normalize_forward", "l2_normalize_backward"]
+    c, k = {"l2": (1.0, 1e-3), "rms": (1 / 6, 1e-3), "affine": (1.0, 1.0)}[mode]
+    s = np.sqrt(c * np.sum(x * x, axis=1, keepdims=True) + k)
+    assert close(xh, x / s)
+    assert close(dx, (g - c * xh * np.sum(g * xh, axis=1, keepdims=True)) / s)   # (PRE-B)
+    if mode == "l2":
+        y, _ = l2norm.l2_normalize_forward(x, 1, 1e-3, eps_mode="sqrt")
+        assert np.array_equal(xh, y)
+
+
+def test_affine_radial_scaling_is_the_norm_of_the_augmented_input_not_a_floor():
+    x = RNG.normal(0, 0.2, (5, 3))                                # ||x|| < 1: a floor of 1 would differ
+    xh, _ = radial_norm_forward(x, "affine")
+    aug = np.linalg.norm(np.c_[x, np.ones(5)], axis=1, keepdims=True)
+    assert close(xh, x / aug)
+    floor, _ = npnorm.transformer.l2norm.l2_normalize_forward(x, -1, 1.0)
+    assert np.max(np.abs(floor - xh)) > 1e-3
