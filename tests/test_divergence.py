@@ -300,3 +300,28 @@ def test_affine_radial_scaling_is_the_norm_of_the_augmented_input_not_a_floor():
     assert close(xh, x / aug)
     floor, _ = npnorm.transformer.l2norm.l2_normalize_forward(x, -1, 1.0)
     assert np.max(np.abs(floor - xh)) > 1e-3
+
+
+# -- the kernel's float32 path: float32 data and products, float64 per-position norms ----------------
+@pytest.mark.parametrize("mode", ["affine", "l2", "rms"])
+@pytest.mark.parametrize("geom", [(3, 1, 1), ((3, 5), 1, (2, 0)), (3, 2, 1), ((2, 3), (2, 1), (0, 1))])
+@pytest.mark.parametrize("f", [4, 5])
+def test_patchnorm_kernel_float32_agrees_with_the_float64_reference(mode, geom, f):
+    """Stride 1 (the padded-plane path, several row tiles, a filter count that is not a multiple of
+    4) and other strides (the patch-buffer path): float32 in, float32 out, within a few float32
+    roundings of the float64 reference computed from the same float32 numbers."""
+    k, s, p = geom
+    kk = (k, k) if isinstance(k, int) else k
+    x = RNG.normal(0.5, 1.5, (3, 3, 40, 21)).astype(np.float32)
+    W, b = RNG.normal(0, 1, (f, 3) + kk).astype(np.float32), RNG.normal(0, 1, f).astype(np.float32)
+    z, cache = patch_norm_conv2d_forward(x.astype(np.float64), W, b, s, p, mode)
+    G = RNG.standard_normal(z.shape).astype(np.float32)
+    ref = (z,) + patch_norm_conv2d_backward(G.astype(np.float64), cache)
+    zk, ck = pn_kernel.patch_norm_conv2d_forward(x, W, b, s, p, mode)
+    got = (zk,) + pn_kernel.patch_norm_conv2d_backward(G, ck)
+    assert zk.dtype == np.float32 and got[1].dtype == np.float32
+    for a, r in zip(got, ref):
+        assert close(a, r, 1e-5)
+    z64, c64 = pn_kernel.patch_norm_conv2d_forward(x.astype(np.float64), W, b, s, p, mode)   # and float64
+    for a, r in zip((z64,) + pn_kernel.patch_norm_conv2d_backward(G.astype(np.float64), c64), ref):
+        assert close(a, r)
