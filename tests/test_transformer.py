@@ -265,3 +265,23 @@ def test_tanh_of_the_dyt_kernel_matches_numpy(dtype, tol, inf_gap):
     out_s = np.empty_like(special)
     tanh_array(special, out_s)
     assert np.isnan(out_s[0]) and abs(out_s[1] - 1) <= inf_gap and abs(out_s[2] + 1) <= inf_gap
+
+
+def test_l2_sqrt_convention_puts_eps_under_the_root_and_both_backwards_agree():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 4, 5))
+    x[0, 0] *= 1e-3                                          # ||x||^2 << eps: no floor in this mode
+    y, cache = l2_normalize_forward(x, -1, 1e-2, eps_mode="sqrt")
+    d = np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + 1e-2)
+    np.testing.assert_allclose(y, x / d, rtol=1e-14)
+    g = rng.normal(size=x.shape)
+    dx = l2_normalize_backward(g, cache)
+    np.testing.assert_allclose(dx, (g - y * np.sum(g * y, axis=-1, keepdims=True)) / d, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(l2_normalize_backward_staged(g, cache), dx, rtol=1e-12, atol=1e-14)
+    xf = x.copy()
+    xf[0, 0] *= 1e3                                          # far above eps the conventions agree
+    a, _ = l2_normalize_forward(xf, -1, 1e-12, eps_mode="sqrt")
+    b, _ = l2_normalize_forward(xf, -1, 1e-12)
+    np.testing.assert_allclose(a, b, rtol=1e-10)
+    with pytest.raises(ValueError, match="eps_mode"):
+        l2_normalize_forward(x, -1, 1e-2, eps_mode="clamp")

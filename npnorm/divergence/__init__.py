@@ -5,7 +5,8 @@ times the sample-dependent factor ``||x||^2 + 1``. Removing that factor gives:
 
 * :mod:`.prenorm` - the L2 and RMS pre-normalizers (:class:`L2PreNorm`, :class:`RMSPreNorm`) and the
   one radial-scaling step (:func:`radial_norm_forward` / :func:`radial_norm_backward`) all layers
-  here share - pure functions the transformer family can import;
+  here share - computed by the transformer family's L2 normalization
+  (:func:`npnorm.transformer.l2norm.l2_normalize_forward`, with eps under the root);
 * :mod:`.affine_like` - :class:`AffineLike`, ``(W x + b) / sqrt(||x||^2 + 1)``, not a normalizer;
 * :mod:`.patchnorm` - :class:`PatchNormConv2d`, the affine-like layer at every receptive field of a
   convolution;
