@@ -106,6 +106,23 @@ def test_attention_is_causal():
     assert not np.allclose(attn(x2)[0, 3:], y[0, 3:])
 
 
+def test_attention_diagnostics_are_those_of_the_last_forward_pass():
+    """last_max_logit / last_entropy (computed when read) describe the last forward pass only."""
+    attn = npnorm.nn.MultiheadSelfAttention(8, 2, rng=0)
+    assert np.isnan(attn.last_max_logit) and np.isnan(attn.last_entropy)
+    rng = np.random.default_rng(0)
+    for scale in (1.0, 3.0):
+        attn(scale * rng.normal(size=(2, 5, 8)))
+        c = attn._cache
+        S = c["q"] @ c["k"].transpose(0, 1, 3, 2) / np.sqrt(4)
+        keep = np.tril(np.ones((5, 5), dtype=bool))
+        P = c["P"]
+        assert attn.last_max_logit == pytest.approx(np.abs(S[..., keep]).max(), rel=1e-12)
+        rows = [-(P[n, h, i, :i + 1] * np.log(P[n, h, i, :i + 1])).sum()
+                for n in range(2) for h in range(2) for i in range(5)]
+        assert attn.last_entropy == pytest.approx(np.mean(rows), rel=1e-12)
+
+
 def test_qk_norm_bounds_the_logits():
     """Henry et al.: every logit lies in [-g, g], whatever the size of q and k."""
     qk = QKNorm(4, "l2", seq_len=8)
