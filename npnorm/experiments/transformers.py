@@ -36,7 +36,7 @@ CHAPTER = "Normalization in transformers"
 
 #: Training steps of the quick settings (the ones the book executes). norm-compare and ngpt-vs-pre
 #: take the same number so that their shared pre-LN runs are trained once (:func:`_train`).
-QUICK_STEPS = {"warmup-post-pre": 300, "qk-norm-high-lr": 150, "norm-compare": 200, "ngpt-vs-pre": 200}
+QUICK_STEPS = {"warmup-post-pre": 250, "qk-norm-high-lr": 100, "norm-compare": 200, "ngpt-vs-pre": 200}
 
 #: The reversal task: symbols 0..9 (+ the separator), n = 6 symbols to reverse.
 REVERSAL = {"vocab": 10, "n": 6}
