@@ -258,3 +258,24 @@ def test_gradient_norm_experiment_runs_and_is_reproducible():
     a = T.grad_norms_at_init(quick=True, depths=(1, 3), d_model=8)
     b = T.grad_norms_at_init(quick=True, depths=(1, 3), d_model=8)
     assert a == b and len(a["norms"][(1.0, "pre", 3)][0]) == 3
+
+
+def test_a_run_two_experiments_share_is_trained_once(monkeypatch):
+    """norm-compare's LayerNorm runs are ngpt-vs-pre's baseline: the second experiment reuses them
+    (same numbers), and a reused result is a copy (editing it does not edit the stored run)."""
+    from npnorm.experiments import transformers as T
+    calls = []
+    train = T.train_lm
+    monkeypatch.setattr(T, "train_lm", lambda *a, **k: calls.append(1) or train(*a, **k))
+    monkeypatch.setattr(T, "_RUNS", {})
+    n4 = T.norm_compare(quick=True, steps=3, d_model=8)
+    assert len(calls) == 4 * len(n4["seeds"])
+    n5 = T.ngpt_vs_pre(quick=True, steps=3, d_model=8)
+    assert len(calls) == 5 * len(n4["seeds"])                  # only the nGPT runs are new
+    base = n5["runs"][("pre", n5["lrs"][0])]
+    assert base["val_loss"] == n4["runs"]["ln"]["val_loss"] and base["loss"] == n4["runs"]["ln"]["loss"]
+    task = T._char_task(32)
+    first = T._train("pre", ("char", 32), task, 8, 2, 0, 3, 3e-3, placement="pre", norm="ln")
+    first["loss"][0] = -1.0
+    assert T._train("pre", ("char", 32), task, 8, 2, 0, 3, 3e-3, placement="pre", norm="ln")["loss"][0] != -1.0
+    assert len(calls) == 5 * len(n4["seeds"])
