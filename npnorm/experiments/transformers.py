@@ -2,10 +2,9 @@
 
 Every experiment trains or probes the NumPy transformer of :mod:`npnorm.models.transformer` on data
 that ships with the package (:mod:`npnorm.data.sequences`): the sequence-reversal task or the
-character corpus. ``quick=True`` is the setting the book executes (:data:`QUICK_STEPS`: the
-fewest steps at which every effect the chapter states still shows, about 110 s of CPU time for all
-of them, measured on a loaded 2-core machine); ``quick=False`` the longer one (more depths, seeds
-and steps). Every run is seeded. BLAS runs on one thread inside these functions (on these small matrices a second
+character corpus. ``quick=True`` is the setting the book executes (:data:`QUICK_STEPS`: few steps,
+but enough for every effect the chapter states to show); ``quick=False`` the longer one (more
+depths, seeds and steps). Every run is seeded. BLAS runs on one thread inside these functions (on these small matrices a second
 thread made a training step about 7x *slower* on the 2-core machine they were written on).
 
 * :func:`grad_norms_at_init` - per-layer gradient norms at initialization, post-LN vs pre-LN, by depth.
