@@ -106,6 +106,23 @@ def test_attention_is_causal():
     assert not np.allclose(attn(x2)[0, 3:], y[0, 3:])
 
 
+def test_attention_diagnostics_are_those_of_the_last_forward_pass():
+    """last_max_logit / last_entropy (computed when read) describe the last forward pass only."""
+    attn = npnorm.nn.MultiheadSelfAttention(8, 2, rng=0)
+    assert np.isnan(attn.last_max_logit) and np.isnan(attn.last_entropy)
+    rng = np.random.default_rng(0)
+    for scale in (1.0, 3.0):
+        attn(scale * rng.normal(size=(2, 5, 8)))
+        c = attn._cache
+        S = c["q"] @ c["k"].transpose(0, 1, 3, 2) / np.sqrt(4)
+        keep = np.tril(np.ones((5, 5), dtype=bool))
+        P = c["P"]
+        assert attn.last_max_logit == pytest.approx(np.abs(S[..., keep]).max(), rel=1e-12)
+        rows = [-(P[n, h, i, :i + 1] * np.log(P[n, h, i, :i + 1])).sum()
+                for n in range(2) for h in range(2) for i in range(5)]
+        assert attn.last_entropy == pytest.approx(np.mean(rows), rel=1e-12)
+
+
 def test_qk_norm_bounds_the_logits():
     """Henry et al.: every logit lies in [-g, g], whatever the size of q and k."""
     qk = QKNorm(4, "l2", seq_len=8)
@@ -285,3 +302,24 @@ def test_l2_sqrt_convention_puts_eps_under_the_root_and_both_backwards_agree():
     np.testing.assert_allclose(a, b, rtol=1e-10)
     with pytest.raises(ValueError, match="eps_mode"):
         l2_normalize_forward(x, -1, 1e-2, eps_mode="clamp")
+
+
+def test_a_run_two_experiments_share_is_trained_once(monkeypatch):
+    """norm-compare's LayerNorm runs are ngpt-vs-pre's baseline: the second experiment reuses them
+    (same numbers), and a reused result is a copy (editing it does not edit the stored run)."""
+    from npnorm.experiments import transformers as T
+    calls = []
+    train = T.train_lm
+    monkeypatch.setattr(T, "train_lm", lambda *a, **k: calls.append(1) or train(*a, **k))
+    monkeypatch.setattr(T, "_RUNS", {})
+    n4 = T.norm_compare(quick=True, steps=3, d_model=8)
+    assert len(calls) == 4 * len(n4["seeds"])
+    n5 = T.ngpt_vs_pre(quick=True, steps=3, d_model=8)
+    assert len(calls) == 5 * len(n4["seeds"])                  # only the nGPT runs are new
+    base = n5["runs"][("pre", n5["lrs"][0])]
+    assert base["val_loss"] == n4["runs"]["ln"]["val_loss"] and base["loss"] == n4["runs"]["ln"]["loss"]
+    task = T._char_task(32)
+    first = T._train("pre", ("char", 32), task, 8, 2, 0, 3, 3e-3, placement="pre", norm="ln")
+    first["loss"][0] = -1.0
+    assert T._train("pre", ("char", 32), task, 8, 2, 0, 3, 3e-3, placement="pre", norm="ln")["loss"][0] != -1.0
+    assert len(calls) == 5 * len(n4["seeds"])

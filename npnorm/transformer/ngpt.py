@@ -166,7 +166,8 @@ class NGPTResidual(Module):
 
 
 def _silu(v):
-    s = np.where(v >= 0, 1.0 / (1.0 + np.exp(-np.abs(v))), np.exp(-np.abs(v)) / (1.0 + np.exp(-np.abs(v))))
+    e = np.exp(-np.abs(v))                          # in (0, 1]: no overflow for either sign
+    s = np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     return v * s, s
 
 
