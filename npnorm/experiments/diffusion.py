@@ -32,7 +32,8 @@ from ..models.denoiser import Denoiser2D
 from ._framework import experiment, progress
 
 __all__ = ["sliced_wasserstein", "in_class_fraction", "train_denoiser", "evaluate_denoiser", "diffusion_2d",
-           "diffusion_ablations", "diffusion_guidance", "diffusion_shapes", "ABLATIONS", "NUM_STEPS"]
+           "diffusion_ablations", "diffusion_guidance", "diffusion_shapes", "ShapeClassifier", "shapes_setting",
+           "ABLATIONS", "NUM_STEPS"]
 
 CHAPTER = "Adaptive normalization"
 
@@ -260,7 +261,8 @@ class ShapeClassifier:
         return float(np.mean(self.predict(images) == labels))
 
 
-def _shapes_setting(quick: bool) -> dict[str, Any]:
+def shapes_setting(quick: bool) -> dict[str, Any]:
+    """The capstone's quick (the book's) or full setting."""
     if quick:
         return {"n_train": 2000, "steps": 500, "batch": 16, "lr": 3e-3, "channels": 16, "ema": 0.98, "T": 100,
                 "sample_steps": 25, "per_class": 12}
@@ -291,7 +293,7 @@ def diffusion_shapes(quick: bool = True, seed: int = 0) -> dict[str, Any]:
     from ..models.conv_denoiser import ConvDenoiser
     from ..models.ddpm import EMA, cosine_betas, respace
 
-    s = _shapes_setting(quick)
+    s = shapes_setting(quick)
     X, y = _clean_shapes(s["n_train"], seed)
     Xh, yh = _clean_shapes(1000, seed + 1)
     clf = ShapeClassifier(X, y, seed=seed)
