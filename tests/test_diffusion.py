@@ -170,3 +170,19 @@ def test_shape_classifier_is_accurate_on_held_out_real_images():
     Xh, yh = _clean_shapes(500, 1)
     clf = ShapeClassifier(X, y, seed=0)
     assert clf.accuracy(Xh, yh) > 0.97
+
+
+def test_diffusion_shapes_returns_what_the_book_plots(monkeypatch):
+    """The capstone's pipeline end to end at a toy size (a few seconds): shapes of every result."""
+    import npnorm.experiments.diffusion as d
+
+    quick = d.shapes_setting(True)
+    monkeypatch.setattr(d, "shapes_setting", lambda q: dict(quick, steps=20, per_class=2, n_train=200))
+    r = d.diffusion_shapes(quick=True, seed=0)
+    assert r["samples"].shape == (20, 16, 16) and np.all(np.abs(r["samples"]) <= 1.0 + 1e-9)
+    np.testing.assert_array_equal(r["asked"], np.repeat(np.arange(10), 2))
+    assert r["real"].shape == (10, 16, 16) and len(r["per_class"]) == 10
+    assert 0.0 <= r["in_class"] <= 1.0 and r["ceiling"] > 0.97
+    assert sorted(r["trajectory"], reverse=True) == [25, 20, 15, 10, 5, 0]
+    assert all(v.shape == (10, 16, 16) for v in r["trajectory"].values())
+    np.testing.assert_array_equal(r["trajectory"][0], r["samples"][::2])
