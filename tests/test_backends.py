@@ -50,7 +50,7 @@ def run_both(make, inputs, dout_seed=5, steps=1):
             dout = rng.standard_normal(out.shape).astype(out.dtype)
             dx = layer.backward(dout)
         dx = dx if isinstance(dx, tuple) else (dx,)
-        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "num_batches_tracked")
+        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "running_std", "num_batches_tracked")
                    if getattr(layer, k, None) is not None}
         results[backend] = {"out": out, "dx": dx, "grads": dict(layer.grads), "buffers": buffers}
     return results
