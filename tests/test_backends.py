@@ -135,6 +135,10 @@ LARGE = [  # (name, constructor, input shapes)
     ("BatchNorm1d", lambda b: npnorm.BatchNorm1d(100, backend=b), [_big((4100, 100), (50, 100))]),
     ("AdaIN", lambda b: npnorm.AdaIN(backend=b),
      [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
+    ("GlobalResponseNorm", lambda b: npnorm.GlobalResponseNorm(96, backend=b), [_big((8, 28, 28, 96), (3, 4, 5, 96))]),
+    ("GlobalResponseNorm-CF", lambda b: npnorm.GlobalResponseNorm(32, channels_last=False, backend=b),
+     [_big((4, 32, 56, 56), (3, 32, 5, 5))]),
+    ("BatchRenorm2d", lambda b: npnorm.BatchRenorm2d(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
 ]
 
 
@@ -262,6 +266,32 @@ def test_running_statistics_agree(cls, momentum):
     for layer in layers.values():                           # eval mode uses them: same outputs
         layer.eval()
     assert rel_error(fast(batches[0]), ref(batches[0])) <= 1e-12
+
+
+@pytest.mark.parametrize("cls, shape", [(npnorm.BatchRenorm1d, (6, 3)), (npnorm.BatchRenorm2d, (4, 3, 3, 2))])
+def test_batch_renorm_unclipped_corrections_agree(cls, shape):
+    """Running statistics near the batch's: r and d inside their clipping ranges, where the backward
+    pass treats them as constants (not the true gradient, so the registry cannot check it): both
+    backends make the same approximation, over several steps and in evaluation."""
+    rng = np.random.default_rng(13)
+    x = 5.0 + 3.0 * rng.standard_normal(shape)
+
+    def make(backend):
+        layer = cls(shape[1], backend=backend)
+        npnorm.registry.randomize_layer(layer, np.random.default_rng(2))
+        layer.running_mean, layer.running_std = np.full(shape[1], 5.1), np.full(shape[1], 2.9)
+        return layer
+
+    ref = make("numpy")
+    ref(x)
+    cache = ref._cache[1]
+    assert np.all(np.abs(np.log(cache["r"])) < np.log(3.0)) and np.all(np.abs(cache["d"]) < 5.0)
+    assert_agree(run_both(make, [x], steps=3), np.float64, cls.__name__)
+    layers = {b: make(b) for b in BACKENDS}
+    for layer in layers.values():
+        layer(x)
+        layer.eval()
+    assert rel_error(layers["numba"](x), layers["numpy"](x)) <= 1e-12
 
 
 @pytest.mark.parametrize("name, make, shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])

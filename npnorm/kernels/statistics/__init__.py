@@ -1,5 +1,5 @@
 """Numba twins of :mod:`npnorm.statistics`: one module per layer, same function signatures."""
 
-from . import batchnorm, frn, ghostbatchnorm, grn, groupnorm, instancenorm, layernorm
+from . import batchnorm, batchrenorm, frn, ghostbatchnorm, grn, groupnorm, instancenorm, layernorm
 
-__all__ = ["batchnorm", "frn", "ghostbatchnorm", "grn", "groupnorm", "instancenorm", "layernorm"]
+__all__ = ["batchnorm", "batchrenorm", "frn", "ghostbatchnorm", "grn", "groupnorm", "instancenorm", "layernorm"]
