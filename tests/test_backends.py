@@ -139,6 +139,8 @@ LARGE = [  # (name, constructor, input shapes)
     ("GlobalResponseNorm-CF", lambda b: npnorm.GlobalResponseNorm(32, channels_last=False, backend=b),
      [_big((4, 32, 56, 56), (3, 32, 5, 5))]),
     ("BatchRenorm2d", lambda b: npnorm.BatchRenorm2d(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
+    ("EvoNorm2dB0", lambda b: npnorm.EvoNorm2dB0(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
+    ("EvoNorm2dS0", lambda b: npnorm.EvoNorm2dS0(64, groups=8, backend=b), [_big((8, 64, 28, 28), (3, 64, 3, 3))]),
 ]
 
 

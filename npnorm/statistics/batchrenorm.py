@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_dout, check_eps, check_momentum, check_ndim, check_positive_int
+from .._checks import (as_float_array, check_cache, check_channels, check_dout,
+                       check_eps, check_momentum, check_ndim, check_positive_int)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels._common import run_reusing
@@ -92,15 +93,15 @@ def batch_renorm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndar
         out = out + bias.reshape(view)
     cache = {"x_tilde": x_tilde, "x_hat": x_hat, "std": std, "mean": mean, "r": np.array(r, dtype=np.float64),
              "d": np.array(d, dtype=np.float64), "m": m, "weight": weight, "has_bias": bias is not None,
-             "axes": axes, "view": view, "dtype": x.dtype}
+             "axes": axes, "view": view, "dtype": x.dtype, "out_shape": x_hat.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def batch_renorm_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Eq. (brn-backward): BatchNorm's backward with :math:`g = \\gamma r\\,dy` (``r``, ``d`` constant).
     Returns ``(dx, dweight, dbias)``."""
+    dy = np.asarray(check_cache(dout, cache, "batch_renorm_backward"), dtype=np.float64)
     axes, view, m = cache["axes"], cache["view"], cache["m"]
-    dy = np.asarray(check_dout(dout, cache["x_hat"].shape, where="batch_renorm_backward"), dtype=np.float64)
     weight = cache["weight"]
     dbias = dy.sum(axis=axes) if cache["has_bias"] else None
     dweight = np.sum(dy * cache["x_hat"], axis=axes) if weight is not None else None
@@ -198,7 +199,7 @@ class _BatchRenorm(Module):
         mode, cache = self._require_cache()
         where = f"{type(self).__name__}.backward"
         if mode == "train":
-            check_dout(dout, cache["shape"] if "shape" in cache else cache["x_hat"].shape, where=where)
+            check_dout(dout, cache["out_shape"], where=where)
             backward = pick_for_cache(cache, batch_renorm_backward, _kernels.batch_renorm_backward)
             dx, dweight, dbias = backward(dout, cache)
         elif cache.get("backend") == "numba":                      # evaluation mode, Numba twin

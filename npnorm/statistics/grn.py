@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_dout, check_eps, check_ndim, check_positive_int
+from .._checks import (as_float_array, check_cache, check_channels, check_dout,
+                       check_eps, check_ndim, check_positive_int)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels._common import run_reusing
@@ -52,15 +53,15 @@ def grn_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float 
     nrm = g / d
     out = x64 + weight.reshape(view) * (x64 * nrm) + bias.reshape(view)        # eq. (grn-forward)
     cache = {"x": x64, "g": g, "d": d, "n": nrm, "weight": weight, "channels_last": channels_last,
-             "dtype": x.dtype}
+             "dtype": x.dtype, "out_shape": x64.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def grn_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Eq. (grn-backward). Returns ``(dx, dweight, dbias)``."""
+    dy = np.asarray(check_cache(dout, cache, "grn_backward"), dtype=np.float64)
     x, g, d, nrm = cache["x"], cache["g"], cache["d"], cache["n"]
     spatial, chan, view = _layout(cache["channels_last"])
-    dy = np.asarray(check_dout(dout, x.shape, where="grn_backward"), dtype=np.float64)
     param_axes = tuple(a for a in range(4) if a != chan)
     dweight = np.sum(dy * x * nrm, axis=param_axes)
     dbias = dy.sum(axis=param_axes)

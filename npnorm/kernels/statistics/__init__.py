@@ -1,5 +1,6 @@
 """Numba twins of :mod:`npnorm.statistics`: one module per layer, same function signatures."""
 
-from . import batchnorm, batchrenorm, frn, ghostbatchnorm, grn, groupnorm, instancenorm, layernorm
+from . import batchnorm, batchrenorm, evonorm, frn, ghostbatchnorm, grn, groupnorm, instancenorm, layernorm
 
-__all__ = ["batchnorm", "batchrenorm", "frn", "ghostbatchnorm", "grn", "groupnorm", "instancenorm", "layernorm"]
+__all__ = ["batchnorm", "batchrenorm", "evonorm", "frn", "ghostbatchnorm", "grn", "groupnorm", "instancenorm",
+           "layernorm"]
