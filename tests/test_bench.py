@@ -26,7 +26,8 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
     cases = {r["case"] for r in data["results"]}
     assert cases == {"LayerNorm", "RMSNorm", "GroupNorm G=32", "InstanceNorm2d", "BatchNorm2d train",
                      "PatchNormConv2d 3x3", "AdaGroupNorm G=32", "ScaleNorm", "L2Norm", "QK RMSNorm per head",
-                     "DyT"}
+                     "DyT", "BatchRenorm2d train", "GRN channels-last", "GRN channels-first", "EvoNorm-B0 train",
+                     "EvoNorm-S0 G=32"}
     for case in cases:
         for dtype in ("float32", "float64"):
             for pss in ("forward", "forward+backward"):

@@ -75,11 +75,11 @@ def _b0_fwd_rows(x, left, v, w, b, eps, have_stats, mean, var, out, keep, keep_x
         xr, orow = x[n, c], out[n, c]
         for j in range(s_len):                  # output pass: u = max(sigma_B, v x + s), y = w x / u + b
             xv = np.float64(xr[j])
-            right = xv * vc + s
-            u = lc if lc >= right else right
-            orow[j] = xv / u * wc + bc
-            if keep_x:
-                keep[n, c, j] = xr[j]
+            orow[j] = xv / np.maximum(lc, xv * vc + s) * wc + bc
+        if keep_x:                              # the private copy, while the row is in the cache
+            krow = keep[n, c]
+            for j in range(s_len):
+                krow[j] = xr[j]
 
 
 @pjit
@@ -105,19 +105,19 @@ def _b0_bwd_sums(dy, x, left, v, w, inst_std, sums, r0, r1):  # pragma: no cover
         sr = np.float64(0.0)
         srx = np.float64(0.0)
         sl = np.float64(0.0)
-        for j in range(s_len):
+        for j in range(s_len):                  # branch-free (selects), so that the loop vectorizes
             xv, g0 = np.float64(xr[j]), np.float64(dr[j])
             right = xv * vc + s
-            is_left = lc >= right
-            u = lc if is_left else right
-            syz += g0 * (xv / u)
+            u = np.maximum(lc, right)        # (np.maximum vectorizes; builtin max does not)
+            inv = 1.0 / u
+            z = xv * inv
+            syz += g0 * z
             sy += g0
-            du = -g0 * wc * xv / (u * u)        # dL/du, g = gamma dy
-            if is_left:
-                sl += du
-            else:
-                sr += du
-                srx += du * xv
+            du = -g0 * wc * z * inv             # dL/du, g = gamma dy
+            du_r = du if lc < right else 0.0    # the share of v x + s (0 where sigma_B is larger)
+            sr += du_r
+            srx += du_r * xv
+            sl += du - du_r
         sums[0, n, c] = syz
         sums[1, n, c] = sy
         sums[2, n, c] = sr
@@ -146,14 +146,13 @@ def _b0_bwd_dx(dy, x, left, v, w, inst_mean, inst_std, sums, batch_mean, dleft, 
         k_batch = dleft[c] / (m_batch * lc) if training else 0.0   # dL/dsigma_B / (M sigma_B)
         mb = batch_mean[c]
         xr, dr, dxr = x[n, c], dy[n, c], dx[n, c]
-        for j in range(s_len):
+        for j in range(s_len):                  # branch-free: dx = g/u + [right] v dL/du + the std terms
             xv = np.float64(xr[j])
             g = np.float64(dr[j]) * wc
             right = xv * vc + s
-            if lc >= right:
-                val = g / lc
-            else:
-                val = g / right - g * xv / (right * right) * vc
+            inv = 1.0 / np.maximum(lc, right)
+            ginv = g * inv
+            val = ginv - (ginv * xv * inv * vc if lc < right else 0.0)
             dxr[j] = val + k_inst * (xv - mu) + k_batch * (xv - mb)
 
 
@@ -184,8 +183,10 @@ def _s0_fwd_rows(x, groups, v, w, b, eps, mean, std, out, keep, keep_x, r0, r1):
             for j in range(s_len):
                 xv = np.float64(xr[j])
                 orow[j] = xv / (1.0 + np.exp(-xv * vc)) * a + bc
-                if keep_x:
-                    keep[n, c, j] = xr[j]
+            if keep_x:                          # the private copy, while the row is in the cache
+                krow = keep[n, c]
+                for j in range(s_len):
+                    krow[j] = xr[j]
 
 
 @pjit
@@ -197,9 +198,10 @@ def _s0_fwd_parallel(x, groups, v, w, b, eps, mean, std, out, keep, keep_x, nchu
 
 
 @jit
-def _s0_bwd_rows(dy, x, groups, v, w, mean, std, dx, sums, r0, r1):  # pragma: no cover - compiled
+def _s0_bwd_rows(dy, x, groups, v, w, mean, std, dx, sums, sig_buf, r0, r1):  # pragma: no cover - compiled
     """S0 backward of rows ``r0 <= n G + g < r1``; fills ``sums[k, n, c]`` for k = 0: sum dy z,
-    1: sum dy, 2: sum (g / sigma) x^2 sigmoid'(v x) (this row's share of dv)."""
+    1: sum dy, 2: sum (g / sigma) x^2 sigmoid'(v x) (this row's share of dv). ``sig_buf`` (K S,) keeps
+    the row's sigmoids from pass 1 for pass 2 (one ``exp`` per element, the costly operation here)."""
     k = x.shape[1] // groups
     s_len = x.shape[2]
     m = k * s_len
@@ -213,9 +215,11 @@ def _s0_bwd_rows(dy, x, groups, v, w, mean, std, dx, sums, r0, r1):  # pragma: n
             syz = np.float64(0.0)
             sy = np.float64(0.0)
             sv = np.float64(0.0)
+            off = (c - c0) * s_len
             for j in range(s_len):
                 xv, g0 = np.float64(xr[j]), np.float64(dr[j])
                 sig = 1.0 / (1.0 + np.exp(-xv * vc))
+                sig_buf[off + j] = sig
                 a = xv * sig
                 syz += g0 * a
                 sy += g0
@@ -228,17 +232,19 @@ def _s0_bwd_rows(dy, x, groups, v, w, mean, std, dx, sums, r0, r1):  # pragma: n
         for c in range(c0, c0 + k):             # pass 2: dx
             vc, a_c = v[c], w[c] / sd
             xr, dr, dxr = x[n, c], dy[n, c], dx[n, c]
+            off = (c - c0) * s_len
             for j in range(s_len):
                 xv = np.float64(xr[j])
-                sig = 1.0 / (1.0 + np.exp(-xv * vc))
+                sig = sig_buf[off + j]
                 dxr[j] = np.float64(dr[j]) * a_c * (sig + vc * xv * sig * (1.0 - sig)) + kstd * (xv - mu)
 
 
 @pjit
-def _s0_bwd_parallel(dy, x, groups, v, w, mean, std, dx, sums, nchunks):  # pragma: no cover
+def _s0_bwd_parallel(dy, x, groups, v, w, mean, std, dx, sums, sig_buf, nchunks):  # pragma: no cover
     nr = mean.shape[0]
-    for t in numba.prange(nchunks):
-        _s0_bwd_rows(dy, x, groups, v, w, mean, std, dx, sums, t * nr // nchunks, (t + 1) * nr // nchunks)
+    for t in numba.prange(nchunks):             # sig_buf (nchunks, K S): one scratch row per chunk
+        _s0_bwd_rows(dy, x, groups, v, w, mean, std, dx, sums, sig_buf[t], t * nr // nchunks,
+                     (t + 1) * nr // nchunks)
 
 
 #: The compiled functions of this module (for the warm-up and the cache checks).
@@ -366,9 +372,11 @@ def evonorm_s0_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.n
     dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
     sums = np.empty((3, n, c))
     args = (dy3, x3, groups, cache["v"], cache["w"], cache["mean"], cache["std"], dx, sums)
+    row = (c // groups) * x3.shape[2]
     if C.use_parallel(x3.size):
-        _s0_bwd_parallel(*args, C.num_chunks(n * groups))
+        k = C.num_chunks(n * groups)
+        _s0_bwd_parallel(*args, np.empty((k, row)), k)
     else:
-        _s0_bwd_rows(*args, 0, n * groups)
+        _s0_bwd_rows(*args, np.empty(row), 0, n * groups)
     dweight, dbias, dv = (sums[k].sum(axis=0) for k in range(3))
     return C.restore(dx, cache["shape"], cache["dtype"]), dweight, dbias, dv
