@@ -94,10 +94,17 @@ STREAMS = {
 #: How the Numba kernel (and the layer on it) of each family keeps ``x``: a key of :data:`STREAMS`.
 KEEPS = {"layernorm": "keep", "rmsnorm": "keep", "groupnorm": "keep", "instancenorm": "keep",
          "batchnorm": "keep, two reads", "qkrms": "keep", "adagroupnorm": "keep", "scalenorm": "keep", "l2norm": "keep",
-         "dyt": "keep", "patchnorm": "minimum",
+         "dyt": "keep",
+         "patchnorm": "copy",               # a contiguous copy of x for the backward; compute-bound anyway
          # statistics pass (GroupNorm's row kernel), then the affine pass that writes the copy; the
          # backward's row sums, then dx
-         "switchnorm": "keep, two reads", "iternorm": "keep, three reads"}
+         "switchnorm": "keep, two reads", "iternorm": "keep, three reads",
+         # BatchNorm's statistics and affine kernels; EvoNorm-B0 in training merges the block
+         # statistics over the batch before its output pass (and sums over the batch before dx)
+         "batchrenorm": "keep, two reads", "evonorm_b0": "keep, two reads",
+         # one sample's block (GRN) or one (sample, group) row (EvoNorm-S0) per unit of work: its
+         # second pass is counted as a cache hit, which is the lower count if it is not
+         "grn": "keep", "grn_cf": "keep", "evonorm_s0": "keep"}
 
 
 def streams(family: str, impl: str, pss: str) -> tuple[int, int]:
@@ -244,6 +251,101 @@ def textbook_iternorm_backward(dout, cache):
     return np.moveaxis(dxg.reshape((c, n) + dout.shape[2:]), 0, 1), dgamma, dbeta
 
 
+def textbook_renorm_forward(x, gamma, beta, running_mean, running_std, rmax, dmax, eps):
+    """Batch renormalization the tutorial way: BatchNorm's :func:`textbook_norm_forward` (``E[x^2] -
+    E[x]^2`` in the input's dtype) with the scale ``gamma r`` and shift ``gamma d + beta``, ``r`` and
+    ``d`` computed from the batch statistics and held constant."""
+    axes, chan = (0, 2, 3), (1, -1, 1, 1)
+    mu = x.mean(axis=axes)
+    std = np.sqrt((x ** 2).mean(axis=axes) - mu ** 2 + eps)
+    r = np.clip(std / running_std, 1.0 / rmax, rmax).astype(x.dtype)
+    d = np.clip((mu - running_mean) / running_std, -dmax, dmax).astype(x.dtype)
+    out, cache = textbook_norm_forward(x, axes, (gamma * r).reshape(chan), (gamma * d + beta).reshape(chan), eps)
+    return out, (cache, r, d)
+
+
+def textbook_renorm_backward(dout, cache):
+    """BatchNorm's node-by-node backward with ``gamma r`` as the scale; ``(dx, dgamma, dbeta)``."""
+    bn_cache, r, d = cache
+    xhat = bn_cache[1]
+    chan = (1, -1, 1, 1)
+    dx = textbook_norm_backward(dout, bn_cache, None)[0]
+    dgamma = (dout * (xhat * r.reshape(chan) + d.reshape(chan))).sum(axis=(0, 2, 3))
+    return dx, dgamma, dout.sum(axis=(0, 2, 3))
+
+
+def textbook_grn_forward(x, gamma, beta, eps, channels_last=True):
+    """ConvNeXt V2's GRN as its reference code writes it (in the input's dtype): ``Gx = ||x||_2`` over
+    the positions, ``Nx = Gx / (mean_c Gx + eps)``, ``gamma (x Nx) + beta + x``."""
+    sp, ch, view = ((1, 2), -1, (1, 1, 1, -1)) if channels_last else ((2, 3), 1, (1, -1, 1, 1))
+    gx = np.sqrt((x * x).sum(axis=sp, keepdims=True))
+    dn = gx.mean(axis=ch, keepdims=True) + eps
+    nx = gx / dn
+    return gamma.reshape(view) * (x * nx) + beta.reshape(view) + x, (x, gx, dn, nx, gamma.reshape(view), sp, ch)
+
+
+def textbook_grn_backward(dout, cache):
+    """Node by node: ``dNx``, then ``dGx`` through the mean, then ``dx = dout (1 + gamma Nx) + dGx x / Gx``."""
+    x, gx, dn, nx, gamma, sp, ch = cache
+    pax = tuple(a for a in range(4) if a != ch % 4)
+    dnx = (dout * gamma * x).sum(axis=sp, keepdims=True)
+    dgx = dnx / dn - (dnx * gx).sum(axis=ch, keepdims=True) / (x.shape[ch] * dn * dn)
+    dx = dout * (1 + gamma * nx) + dgx * x / gx
+    return dx, (dout * x * nx).sum(axis=pax), dout.sum(axis=pax)
+
+
+def textbook_evonorm_b0_forward(x, gamma, beta, v, eps):
+    """timm's EvoNorm-B0 in training, one temporary per operation: ``x / max(std_batch, v x +
+    std_instance) gamma + beta`` (``np.var``, biased)."""
+    chan = (1, -1, 1, 1)
+    left = np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + eps)
+    s = np.sqrt(x.var(axis=(2, 3), keepdims=True) + eps)
+    right = x * v.reshape(chan) + s
+    use_left = left >= right
+    u = np.where(use_left, left, right)
+    out = x / u * gamma.reshape(chan) + beta.reshape(chan)
+    return out, (x, u, use_left, left, s, v.reshape(chan), gamma.reshape(chan))
+
+
+def textbook_evonorm_b0_backward(dout, cache):
+    """Node by node through the maximum and both standard deviations: ``(dx, dgamma, dbeta, dv)``."""
+    x, u, use_left, left, s, v, gamma = cache
+    n, _, h, w = x.shape
+    g = dout * gamma
+    du = -g * x / (u * u)
+    d_right = np.where(use_left, 0, du)
+    d_left = du - d_right
+    dx = g / u + d_right * v
+    dx = dx + d_right.sum(axis=(2, 3), keepdims=True) * (x - x.mean(axis=(2, 3), keepdims=True)) / (h * w * s)
+    dleft = d_left.sum(axis=(0, 2, 3), keepdims=True)
+    dx = dx + dleft * (x - x.mean(axis=(0, 2, 3), keepdims=True)) / (n * h * w * left)
+    return dx, (dout * x / u).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3)), (d_right * x).sum(axis=(0, 2, 3))
+
+
+def textbook_evonorm_s0_forward(x, gamma, beta, v, groups, eps):
+    """timm's EvoNorm-S0: ``x sigmoid(v x) / std_group gamma + beta`` (``np.var`` over each group)."""
+    chan = (1, -1, 1, 1)
+    n, c, h, w = x.shape
+    xg = x.reshape(n, groups, -1)
+    std = np.sqrt(xg.var(axis=2, keepdims=True) + eps)
+    sig = 1 / (1 + np.exp(-x * v.reshape(chan)))
+    a = x * sig
+    z = (a.reshape(xg.shape) / std).reshape(x.shape)
+    return z * gamma.reshape(chan) + beta.reshape(chan), (x, xg, std, sig, a, z, v.reshape(chan), gamma.reshape(chan))
+
+
+def textbook_evonorm_s0_backward(dout, cache):
+    """Node by node through the sigmoid gate and the group std: ``(dx, dgamma, dbeta, dv)``."""
+    x, xg, std, sig, a, z, v, gamma = cache
+    g = (dout * gamma).reshape(xg.shape)
+    da = (g / std).reshape(x.shape)
+    dstd = -(g * a.reshape(xg.shape)).sum(axis=2, keepdims=True) / (std * std)
+    dsig = sig * (1 - sig)
+    xc = xg - xg.mean(axis=2, keepdims=True)
+    dx = da * (sig + v * x * dsig) + (dstd * xc / (xg.shape[2] * std)).reshape(x.shape)
+    return dx, (dout * z).sum(axis=(0, 2, 3)), dout.sum(axis=(0, 2, 3)), (da * x * x * dsig).sum(axis=(0, 2, 3))
+
+
 # -- cases ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BenchCase:
@@ -292,12 +394,22 @@ CASES = (
     # IterNorm, 8 groups of d = 16 channels, T = 5: each pass costs O(d) flops per element (compute-,
     # not memory-bound). "torch" is the same graph (centring, covariance, Newton steps) under autograd.
     BenchCase("IterNorm G=8", "iternorm", (64, 128, 16, 16), groups=8),
+    # the catalog's layers with a Numba twin (chapter 13); "torch" is the composition of PyTorch
+    # operations that computes the same function where PyTorch has no layer (all five)
+    BenchCase("BatchRenorm2d train", "batchrenorm", (64, 128, 28, 28)),
+    BenchCase("GRN channels-last", "grn", (32, 56, 56, 96)),
+    BenchCase("GRN channels-first", "grn_cf", (32, 96, 56, 56)),
+    BenchCase("EvoNorm-B0 train", "evonorm_b0", (64, 128, 28, 28)),
+    BenchCase("EvoNorm-S0 G=32", "evonorm_s0", (32, 256, 32, 32), groups=32),
 )
 
 #: Newton iterations of the IterNorm case (the reference default).
 ITERNORM_T = 5
 #: Mixture logits (IN, LN, BN) of the SwitchNorm2d case, for the mean and the variance.
 SWITCH_LOGITS = (np.array([0.3, -0.2, 0.5]), np.array([-0.4, 0.1, 0.6]))
+
+#: Families of the catalog layers (their PyTorch column is a composition: :func:`_torch_catalog`).
+CATALOG_FAMILIES = ("batchrenorm", "grn", "grn_cf", "evonorm_b0", "evonorm_s0")
 
 #: Embedding width of the AdaGroupNorm case (the modulation Linear is (2C, ADAGN_EMB)).
 ADAGN_EMB = 128
@@ -341,7 +453,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
 
     eps = 1e-5
     fam, dt = case.family, x.dtype
-    c = x.shape[-1] if fam in ("layernorm", "rmsnorm", "scalenorm", "l2norm", "qkrms", "dyt") else x.shape[1]
+    c = x.shape[-1] if fam in ("layernorm", "rmsnorm", "scalenorm", "l2norm", "qkrms", "dyt", "grn") else x.shape[1]
     rng = np.random.default_rng(0)
     w64, b64 = 1.0 + 0.1 * rng.standard_normal(c), 0.1 * rng.standard_normal(c)
     w, b = w64.astype(dt), b64.astype(dt)
@@ -531,6 +643,8 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
         impls["numba"] = (lambda: kitn.iter_norm_forward(x, w64, b64, g, t, eps, out=y, keep_out=keep),
                           lambda c_: kitn.iter_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.IterNorm(c, num_groups=g, T=t, eps=eps, dtype=dt)
+    elif fam in CATALOG_FAMILIES:
+        impls, layer, extra = _catalog_impls(case, x, dy, w64, b64, y, dx, keep, rng)
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
@@ -540,7 +654,9 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
         if "bias" in layer.params:
             layer.params["bias"][...] = b
         impls["layer"] = _layer_impl(layer, x, dy)
-    if torch_mod is not None and fam != "adagroupnorm":
+    if torch_mod is not None and fam in CATALOG_FAMILIES:
+        impls["torch"] = _torch_catalog(torch_mod, case, x, dy, w, b, extra, torch_forward)
+    elif torch_mod is not None and fam != "adagroupnorm":
         impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps, torch_forward)
 
     result = {}
@@ -549,6 +665,117 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
             return bwd(fwd())
         result[name] = {"forward": fwd, "forward+backward": fwd_bwd}
     return result
+
+
+def _catalog_impls(case: BenchCase, x, dy, w64, b64, y, dx, keep, rng):
+    """``(impls, layer, extra)`` of a catalog family: textbook, reference and Numba kernel (into the
+    preallocated ``y``, ``dx``, ``keep``), the layer (its weight and bias are set by the caller), and
+    the extra constants the PyTorch composition needs."""
+    from . import statistics as S
+    from .statistics import batchrenorm as brn, evonorm as evo, grn
+    from .kernels.statistics import batchrenorm as kbrn, evonorm as kevo, grn as kgrn
+
+    fam, dt = case.family, x.dtype
+    c = x.shape[-1] if fam == "grn" else x.shape[1]
+    w, b = w64.astype(dt), b64.astype(dt)
+    impls: dict[str, tuple[Callable, Callable]] = {}
+    if fam == "batchrenorm":
+        # running statistics that the batch's (mean ~3, std ~2) differ from: r and d in range
+        rm, rs, rmax, dmax, eps = 2.5 + 0.1 * rng.standard_normal(c), 1.5 + 0.1 * rng.random(c), 3.0, 5.0, 1e-5
+        impls["textbook"] = (lambda: textbook_renorm_forward(x, w, b, rm, rs, rmax, dmax, eps),
+                             lambda c_: textbook_renorm_backward(dy, c_[1]))
+        impls["reference"] = (lambda: brn.batch_renorm_forward(x, w64, b64, rm, rs, rmax, dmax, eps),
+                              lambda c_: brn.batch_renorm_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kbrn.batch_renorm_forward(x, w64, b64, rm, rs, rmax, dmax, eps, out=y,
+                                                            keep_out=keep),
+                          lambda c_: kbrn.batch_renorm_backward(dy, c_[1], dx_out=dx))
+        # momentum 0: the running statistics (hence r and d) stay those of the other columns
+        layer = S.BatchRenorm2d(c, eps=eps, momentum=0.0, rmax=rmax, dmax=dmax, dtype=dt)
+        layer.running_mean, layer.running_std = rm.astype(dt), rs.astype(dt)
+        return impls, layer, {"rm": rm, "rs": rs, "rmax": rmax, "dmax": dmax, "eps": eps}
+    if fam in ("grn", "grn_cf"):
+        last, eps = fam == "grn", 1e-6
+        impls["textbook"] = (lambda: textbook_grn_forward(x, w, b, eps, last),
+                             lambda c_: textbook_grn_backward(dy, c_[1]))
+        impls["reference"] = (lambda: grn.grn_forward(x, w64, b64, eps, last),
+                              lambda c_: grn.grn_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kgrn.grn_forward(x, w64, b64, eps, last, out=y, keep_out=keep),
+                          lambda c_: kgrn.grn_backward(dy, c_[1], dx_out=dx))
+        return impls, S.GlobalResponseNorm(c, eps=eps, channels_last=last, dtype=dt), {"eps": eps, "last": last}
+    v64 = 1.0 + 0.1 * rng.standard_normal(c)
+    v = v64.astype(dt)
+    if fam == "evonorm_b0":
+        eps = 1e-3
+        impls["textbook"] = (lambda: textbook_evonorm_b0_forward(x, w, b, v, eps),
+                             lambda c_: textbook_evonorm_b0_backward(dy, c_[1]))
+        impls["reference"] = (lambda: evo.evonorm_b0_forward(x, w64, b64, v64, None, eps),
+                              lambda c_: evo.evonorm_b0_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kevo.evonorm_b0_forward(x, w64, b64, v64, None, eps, out=y, keep_out=keep),
+                          lambda c_: kevo.evonorm_b0_backward(dy, c_[1], dx_out=dx))
+        layer = S.EvoNorm2dB0(c, eps=eps, dtype=dt)
+    else:
+        eps, g = 1e-5, case.groups
+        impls["textbook"] = (lambda: textbook_evonorm_s0_forward(x, w, b, v, g, eps),
+                             lambda c_: textbook_evonorm_s0_backward(dy, c_[1]))
+        impls["reference"] = (lambda: evo.evonorm_s0_forward(x, w64, b64, v64, g, eps),
+                              lambda c_: evo.evonorm_s0_backward(dy, c_[1]))
+        impls["numba"] = (lambda: kevo.evonorm_s0_forward(x, w64, b64, v64, g, eps, out=y, keep_out=keep),
+                          lambda c_: kevo.evonorm_s0_backward(dy, c_[1], dx_out=dx))
+        layer = S.EvoNorm2dS0(c, groups=g, eps=eps, dtype=dt)
+    layer.params["v"][...] = v
+    return impls, layer, {"v": v, "eps": eps}
+
+
+def _torch_catalog(torch, case, x, dy, w, b, extra, torch_forward="no_grad"):
+    """The catalog layers as compositions of PyTorch operations (PyTorch has none of them), with
+    autograd: batch renorm as ``F.batch_norm`` with detached ``r``, ``d``; GRN as ConvNeXt V2's code;
+    EvoNorm-B0/S0 as timm's."""
+    F = torch.nn.functional
+    fam = case.family
+    dt = torch.from_numpy(x).dtype
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    leaves = [torch.from_numpy(a).clone() for a in (x, w, b)] + (
+        [torch.from_numpy(extra["v"]).clone()] if "v" in extra else [])
+    chan = (1, -1, 1, 1)
+
+    def call(xi, wi, bi, vi=None):
+        if fam == "batchrenorm":
+            with torch.no_grad():
+                var, mean = torch.var_mean(xi, dim=(0, 2, 3), unbiased=False)
+                std = torch.sqrt(var + extra["eps"])
+                rs = torch.from_numpy(extra["rs"]).to(dt)
+                r = torch.clamp(std / rs, 1 / extra["rmax"], extra["rmax"])
+                d = torch.clamp((mean - torch.from_numpy(extra["rm"]).to(dt)) / rs, -extra["dmax"], extra["dmax"])
+            xh = F.batch_norm(xi, None, None, training=True, eps=extra["eps"])
+            return (xh * r.view(chan) + d.view(chan)) * wi.view(chan) + bi.view(chan)
+        if fam in ("grn", "grn_cf"):
+            sp, ch, view = ((1, 2), -1, (1, 1, 1, -1)) if extra["last"] else ((2, 3), 1, chan)
+            gx = torch.norm(xi, p=2, dim=sp, keepdim=True)
+            nx = gx / (gx.mean(dim=ch, keepdim=True) + extra["eps"])
+            return wi.view(view) * (xi * nx) + bi.view(view) + xi
+        if fam == "evonorm_b0":
+            left = torch.sqrt(xi.var(dim=(0, 2, 3), unbiased=False, keepdim=True) + extra["eps"])
+            s = torch.sqrt(xi.var(dim=(2, 3), unbiased=False, keepdim=True) + extra["eps"])
+            return xi / torch.maximum(left, xi * vi.view(chan) + s) * wi.view(chan) + bi.view(chan)
+        n, c = xi.shape[:2]
+        std = torch.sqrt(xi.reshape(n, case.groups, -1).var(dim=-1, unbiased=False, keepdim=True) + extra["eps"])
+        a = (xi * torch.sigmoid(xi * vi.view(chan))).reshape(n, case.groups, -1)
+        return (a / std).reshape(xi.shape) * wi.view(chan) + bi.view(chan)
+
+    grads = [a.clone().requires_grad_(True) for a in leaves]
+
+    def fwd():
+        if torch_forward == "autograd":          # the training forward: records the graph
+            return None, call(*grads)
+        with torch.no_grad():
+            return None, call(xt, *leaves[1:])
+
+    def bwd(_):
+        for a in grads:
+            a.grad = None
+        call(*grads).backward(dyt)
+
+    return fwd, bwd
 
 
 def _sum_param_grads(grads):

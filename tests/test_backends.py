@@ -50,7 +50,8 @@ def run_both(make, inputs, dout_seed=5, steps=1):
             dout = rng.standard_normal(out.shape).astype(out.dtype)
             dx = layer.backward(dout)
         dx = dx if isinstance(dx, tuple) else (dx,)
-        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "num_batches_tracked", "running_wm")
+        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "running_std", "num_batches_tracked",
+                                                  "running_wm")
                    if getattr(layer, k, None) is not None}
         results[backend] = {"out": out, "dx": dx, "grads": dict(layer.grads), "buffers": buffers}
     return results
@@ -142,6 +143,12 @@ LARGE = [  # (name, constructor, input shapes)
     ("ScaleNorm", lambda b: npnorm.ScaleNorm(1024, backend=b), [_big((400, 1024), (3, 1024))]),
     ("L2Norm", lambda b: npnorm.L2Norm(backend=b), [_big((400, 1024), (3, 1024))]),
     ("DyT", lambda b: npnorm.DyT(1024, backend=b), [_big((400, 1024), (3, 1024))]),
+    ("GlobalResponseNorm", lambda b: npnorm.GlobalResponseNorm(96, backend=b), [_big((8, 28, 28, 96), (3, 4, 5, 96))]),
+    ("GlobalResponseNorm-CF", lambda b: npnorm.GlobalResponseNorm(32, channels_last=False, backend=b),
+     [_big((4, 32, 56, 56), (3, 32, 5, 5))]),
+    ("BatchRenorm2d", lambda b: npnorm.BatchRenorm2d(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
+    ("EvoNorm2dB0", lambda b: npnorm.EvoNorm2dB0(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
+    ("EvoNorm2dS0", lambda b: npnorm.EvoNorm2dS0(64, groups=8, backend=b), [_big((8, 64, 28, 28), (3, 64, 3, 3))]),
 ]
 #: The layers with statistics (DyT has none, and at 1e4 its tanh saturates: float64 gives exactly
 #: zero gradients there, the float32 approximation ~5e-7 per element, summed into dalpha).
@@ -274,6 +281,32 @@ def test_running_statistics_agree(cls, momentum):
     for layer in layers.values():                           # eval mode uses them: same outputs
         layer.eval()
     assert rel_error(fast(batches[0]), ref(batches[0])) <= 1e-12
+
+
+@pytest.mark.parametrize("cls, shape", [(npnorm.BatchRenorm1d, (6, 3)), (npnorm.BatchRenorm2d, (4, 3, 3, 2))])
+def test_batch_renorm_unclipped_corrections_agree(cls, shape):
+    """Running statistics near the batch's: r and d inside their clipping ranges, where the backward
+    pass treats them as constants (not the true gradient, so the registry cannot check it): both
+    backends make the same approximation, over several steps and in evaluation."""
+    rng = np.random.default_rng(13)
+    x = 5.0 + 3.0 * rng.standard_normal(shape)
+
+    def make(backend):
+        layer = cls(shape[1], backend=backend)
+        npnorm.registry.randomize_layer(layer, np.random.default_rng(2))
+        layer.running_mean, layer.running_std = np.full(shape[1], 5.1), np.full(shape[1], 2.9)
+        return layer
+
+    ref = make("numpy")
+    ref(x)
+    cache = ref._cache[1]
+    assert np.all(np.abs(np.log(cache["r"])) < np.log(3.0)) and np.all(np.abs(cache["d"]) < 5.0)
+    assert_agree(run_both(make, [x], steps=3), np.float64, cls.__name__)
+    layers = {b: make(b) for b in BACKENDS}
+    for layer in layers.values():
+        layer(x)
+        layer.eval()
+    assert rel_error(layers["numba"](x), layers["numpy"](x)) <= 1e-12
 
 
 #: Layers whose NaN spreads over the whole batch (a BN branch, a covariance): not in NAN_CASES.

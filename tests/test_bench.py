@@ -26,7 +26,8 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
     cases = {r["case"] for r in data["results"]}
     assert cases == {"LayerNorm", "RMSNorm", "GroupNorm G=32", "InstanceNorm2d", "BatchNorm2d train",
                      "PatchNormConv2d 3x3", "AdaGroupNorm G=32", "ScaleNorm", "L2Norm", "QK RMSNorm per head",
-                     "DyT", "SwitchNorm2d", "IterNorm G=8"}
+                     "DyT", "SwitchNorm2d", "IterNorm G=8", "BatchRenorm2d train", "GRN channels-last",
+                     "GRN channels-first", "EvoNorm-B0 train", "EvoNorm-S0 G=32"}
     for case in cases:
         for dtype in ("float32", "float64"):
             for pss in ("forward", "forward+backward"):
@@ -136,17 +137,22 @@ def test_the_implementation_check_catches_a_flipped_operator(monkeypatch):
 
 def test_traffic_model_counts_the_private_copy():
     """npnorm's fused kernels write a private copy of x in the forward pass: 3 streams forward, 6 for
-    forward + backward (BatchNorm: 4 and 9, it reads its inputs twice); PyTorch (a reference to x) and
-    the NumPy versions are counted at the minimum."""
-    for fam in ("layernorm", "rmsnorm", "groupnorm", "instancenorm", "batchnorm"):
-        for impl in ("numba", "layer"):
-            reads = 2 if fam == "batchnorm" else 1       # BatchNorm reads its inputs twice per pass
-            assert bench.streams(fam, impl, "forward") == (reads, 2)
-            assert bench.streams(fam, impl, "forward+backward") == (3 * reads, 3)
+    forward + backward, plus one read of every input per extra traversal (BatchNorm-like layers read
+    their inputs twice per pass, IterNorm three times forward); PatchNorm copies x beside its kernel.
+    PyTorch (a reference to x) and the NumPy versions are counted at the minimum."""
+    traversals = {"batchnorm": (2, 2), "switchnorm": (2, 2), "batchrenorm": (2, 2), "evonorm_b0": (2, 2),
+                  "iternorm": (3, 2)}
+    for fam in bench.KEEPS:
         for impl in ("torch", "textbook", "reference"):
             assert bench.streams(fam, impl, "forward") == (1, 1)
             assert bench.streams(fam, impl, "forward+backward") == (3, 2)
-    assert bench.streams("dyt", "numba", "forward") == (2, 2)          # a separate x.copy()
+        if fam == "patchnorm":
+            assert bench.streams(fam, "numba", "forward") == (2, 2)
+            continue
+        fwd_reads, bwd_reads = traversals.get(fam, (1, 1))
+        for impl in ("numba", "layer"):
+            assert bench.streams(fam, impl, "forward") == (fwd_reads, 2)
+            assert bench.streams(fam, impl, "forward+backward") == (fwd_reads + 2 * bwd_reads, 3)
     assert set(bench.KEEPS) == {c.family for c in bench.CASES}
 
 

@@ -317,9 +317,13 @@ from npnorm.weights import spectralnorm as _sn, weightnorm as _wn, weightstd as 
 from npnorm.kernels.statistics import batchnorm as _kbn, groupnorm as _kgn, instancenorm as _kin  # noqa: E402
 from npnorm.kernels.statistics import layernorm as _kln  # noqa: E402
 from npnorm.kernels.adaptive import adain as _kada  # noqa: E402
+from npnorm.statistics import batchrenorm as _brn, evonorm as _evo, grn as _grn  # noqa: E402
+from npnorm.kernels.statistics import batchrenorm as _kbrn, evonorm as _kevo, grn as _kgrn  # noqa: E402
 
 X = np.random.default_rng(0).standard_normal((4, 6, 3))
 W6 = np.ones(6)
+X4 = np.random.default_rng(1).standard_normal((2, 3, 4, 5))
+W3 = np.ones(3)
 
 FUNCTIONAL_BAD = [
     # (callable, args, exception, pattern)
@@ -389,6 +393,18 @@ FUNCTIONAL_PAIRS = [
     (_kln.rms_norm_forward, _kln.rms_norm_backward, (X, (3,), None)),
     (_kin.instance_norm_forward, _kin.instance_norm_backward, (X, W6, W6)),
     (_kada.adain_forward, _kada.adain_backward, (X, X)),
+    # the catalog layers with a Numba twin (issue 18), both backends
+    (_brn.batch_renorm_forward, _brn.batch_renorm_backward, (X, W6, W6, np.zeros(6), np.ones(6))),
+    (_kbrn.batch_renorm_forward, _kbrn.batch_renorm_backward, (X, W6, W6, np.zeros(6), np.ones(6))),
+    (_kbrn.batch_renorm_eval_forward, _kbrn.batch_renorm_eval_backward, (X, np.zeros(6), np.ones(6), W6, W6)),
+    (_grn.grn_forward, _grn.grn_backward, (X4, np.ones(5), np.zeros(5))),
+    (_kgrn.grn_forward, _kgrn.grn_backward, (X4, np.ones(5), np.zeros(5))),
+    (_kgrn.grn_forward, _kgrn.grn_backward, (X4, np.ones(3), np.zeros(3), 1e-6, False)),
+    (_evo.evonorm_b0_forward, _evo.evonorm_b0_backward, (X4, W3, W3, W3)),
+    (_kevo.evonorm_b0_forward, _kevo.evonorm_b0_backward, (X4, W3, W3, W3)),
+    (_kevo.evonorm_b0_forward, _kevo.evonorm_b0_backward, (X4, W3, W3, W3, W3)),
+    (_evo.evonorm_s0_forward, _evo.evonorm_s0_backward, (X4, W3, W3, W3, 3)),
+    (_kevo.evonorm_s0_forward, _kevo.evonorm_s0_backward, (X4, W3, W3, W3, 3)),
 ]
 
 
