@@ -61,7 +61,8 @@ def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5) -> 
 def adain_backward(
     dout: np.ndarray, cache: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Backward pass of :func:`adain_forward`: returns ``(dcontent, dstyle)``."""
+    """Backward pass of :func:`adain_forward`: returns
+    ``(dcontent, dstyle)``."""
     dy = np.asarray(check_cache(dout, cache, "adain_backward"),
                     dtype=np.float64)
     x_hat, s_std, s_c, m = (cache["x_hat"], cache["s_std"], cache["s_c"],
