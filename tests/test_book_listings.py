@@ -50,8 +50,8 @@ PENDING: set[tuple[str, str]] = {
     ("transformers.md", "dyt_backward"),
 }
 
-INCLUDE = re.compile(r"^```\{literalinclude\}[ \t]+(\S+)[ \t]*\n((?:[ \t]*:[\w-]+:[^\n]*\n)*)",
-                     re.M)
+INCLUDE = re.compile(r"^(?:`{3,}|:{3,})\{literalinclude\}[ \t]+(\S+)[ \t]*\n"
+                     r"((?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
 OPTION = re.compile(r"^[ \t]*:([\w-]+):[ \t]*(.*?)[ \t]*$", re.M)
 #: Options that choose what is shown (those Sphinx's reader applies to the text).
 SELECTING = ("pyobject", "lines", "start-after", "end-before", "start-at", "end-at", "dedent",
@@ -131,6 +131,23 @@ def test_pyobject_listing_includes_decorators_and_the_whole_body():
     assert any(line.lstrip().startswith("def learning_rate_sweep(") for line in lines)
     assert lines[-1].lstrip().startswith("return"), lines[-1]
     assert first > 0
+
+
+def test_the_reader_applies_every_selecting_option(tmp_path):
+    """``:lines:`` and the marker options cut what Sphinx prints (none is in the book yet)."""
+    src = tmp_path / "mod.py"
+    src.write_text("a = 1\n# start\nb = 2\nc = 3\n# end\nd = 4\n")
+    assert included_lines(src, {"lines": "3-4"}) == (["b = 2", "c = 3"], 3)
+    assert included_lines(src, {"start-after": "# start", "end-before": "# end"}) == \
+        (["b = 2", "c = 3"], 3)
+    assert included_lines(src, {"start-at": "c =", "end-at": "d ="}) == \
+        (["c = 3", "# end", "d = 4"], 4)
+    src.write_text("x = 0\n" + "y = " + "1 + " * 30 + "1\n")
+    assert too_wide(src, {"lines": "2"}) == [f"{src}:2: 125 columns"]
+    assert too_wide(src, {"lines": "1"}) == []
+    block = "```{literalinclude} ../m.py\n:language: python\n:lines: 2-3\n:task: 1.1\n```\n"
+    target, options = INCLUDE.findall(block)[0]
+    assert target == "../m.py" and dict(OPTION.findall(options))["lines"] == "2-3"
 
 
 @pytest.mark.parametrize("page, what, path, options",

@@ -97,7 +97,7 @@ def adaln_zero_backward(dout: np.ndarray, cache: dict[str, Any]):
     df2, a2 = df.reshape(-1, d), cache["a"].reshape(-1, cache["a"].shape[-1])
     grads = {"mlp.fc2.weight": df2.T @ a2, "mlp.fc2.bias": df2.sum(axis=0)}
     da = df @ cache["w2"]
-    # SiLU'
+    # SiLU'(h1) = sig (1 + h1 (1 - sig))
     dh1 = da * cache["sig"] * (1.0 + cache["h1"] * (1.0 - cache["sig"]))
     dh2, u2 = dh1.reshape(-1, dh1.shape[-1]), cache["u"].reshape(-1, d)
     grads["mlp.fc1.weight"] = dh2.T @ u2
@@ -106,8 +106,8 @@ def adaln_zero_backward(dout: np.ndarray, cache: dict[str, Any]):
     dx_hat, dscale, dshift = modulate_backward(du, cache["mod"])
     dcond, dw, db = project_backward(
         np.concatenate([dshift, dscale, dgate], axis=1), cache["proj"])
-    grads["adaLN_modulation.1.weight"], grads["adaLN_modulation.1.bias"] = (
-        dw, db)
+    grads["adaLN_modulation.1.weight"] = dw
+    grads["adaLN_modulation.1.bias"] = db
     # identity path + normalized branch
     dx = g + standardize_backward(dx_hat, cache["ln"])
     return (dx.astype(cache["dtype"], copy=False),

@@ -222,18 +222,18 @@ def gradient_penalty_backward_staged(dout: np.ndarray,
     # (P): the adjoint of s_0 = g
     ds = _delta(dout, cache, "gradient_penalty_backward_staged")
     for k in range(1, K + 1):
-        dW[k - 1] += rs[k - 1].T @ ds       # (B4) W_k path
-        dr = ds @ Ws[k - 1].T               # (B4) r_k path
-        dm = dr * ss[k]                     # (B3) m_k path
-        ds = dr * d1s[k - 1]                # (B3) s_k path
-        dz[k - 1] += dm * d2s[k - 1]        # (B2) m_k = phi'(z_k)
-    dW[K] += ds.sum(axis=0, keepdims=True)  # (B1) s_K = w (every sample)
-    dh = np.zeros_like(hs[K])               # h_K only feeds D, not p
+        dW[k - 1] += rs[k - 1].T @ ds         # (B4) W_k path
+        dr = ds @ Ws[k - 1].T                 # (B4) r_k path
+        dm = dr * ss[k]                       # (B3) m_k path
+        ds = dr * d1s[k - 1]                  # (B3) s_k path
+        dz[k - 1] += dm * d2s[k - 1]          # (B2) m_k = phi'(z_k)
+    dW[K] += ds.sum(axis=0, keepdims=True)    # (B1) s_K = w (every sample)
+    dh = np.zeros_like(hs[K])                 # h_K only feeds D, not p
     for k in range(K, 0, -1):
-        dz[k - 1] += dh * d1s[k - 1]        # (F2)
-        dW[k - 1] += dz[k - 1].T @ hs[k - 1]    # (F1) W_k path
-        db[k - 1] += dz[k - 1].sum(axis=0)      # (F1) b_k path
-        dh = dz[k - 1] @ Ws[k - 1]              # (F1) h_{k-1} path
+        dz[k - 1] += dh * d1s[k - 1]          # (F2)
+        dW[k - 1] += dz[k - 1].T @ hs[k - 1]  # (F1) W_k path
+        db[k - 1] += dz[k - 1].sum(axis=0)    # (F1) b_k path
+        dh = dz[k - 1] @ Ws[k - 1]            # (F1) h_{k-1} path
     return {"x": dh, "weights": dW, "biases": db}
 
 

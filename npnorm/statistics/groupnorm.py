@@ -56,8 +56,8 @@ def group_norm_forward(
     view = (1, c) + (1,) * (x.ndim - 2)
     per_group = ((c // num_groups)
                  * int(np.prod(x.shape[2:], dtype=np.int64)))
-    grouped = np.asarray(x, dtype=np.float64).reshape(n, num_groups,
-                                                      per_group)
+    grouped = np.asarray(x, dtype=np.float64).reshape(
+        n, num_groups, per_group)
     x_hat_g, cache = standardize_forward(grouped, (2,), eps)
     x_hat = x_hat_g.reshape(x.shape)
     out = x_hat.copy() if weight is None else x_hat * weight.reshape(view)

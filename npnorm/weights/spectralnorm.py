@@ -122,8 +122,8 @@ def spectral_norm_forward(
         pass needs.
     """
     where = "spectral_norm_forward"
-    weight = as_weight(weight, where, 2, what="at least 2-D (a matrix or a "
-                       "higher-rank weight)")
+    weight = as_weight(weight, where, 2,
+                       what="at least 2-D (a matrix or a higher-rank weight)")
     dim = check_dim(dim, weight.ndim, where)
     w64 = np.asarray(weight, dtype=np.float64)
     h = weight.shape[dim]
