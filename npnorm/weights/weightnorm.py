@@ -97,7 +97,7 @@ def weight_norm_forward(
             raise ValueError("weight norm: v is all zeros, so its direction "
                              "v / ||v|| is undefined")
         bad = [int(i) for i in np.flatnonzero(n.reshape(-1) == 0.0)]
-        raise ValueError(f"weight norm: v has all-zero slices along "
+        raise ValueError("weight norm: v has all-zero slices along "
                          f"dim={dim} at indices {bad}, so their direction "
                          "v / ||v|| is undefined")
     direction = v64 / n
