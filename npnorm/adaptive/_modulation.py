@@ -100,7 +100,8 @@ def modulate_forward(x_hat: np.ndarray, scale: np.ndarray, shift: np.ndarray, ba
 
 
 def modulate_backward(dy: np.ndarray, cache: dict[str, Any]):
-    """Backward of (M): ``(dx_hat, dscale, dshift)``, the last two of shape ``(N, C)``."""
+    """Backward of (M): ``(dx_hat, dscale, dshift)``, the last two of shape
+    ``(N, C)``."""
     g = np.asarray(dy, dtype=np.float64)
     axes = cache["axes"]
     dshift = g.sum(axis=axes)

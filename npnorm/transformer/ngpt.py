@@ -159,7 +159,8 @@ class NGPTResidual(Module):
         self.grads["alpha"] = (da * c["sign"] * self.factor).astype(self.dtype)
         dh = l2_normalize_backward(dz * (1.0 - c["a"]), c["ch"])
         dsub = l2_normalize_backward(dz * c["a"], c["cs"])
-        return dh.astype(c["dtype"], copy=False), dsub.astype(c["dtype"], copy=False)
+        return (dh.astype(c["dtype"], copy=False),
+                dsub.astype(c["dtype"], copy=False))
 
     def extra_repr(self) -> str:
         return f"{self.dim}, alpha_init={self.alpha_init}"
