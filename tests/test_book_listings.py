@@ -21,35 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 WIDTH = 79
 
-#: Listings still wider than the page, as (book page, what it includes): ``what`` is the
-#: ``:pyobject:`` value, or the other selecting options as written (see ``_what``).
-#: Their files were being edited elsewhere when the listings were brought to the page width;
-#: the lead rewraps them after merging and empties this set. An entry that is already clean
-#: (or no longer in the book) fails ``test_pending_listings_are_still_too_wide``, so the set
-#: cannot go stale.
-PENDING: set[tuple[str, str]] = {
-    ("adaptive.md", "ada_group_norm_forward"),
-    ("adaptive.md", "ada_group_norm_backward"),
-    ("catalog.md", "batch_renorm_backward"),
-    ("catalog.md", "evonorm_b0_backward"),
-    ("catalog.md", "grn_backward"),
-    ("catalog.md", "iter_norm_backward"),
-    ("divergence.md", "radial_norm_backward"),
-    ("divergence.md", "patch_sq_norms"),
-    ("divergence.md", "patch_norm_conv2d_forward"),
-    ("divergence.md", "patch_norm_conv2d_backward"),
-    ("performance.md", "_ln_fwd_rows"),
-    ("performance.md", "_ln_bwd_rows"),
-    ("performance.md", "batch_norm_forward"),
-    ("performance.md", ":start-at: FASTMATH = :end-at: pjit ="),
-    ("performance.md", "_ln_fwd_parallel"),
-    ("transformers.md", "MultiheadSelfAttention.backward"),
-    ("transformers.md", "Block.backward"),
-    ("transformers.md", "l2_normalize_backward_staged"),
-    ("transformers.md", "l2_normalize_backward"),
-    ("transformers.md", "dyt_backward"),
-}
-
 INCLUDE = re.compile(r"^(?:`{3,}|:{3,})\{literalinclude\}[ \t]+(\S+)[ \t]*\n"
                      r"((?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
 OPTION = re.compile(r"^[ \t]*:([\w-]+):[ \t]*(.*?)[ \t]*$", re.M)
@@ -153,19 +124,6 @@ def test_the_reader_applies_every_selecting_option(tmp_path):
 @pytest.mark.parametrize("page, what, path, options",
                          [pytest.param(*item, id=f"{item[0]}:{item[1]}") for item in ALL])
 def test_included_code_fits_the_page(page, what, path, options):
-    if (page, what) in PENDING:
-        pytest.skip("listed in PENDING (rewrapped by the lead after the merge)")
     bad = too_wide(path, options)
     assert not bad, (f"book/{page} includes {what} with lines over {WIDTH} columns "
                      "(rewrap them in the library):\n  " + "\n  ".join(bad))
-
-
-def test_pending_listings_are_still_too_wide():
-    """Every PENDING entry is a listing of the book that is still too wide: remove it when it
-    is fixed (or gone)."""
-    present = {(page, what): (path, options) for page, what, path, options in ALL}
-    stale = [f"{entry}: not included by the book any more" for entry in sorted(PENDING)
-             if entry not in present]
-    stale += [f"{entry}: already fits the page; remove it from PENDING"
-              for entry in sorted(PENDING) if entry in present and not too_wide(*present[entry])]
-    assert not stale, "\n".join(stale)

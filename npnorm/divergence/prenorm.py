@@ -147,12 +147,16 @@ def radial_norm_forward(x: np.ndarray, mode: str = "l2", eps: float = 1e-12, axi
 
 def radial_norm_backward(dout: np.ndarray, cache: dict[str, Any],
                          where: str = "radial_norm_backward") -> np.ndarray:
-    """Equation (PRE-B): :math:`dx = (g - c\\,\\hat x\\,\\langle g, \\hat x\\rangle)/s`. Returns ``dx``.
+    """Equation (PRE-B):
+    :math:`dx = (g - c\\,\\hat x\\,\\langle g, \\hat x\\rangle)/s`.
+    Returns ``dx``.
 
-    Through the shared L2 backward: :math:`\\hat x = y/\\sqrt c` with :math:`y` the L2 normalization
-    of :func:`radial_norm_forward`, so ``dx = l2_normalize_backward(g / sqrt(c))``; expanding
-    :func:`~npnorm.transformer.l2norm.l2_normalize_backward` with :math:`y = \\sqrt c\\,\\hat x` and
-    divisor :math:`s/\\sqrt c` gives (PRE-B).
+    Through the shared L2 backward: :math:`\\hat x = y/\\sqrt c` with
+    :math:`y` the L2 normalization of :func:`radial_norm_forward`, so
+    ``dx = l2_normalize_backward(g / sqrt(c))``; expanding
+    :func:`~npnorm.transformer.l2norm.l2_normalize_backward` with
+    :math:`y = \\sqrt c\\,\\hat x` and divisor :math:`s/\\sqrt c` gives
+    (PRE-B).
     """
     g = np.asarray(check_dout(dout, cache["shape"], where), dtype=np.float64)
     dx = l2_normalize_backward(cache["gain"] * g, cache["l2"], where=where)

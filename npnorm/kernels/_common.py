@@ -41,16 +41,19 @@ __all__ = ["FASTMATH", "PARALLEL_THRESHOLD", "JIT_DISABLED", "use_parallel", "nu
 #: signed zeros); NaN and Inf keep their IEEE meaning.
 FASTMATH = {"reassoc", "nsz", "contract"}
 
-#: Inputs with at least this many elements use the parallel drivers (about 512 x 768 elements:
-#: below it, starting the threads costs more than it saves on this kind of machine).
+#: Inputs with at least this many elements use the parallel drivers (about
+#: 512 x 768 elements: below it, starting the threads costs more than it
+#: saves on this kind of machine).
 PARALLEL_THRESHOLD = 512 * 768
 
-#: True when ``NUMBA_DISABLE_JIT=1``: the kernels then run as plain (slow) Python.
+#: True when ``NUMBA_DISABLE_JIT=1``: the kernels then run as plain (slow)
+#: Python.
 JIT_DISABLED = bool(numba.config.DISABLE_JIT)
 
 #: Serial kernel: compiled on first call, cached on disk.
 jit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
-#: Parallel driver: as :data:`jit` plus ``parallel=True`` (``prange`` loops run on all threads).
+#: Parallel driver: as :data:`jit` plus ``parallel=True`` (``prange`` loops
+#: run on all threads).
 pjit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
 
 

@@ -197,22 +197,26 @@ class MultiheadSelfAttention(Composite):
         dout = check_dout(dout, c["shape"], "MultiheadSelfAttention.backward")
         N, L, D = c["shape"]
         q, k, v, P = c["q"], c["k"], c["v"], c["P"]
-        dctx = self._heads(np.asarray(self.out_proj.backward(np.asarray(dout, dtype=np.float64)), dtype=np.float64),
-                           N, L)
+        dctx = self._heads(
+            np.asarray(self.out_proj.backward(
+                np.asarray(dout, dtype=np.float64)), dtype=np.float64),
+            N, L)
         dv = P.transpose(0, 1, 3, 2) @ dctx
-        dS = dctx @ v.transpose(0, 1, 3, 2)                              # dP, then in place:
+        dS = dctx @ v.transpose(0, 1, 3, 2)  # dP, then in place:
         dS -= np.sum(dS * P, axis=-1, keepdims=True)
-        dS *= P                                                          # (softmax-back); 0 where masked
+        dS *= P                              # (softmax-back); 0 where masked
         if self.qk_norm_kind is not None:
             dq, dk = self.qk_norm.backward(dS)
         else:
             dq = (dS @ k) / math.sqrt(self.head_dim)
             dk = (dS.transpose(0, 1, 3, 2) @ q) / math.sqrt(self.head_dim)
-        # the three gradients written straight into [dQ, dK, dV] (N, L, 3, H, dh), heads merged
+        # the three gradients written straight into [dQ, dK, dV]
+        # (N, L, 3, H, dh), heads merged
         dqkv = np.empty((N, L, 3 * D))
         parts = dqkv.reshape(N, L, 3, self.num_heads, self.head_dim)
         for i, t in enumerate((dq, dk, dv)):
-            parts[:, :, i] = np.asarray(t, dtype=np.float64).transpose(0, 2, 1, 3)
+            parts[:, :, i] = (np.asarray(t, dtype=np.float64)
+                              .transpose(0, 2, 1, 3))
         dx = self.in_proj.backward(dqkv)
         return np.asarray(dx).astype(c["dtype"], copy=False)
 

@@ -98,13 +98,16 @@ def batch_renorm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndar
 
 
 def batch_renorm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Eq. (brn-backward): BatchNorm's backward with :math:`g = \\gamma r\\,dy` (``r``, ``d`` constant).
+    """Eq. (brn-backward): BatchNorm's backward with
+    :math:`g = \\gamma r\\,dy` (``r``, ``d`` constant).
     Returns ``(dx, dweight, dbias)``."""
-    dy = np.asarray(check_cache(dout, cache, "batch_renorm_backward"), dtype=np.float64)
+    dy = np.asarray(check_cache(dout, cache, "batch_renorm_backward"),
+                    dtype=np.float64)
     axes, view, m = cache["axes"], cache["view"], cache["m"]
     weight = cache["weight"]
     dbias = dy.sum(axis=axes) if cache["has_bias"] else None
-    dweight = np.sum(dy * cache["x_hat"], axis=axes) if weight is not None else None
+    dweight = (np.sum(dy * cache["x_hat"], axis=axes)
+               if weight is not None else None)
     g = dy * cache["r"].reshape(view)
     if weight is not None:
         g = g * weight.reshape(view)

@@ -80,7 +80,8 @@ def evonorm_b0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
 
 def evonorm_b0_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Returns ``(dx, dweight, dbias, dv)``; see the module docstring."""
-    dy = np.asarray(check_cache(dout, cache, "evonorm_b0_backward"), dtype=np.float64)
+    dy = np.asarray(check_cache(dout, cache, "evonorm_b0_backward"),
+                    dtype=np.float64)
     x, z, u = cache["x"], cache["z"], cache["u"]
     dweight, dbias = np.sum(dy * z, axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
     g = dy * cache["weight"].reshape(_V)
@@ -93,7 +94,8 @@ def evonorm_b0_backward(dout: np.ndarray, cache: dict[str, Any]):
     n, _, h, w = x.shape
     ds = d_right.sum(axis=(2, 3), keepdims=True)
     dx = dx + _std_grad(ds, cache["xc_i"], cache["s"], h * w)
-    if cache["xc_b"] is not None:                      # training: the batch std depends on x
+    # training: the batch std depends on x
+    if cache["xc_b"] is not None:
         dleft = d_left.sum(axis=(0, 2, 3), keepdims=True)
         dx = dx + _std_grad(dleft, cache["xc_b"], cache["left"], n * h * w)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias, dv

@@ -66,11 +66,12 @@ def grn_backward(dout: np.ndarray, cache: dict[str, Any]):
     dweight = np.sum(dy * x * nrm, axis=param_axes)
     dbias = dy.sum(axis=param_axes)
     w = cache["weight"].reshape(view)
-    q = np.sum(dy * w * x, axis=spatial, keepdims=True)                        # dL/dN
+    q = np.sum(dy * w * x, axis=spatial, keepdims=True)        # dL/dN
     c = x.shape[chan]
     dg = q / d - np.sum(q * g, axis=chan, keepdims=True) / (c * d * d)
     safe = np.where(g > 0, g, 1.0)
-    dx = dy * (1.0 + w * nrm) + np.where(g > 0, dg / safe, 0.0) * x           # eq. (grn-backward)
+    # eq. (grn-backward)
+    dx = dy * (1.0 + w * nrm) + np.where(g > 0, dg / safe, 0.0) * x
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 

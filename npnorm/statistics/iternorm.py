@@ -99,10 +99,11 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
 
 
 def iter_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Reverse mode through :func:`iter_norm_forward`, eq. (iternorm-backward). Returns
-    ``(dx, dweight, dbias)``."""
+    """Reverse mode through :func:`iter_norm_forward`,
+    eq. (iternorm-backward). Returns ``(dx, dweight, dbias)``."""
     x_hat = cache["x_hat"]
-    dy = np.asarray(check_dout(dout, x_hat.shape, where="iter_norm_backward"), dtype=np.float64)
+    dy = np.asarray(check_dout(dout, x_hat.shape, where="iter_norm_backward"),
+                    dtype=np.float64)
     axes = (0,) + tuple(range(2, dy.ndim))
     view = (1, -1) + (1,) * (dy.ndim - 2)
     weight = cache["weight"]
@@ -115,26 +116,32 @@ def iter_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     t_ = lambda a: a.transpose(0, 2, 1)  # noqa: E731
     dwm = dxh @ t_(xc)
     dxc = t_(wm) @ dxh
-    dsigma = newton_whitening_backward(dwm, cache["ps"], cache["s_n"], cache["sigma"], cache["tr"])
+    dsigma = newton_whitening_backward(dwm, cache["ps"], cache["s_n"],
+                                       cache["sigma"], cache["tr"])
     dxc = dxc + (dsigma + t_(dsigma)) @ xc / m
     dxg = dxc - dxc.mean(axis=2, keepdims=True)
     dx = _from_groups(dxg, dy.shape)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
-def newton_whitening_backward(dwm: np.ndarray, ps: list[np.ndarray], s_n: np.ndarray, sigma: np.ndarray,
+def newton_whitening_backward(dwm: np.ndarray, ps: list[np.ndarray],
+                              s_n: np.ndarray, sigma: np.ndarray,
                               tr: np.ndarray) -> np.ndarray:
-    """Reverse mode through :func:`newton_whitening`, eq. (iternorm-backward): from the gradient
-    ``dwm`` (G, d, d) of the whitening matrix ``W`` to the gradient of the covariance ``Sigma``."""
+    """Reverse mode through :func:`newton_whitening`,
+    eq. (iternorm-backward): from the gradient ``dwm`` (G, d, d) of the
+    whitening matrix ``W`` to the gradient of the covariance ``Sigma``."""
     t_ = lambda a: a.transpose(0, 2, 1)  # noqa: E731
     # W = P_T / sqrt(tr)
     dp = dwm / np.sqrt(tr)
     dtr = -0.5 * tr ** -1.5 * np.sum(dwm * ps[-1], axis=(1, 2), keepdims=True)
     ds_n = np.zeros_like(s_n)
-    for p in reversed(ps[:-1]):                                                   # eq. (iternorm-backward)
+    # eq. (iternorm-backward)
+    for p in reversed(ps[:-1]):
         p2 = p @ p
         ds_n = ds_n - 0.5 * t_(p2 @ p) @ dp
-        dp = 1.5 * dp - 0.5 * (dp @ t_(p2 @ s_n) + t_(p) @ dp @ t_(p @ s_n) + t_(p2) @ dp @ t_(s_n))
+        dp = 1.5 * dp - 0.5 * (dp @ t_(p2 @ s_n)
+                               + t_(p) @ dp @ t_(p @ s_n)
+                               + t_(p2) @ dp @ t_(s_n))
     # Sigma_N = Sigma / tr, tr = trace(Sigma)
     dsigma = ds_n / tr
     dtr = dtr - np.sum(ds_n * sigma, axis=(1, 2), keepdims=True) / tr**2

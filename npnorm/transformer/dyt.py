@@ -59,8 +59,10 @@ def dyt_forward(x: np.ndarray, alpha: np.ndarray | float, weight: np.ndarray, bi
 
 
 def dyt_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Equation (DyT-back): returns ``(dx, dalpha, dweight, dbias)``; ``dalpha`` has shape ``(1,)``."""
-    dy = np.asarray(check_dout(dout, cache["t"].shape, "dyt_backward"), dtype=np.float64)
+    """Equation (DyT-back): returns ``(dx, dalpha, dweight, dbias)``;
+    ``dalpha`` has shape ``(1,)``."""
+    dy = np.asarray(check_dout(dout, cache["t"].shape, "dyt_backward"),
+                    dtype=np.float64)
     t, red = cache["t"], cache["reduce"]
     u = cache["weight"] * dy * (1.0 - t * t)
     dx = cache["alpha"] * u

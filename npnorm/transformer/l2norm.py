@@ -134,27 +134,35 @@ def l2_normalize_forward(x: np.ndarray, dim: int = -1, eps: float = 1e-12, *, ep
 
 def l2_normalize_backward(dout: np.ndarray, cache: dict[str, Any], *,
                           where: str = "l2_normalize_backward") -> np.ndarray:
-    """Equation (L2-back), simplified: ``(g - y <y, g>) / d`` (or ``g / eps`` where floored), for
-    both conventions of :func:`l2_normalize_forward` (``d`` is the divisor)."""
+    """Equation (L2-back), simplified: ``(g - y <y, g>) / d`` (or ``g / eps``
+    where floored), for both conventions of :func:`l2_normalize_forward`
+    (``d`` is the divisor)."""
     g = np.asarray(check_dout(dout, cache["y"].shape, where), dtype=np.float64)
     y, denom, axis = cache["y"], cache["denom"], cache["axis"]
-    radial = np.where(cache["floored"], 0.0, np.sum(g * y, axis=axis, keepdims=True))
+    radial = np.where(cache["floored"], 0.0,
+                      np.sum(g * y, axis=axis, keepdims=True))
     return ((g - y * radial) / denom).astype(cache["dtype"], copy=False)
 
 
-def l2_normalize_backward_staged(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    """The same gradient, staged through the graph ``s = sum x^2 -> d = max(sqrt(s), eps)`` (or
-    ``d = sqrt(s + eps)``) ``-> r = 1/d -> y = x r`` (the book derives it this way, then simplifies
+def l2_normalize_backward_staged(dout: np.ndarray,
+                                 cache: dict[str, Any]) -> np.ndarray:
+    """The same gradient, staged through the graph
+    ``s = sum x^2 -> d = max(sqrt(s), eps)`` (or ``d = sqrt(s + eps)``)
+    ``-> r = 1/d -> y = x r`` (the book derives it this way, then simplifies
     to :func:`l2_normalize_backward`)."""
-    g = np.asarray(check_dout(dout, cache["y"].shape, "l2_normalize_backward_staged"), dtype=np.float64)
+    g = np.asarray(check_dout(dout, cache["y"].shape,
+                              "l2_normalize_backward_staged"),
+                   dtype=np.float64)
     y, d, axis = cache["y"], cache["denom"], cache["axis"]
     x = y * d                                    # the input, recovered
     r = 1.0 / d
     dx = g * r                                   # y = x * r, through x
     dr = np.sum(g * x, axis=axis, keepdims=True)  # ... and through r
     dd = -dr / (d * d)                           # r = 1/d
-    dd = np.where(cache["floored"], 0.0, dd)     # d = max(n, eps): only n > eps passes
-    ds = dd / (2.0 * d)                          # d = sqrt(s) or sqrt(s + eps): dd/ds = 1/(2d)
+    # d = max(n, eps): only n > eps passes
+    dd = np.where(cache["floored"], 0.0, dd)
+    # d = sqrt(s) or sqrt(s + eps): dd/ds = 1/(2d)
+    ds = dd / (2.0 * d)
     dx = dx + 2.0 * x * ds                       # s = sum x^2
     return dx.astype(cache["dtype"], copy=False)
 

@@ -58,16 +58,21 @@ def _empty_result(cache: dict[str, Any]):
             np.zeros(c) if cache["has_bias"] else None)
 
 
-def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5,
-                       *, out: np.ndarray | None = None, keep_out: np.ndarray | None = None):
-    """Fused training-mode BatchNorm of ``x`` (N, C, *). Same arguments, checks and errors as the
-    reference :func:`npnorm.statistics.batchnorm.batch_norm_forward`. The cache holds the batch
-    ``mean`` and biased ``batch_var`` (C,), as the reference's does (for the running statistics),
-    and a private copy of ``x`` (written by pass 2 while it reads ``x``), never the caller's array.
+def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None,
+                       bias: np.ndarray | None, eps: float = 1e-5, *,
+                       out: np.ndarray | None = None,
+                       keep_out: np.ndarray | None = None):
+    """Fused training-mode BatchNorm of ``x`` (N, C, *). Same arguments,
+    checks and errors as the reference
+    :func:`npnorm.statistics.batchnorm.batch_norm_forward`. The cache holds
+    the batch ``mean`` and biased ``batch_var`` (C,), as the reference's does
+    (for the running statistics), and a private copy of ``x`` (written by
+    pass 2 while it reads ``x``), never the caller's array.
 
-    Pass 1 (one read of ``x``, in memory order): mean and variance of every (n, c) block, two passes
-    over the cache-resident block. Merge over ``n`` (equation (BN-merge), on (N, C) arrays). Pass 2
-    (read ``x``, write ``y`` and the copy): the per-channel affine map ``(x - mu) r gamma + beta``.
+    Pass 1 (one read of ``x``, in memory order): mean and variance of every
+    (n, c) block, two passes over the cache-resident block. Merge over ``n``
+    (equation (BN-merge), on (N, C) arrays). Pass 2 (read ``x``, write ``y``
+    and the copy): the per-channel affine map ``(x - mu) r gamma + beta``.
     """
     where = "batch_norm_forward"
     x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
@@ -75,19 +80,26 @@ def batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarra
     n, c, s_len = C.ncs(x.shape)
     x3 = C.as_input(x, (n, c, s_len))
     w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
-    cache = {"backend": "numba", "w": w, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype, "m": m,
+    cache = {"backend": "numba", "w": w, "shape": x.shape,
+             "out_shape": x.shape, "dtype": x.dtype, "m": m,
              "has_weight": weight is not None, "has_bias": bias is not None}
-    if m == 0:                                                  # an empty batch: nothing to normalize
+    # an empty batch: nothing to normalize
+    if m == 0:
         y = C.check_out(out, x3.shape, x3.dtype)
-        cache.update(x=x3, mean=np.full(c, np.nan), batch_var=np.full(c, np.nan), rstd=np.full(c, np.nan))
+        cache.update(x=x3, mean=np.full(c, np.nan),
+                     batch_var=np.full(c, np.nan), rstd=np.full(c, np.nan))
         return C.restore(y, x.shape, x.dtype), cache
-    block_mean, block_var = group_stats(x3, c)                  # (N, C): statistics of each block
+    # (N, C): statistics of each block
+    block_mean, block_var = group_stats(x3, c)
     mean = block_mean.mean(axis=0)
-    var = block_var.mean(axis=0) + ((block_mean - mean) ** 2).mean(axis=0)   # (BN-merge): no cancellation
+    # (BN-merge): no cancellation
+    var = (block_var.mean(axis=0)
+           + ((block_mean - mean) ** 2).mean(axis=0))
     rstd = 1.0 / np.sqrt(var + eps)
     keep = C.keep_buffer(x, x3, keep_out)
     y = channel_affine(x3, mean, w * rstd, b, out=out, keep=keep)
-    cache.update(x=x3 if keep is None else keep, owns_x=keep is not None, mean=mean, batch_var=var, rstd=rstd)
+    cache.update(x=x3 if keep is None else keep, owns_x=keep is not None,
+                 mean=mean, batch_var=var, rstd=rstd)
     return C.restore(y, x.shape, x.dtype), cache
 
 

@@ -38,12 +38,15 @@ __all__ = ["grn_forward", "grn_backward"]
 
 # -- forward --------------------------------------------------------------------------------------
 @jit
-def _fwd_cf(x, w, b, eps, out, keep, keep_x, gnorm, nrm, denom, i0, i1):  # pragma: no cover - compiled
-    """Channels-first forward of samples ``i0 <= i < i1`` of ``x`` (N, C, S)."""
+def _fwd_cf(x, w, b, eps, out, keep, keep_x, gnorm, nrm, denom,
+            i0, i1):  # pragma: no cover - compiled
+    """Channels-first forward of samples ``i0 <= i < i1`` of ``x``
+    (N, C, S)."""
     c, s = x.shape[1], x.shape[2]
     for i in range(i0, i1):
         tot = np.float64(0.0)
-        for j in range(c):                      # pass 1: the spatial L2 norm of every channel
+        # pass 1: the spatial L2 norm of every channel
+        for j in range(c):
             xr = x[i, j]
             acc = np.float64(0.0)
             for k in range(s):
@@ -52,9 +55,11 @@ def _fwd_cf(x, w, b, eps, out, keep, keep_x, gnorm, nrm, denom, i0, i1):  # prag
             g = np.sqrt(acc)
             gnorm[i, j] = g
             tot += g
-        d = tot / c + eps                       # the channels' mean norm (+ eps)
+        # the channels' mean norm (+ eps)
+        d = tot / c + eps
         denom[i] = d
-        for j in range(c):                      # pass 2: y = x (1 + gamma N) + beta, keep x
+        # pass 2: y = x (1 + gamma N) + beta, keep x
+        for j in range(c):
             nrm[i, j] = gnorm[i, j] / d
             a = 1.0 + w[j] * nrm[i, j]
             bj = b[j]
