@@ -105,7 +105,7 @@ def test_pyobject_listing_includes_decorators_and_the_whole_body():
 
 
 def test_the_reader_applies_every_selecting_option(tmp_path):
-    """``:lines:`` and the marker options cut what Sphinx prints (none is in the book yet)."""
+    """``:lines:`` and the marker options cut what Sphinx prints (the book uses the markers)."""
     src = tmp_path / "mod.py"
     src.write_text("a = 1\n# start\nb = 2\nc = 3\n# end\nd = 4\n")
     assert included_lines(src, {"lines": "3-4"}) == (["b = 2", "c = 3"], 3)

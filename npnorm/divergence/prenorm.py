@@ -28,8 +28,9 @@ this module holds that step once:
 * :func:`l2_prenorm_forward`, :func:`rms_prenorm_forward` - the two named cases, and the layers
   :class:`L2PreNorm` and :class:`RMSPreNorm`.
 
-**One L2 normalization for the library.** The arithmetic is not repeated here: every radial scaling
-is computed by the transformer family's :func:`npnorm.transformer.l2norm.l2_normalize_forward` /
+**One L2 normalization for the library.** The arithmetic is not repeated here: the radial scaling of
+an input (the pre-normalizers and PatchNorm's patch-by-patch form) is computed by the transformer
+family's :func:`npnorm.transformer.l2norm.l2_normalize_forward` /
 :func:`~npnorm.transformer.l2norm.l2_normalize_backward` (the functions behind ``L2Norm``,
 ``ScaleNorm``, QK-norm and nGPT), called with ``eps_mode="sqrt"``:
 :math:`x/\sqrt{c q + k} = c^{-1/2}\,x/\sqrt{q + k/c}`, an L2 normalization with :math:`k/c` under the
