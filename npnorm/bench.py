@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "STREAMS", "KEEPS", "streams", "run", "copy_bandwidth",
+__all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "STREAMS", "KEEPS", "streams", "run",
            "stream_bandwidths", "format_table", "plot", "main"]
 
 IMPLEMENTATIONS = ("textbook", "reference", "numba", "layer", "torch")
@@ -83,19 +83,25 @@ PASSES = ("forward", "forward+backward")
 #: :mod:`npnorm.kernels.statistics.batchnorm`).
 #: ``"keep, three reads"``: the forward pass reads ``x`` three times (channel means, covariance, then
 #: the whitened output with the copy), the backward pass twice (IterNorm).
-#: ``"copy"``: ``x.copy()`` beside the kernel (one more read and write of ``x`` in the forward pass).
+#: ``"copy and z"`` (PatchNorm, :mod:`npnorm.kernels.divergence.patchnorm`): the forward pass copies
+#: ``x`` (read ``x``, write the copy), then reads the copy and writes the output and ``z^w = a/s``
+#: (an output-sized array kept for the backward pass); the backward pass reads the copy, ``dy`` and
+#: ``z^w`` and writes ``dx``. Output-sized arrays are counted as ``x.nbytes``, which holds for the
+#: benchmark's case only (F = C output channels, stride 1, "same" padding). Not counted: the
+#: per-position norms ``s`` (float64, ``x.nbytes * 8 / (C * itemsize)``: 1/8 of ``x`` at C = 16 in
+#: float32), written forward and read backward, so the effective bandwidth is under-stated by < 3%.
 STREAMS = {
     "minimum": {"forward": (1, 1), "forward+backward": (3, 2)},
     "keep": {"forward": (1, 2), "forward+backward": (3, 3)},
     "keep, two reads": {"forward": (2, 2), "forward+backward": (6, 3)},
     "keep, three reads": {"forward": (3, 2), "forward+backward": (7, 3)},
-    "copy": {"forward": (2, 2), "forward+backward": (4, 3)},
+    "copy and z": {"forward": (2, 3), "forward+backward": (5, 4)},
 }
 #: How the Numba kernel (and the layer on it) of each family keeps ``x``: a key of :data:`STREAMS`.
 KEEPS = {"layernorm": "keep", "rmsnorm": "keep", "groupnorm": "keep", "instancenorm": "keep",
          "batchnorm": "keep, two reads", "qkrms": "keep", "adagroupnorm": "keep", "scalenorm": "keep", "l2norm": "keep",
          "dyt": "keep",
-         "patchnorm": "copy",               # a contiguous copy of x for the backward; compute-bound anyway
+         "patchnorm": "copy and z",         # compute-bound anyway (a convolution)
          # statistics pass (GroupNorm's row kernel), then the affine pass that writes the copy; the
          # backward's row sums, then dx
          "switchnorm": "keep, two reads", "iternorm": "keep, three reads",
@@ -229,7 +235,10 @@ def textbook_iternorm_forward(x, gamma, beta, groups, T, eps):
 
 
 def textbook_iternorm_backward(dout, cache):
-    """Reverse mode through :func:`textbook_iternorm_forward`, node by node, in the input's dtype."""
+    """Reverse mode through :func:`textbook_iternorm_forward`, node by node, in the input's dtype.
+
+    Self-contained on purpose: the timed baseline repeats the Newton loop of
+    :func:`npnorm.statistics.iternorm.newton_whitening_backward` (whose float64 identity would upcast)."""
     xc, xhat, wm, ps, s_n, sigma, tr, gamma, groups = cache
     n, c = dout.shape[:2]
     t_ = lambda a: a.transpose(0, 2, 1)  # noqa: E731
@@ -460,7 +469,8 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
     y, dx, keep = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     ns = (x.shape[-1],)
     chan = (1, -1) + (1,) * (x.ndim - 2)
-    impls: dict[str, tuple[Callable, Callable]] = {}
+    # (forward, backward) pairs; PyTorch's entry is already {pass: callable} (_torch_pair)
+    impls: dict[str, Any] = {}
 
     if fam == "layernorm":
         impls["textbook"] = (lambda: textbook_norm_forward(x, (-1,), w, b, eps),
@@ -644,7 +654,7 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
                           lambda c_: kitn.iter_norm_backward(dy, c_[1], dx_out=dx))
         layer = S.IterNorm(c, num_groups=g, T=t, eps=eps, dtype=dt)
     elif fam in CATALOG_FAMILIES:
-        impls, layer, extra = _catalog_impls(case, x, dy, w64, b64, y, dx, keep, rng)
+        impls, layer, extra = _catalog_impls(case, x, dy, c, w64, b64, w, b, y, dx, keep, rng)
     else:  # pragma: no cover
         raise ValueError(f"unknown family {fam!r}")
 
@@ -660,15 +670,21 @@ def _implementations(case: BenchCase, x: np.ndarray, dy: np.ndarray, torch_mod,
         impls["torch"] = _torch_impl(torch_mod, case, x, dy, w, b, eps, torch_forward)
 
     result = {}
-    for name, (fwd, bwd) in impls.items():
+    for name, pair in impls.items():
+        if isinstance(pair, dict):               # PyTorch's passes (_torch_pair): already composed
+            result[name] = pair
+            continue
+        fwd, bwd = pair
+
         def fwd_bwd(fwd=fwd, bwd=bwd):
             return bwd(fwd())
         result[name] = {"forward": fwd, "forward+backward": fwd_bwd}
     return result
 
 
-def _catalog_impls(case: BenchCase, x, dy, w64, b64, y, dx, keep, rng):
-    """``(impls, layer, extra)`` of a catalog family: textbook, reference and Numba kernel (into the
+def _catalog_impls(case: BenchCase, x, dy, c, w64, b64, w, b, y, dx, keep, rng):
+    """``(impls, layer, extra)`` of a catalog family with ``c`` channels: textbook (on ``w``, ``b``, in
+    the input's dtype), reference and Numba kernel (on ``w64``, ``b64``; the kernel into the
     preallocated ``y``, ``dx``, ``keep``), the layer (its weight and bias are set by the caller), and
     the extra constants the PyTorch composition needs."""
     from . import statistics as S
@@ -676,8 +692,6 @@ def _catalog_impls(case: BenchCase, x, dy, w64, b64, y, dx, keep, rng):
     from .kernels.statistics import batchrenorm as kbrn, evonorm as kevo, grn as kgrn
 
     fam, dt = case.family, x.dtype
-    c = x.shape[-1] if fam == "grn" else x.shape[1]
-    w, b = w64.astype(dt), b64.astype(dt)
     impls: dict[str, tuple[Callable, Callable]] = {}
     if fam == "batchrenorm":
         # running statistics that the batch's (mean ~3, std ~2) differ from: r and d in range
@@ -733,9 +747,7 @@ def _torch_catalog(torch, case, x, dy, w, b, extra, torch_forward="no_grad"):
     F = torch.nn.functional
     fam = case.family
     dt = torch.from_numpy(x).dtype
-    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
-    leaves = [torch.from_numpy(a).clone() for a in (x, w, b)] + (
-        [torch.from_numpy(extra["v"]).clone()] if "v" in extra else [])
+    inputs = [torch.from_numpy(a) for a in (x, w, b)] + ([torch.from_numpy(extra["v"])] if "v" in extra else [])
     chan = (1, -1, 1, 1)
 
     def call(xi, wi, bi, vi=None):
@@ -762,20 +774,31 @@ def _torch_catalog(torch, case, x, dy, w, b, extra, torch_forward="no_grad"):
         a = (xi * torch.sigmoid(xi * vi.view(chan))).reshape(n, case.groups, -1)
         return (a / std).reshape(xi.shape) * wi.view(chan) + bi.view(chan)
 
-    grads = [a.clone().requires_grad_(True) for a in leaves]
+    return _torch_pair(torch, call, inputs, torch.from_numpy(dy), torch_forward)
+
+
+def _torch_pair(torch, call, inputs, dyt, torch_forward="no_grad"):
+    """``{pass: callable}`` of the PyTorch function ``call(*inputs)``.
+
+    The forward pass runs under ``torch.no_grad()`` on ``inputs`` (``torch_forward="no_grad"``, an
+    inference forward) or with autograd on leaf copies of them (``"autograd"``, the training
+    forward). The forward + backward pass runs the training forward once, then ``backward(dyt)``,
+    and returns the leaves' gradients (in the order of ``inputs``)."""
+    leaves = [a.detach().clone().requires_grad_(True) for a in inputs]
 
     def fwd():
         if torch_forward == "autograd":          # the training forward: records the graph
-            return None, call(*grads)
+            return call(*leaves), None
         with torch.no_grad():
-            return None, call(xt, *leaves[1:])
+            return call(*inputs), None
 
-    def bwd(_):
-        for a in grads:
+    def fwd_bwd():
+        for a in leaves:
             a.grad = None
-        call(*grads).backward(dyt)
+        call(*leaves).backward(dyt)
+        return tuple(a.grad for a in leaves)
 
-    return fwd, bwd
+    return {"forward": fwd, "forward+backward": fwd_bwd}
 
 
 def _sum_param_grads(grads):
@@ -787,7 +810,7 @@ def _sum_param_grads(grads):
 def _torch_impl(torch, case, x, dy, w, b, eps, torch_forward="no_grad"):
     F = torch.nn.functional
     xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
-    wt, bt = torch.from_numpy(w).clone(), torch.from_numpy(b).clone()
+    wt, bt = torch.from_numpy(w), torch.from_numpy(b)
     fam = case.family
     ns = (x.shape[-1],)
 
@@ -817,22 +840,7 @@ def _torch_impl(torch, case, x, dy, w, b, eps, torch_forward="no_grad"):
             return _torch_iternorm(torch, xi, wi, bi, case.groups, ITERNORM_T, eps)
         return F.batch_norm(xi, None, None, wi, bi, training=True, eps=eps)
 
-    xg, wg, bg = xt.clone().requires_grad_(True), wt.clone().requires_grad_(True), bt.clone().requires_grad_(True)
-
-    def fwd():
-        if torch_forward == "autograd":          # the training forward: records the graph
-            return None, call(xg, wg, bg)
-        with torch.no_grad():
-            return None, call(xt, wt, bt)
-
-    def fwd_for_bwd():
-        return None, call(xg, wg, bg)
-
-    def bwd(c_):
-        xg.grad = wg.grad = bg.grad = None
-        c_[1].backward(dyt)
-
-    return fwd, lambda c_: bwd(fwd_for_bwd())
+    return _torch_pair(torch, call, [xt, wt, bt], dyt, torch_forward)
 
 
 def _torch_switchnorm(torch, x, w, b, eps):
@@ -942,20 +950,7 @@ def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps, torch_forward="no_grad"
         scale, shift = p.chunk(2, dim=1)
         return F.group_norm(xi, groups, eps=eps) * (1 + scale) + shift
 
-    leaves = [a.clone().requires_grad_(True) for a in (xt, et, wt, bt)]
-
-    def fwd():
-        if torch_forward == "autograd":          # the training forward: records the graph
-            return None, call(*leaves)
-        with torch.no_grad():
-            return None, call(xt, et, wt, bt)
-
-    def bwd(_):
-        for a in leaves:
-            a.grad = None
-        call(*leaves).backward(dyt)
-
-    return fwd, bwd
+    return _torch_pair(torch, call, [xt, et, wt, bt], dyt, torch_forward)
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -1014,12 +1009,6 @@ def stream_bandwidths(nbytes: int = 256 << 20, repeats: int = 10) -> dict[str, f
     return {"memcpy": 2 * nbytes / float(np.min(_time(lambda: np.copyto(dst, src), repeats))) / 1e9,
             "store": 2 * nbytes / float(np.min(_time(lambda: parallel_copy(src, dst), repeats))) / 1e9,
             "read": nbytes / float(np.min(_time(lambda: parallel_read(src), repeats))) / 1e9}
-
-
-def copy_bandwidth(nbytes: int = 256 << 20, repeats: int = 10) -> float:
-    """Copy bandwidth in GB/s with ordinary stores (the ``"store"`` bound of :func:`stream_bandwidths`):
-    the bound of kernels that write with ordinary stores."""
-    return stream_bandwidths(nbytes, repeats)["store"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -1177,7 +1166,6 @@ def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "
     meta.update(bounds_GBps=bw, bounds_start_GBps={lvl: bw_start[lvl] for lvl in ("DRAM", "cache")},
                 bounds_end_GBps={lvl: bw_end[lvl] for lvl in ("DRAM", "cache")},
                 copy_bandwidth_GBps=bw["DRAM"]["store"], cache_bandwidth_GBps=bw["cache"]["store"],
-                copy_bandwidth_start_end_GBps=[bw_start["DRAM"]["store"], bw_end["DRAM"]["store"]],
                 cache_copy_bytes=bw_start["cache_bytes"], copy_bytes=bw_start["DRAM_bytes"],
                 llc_bytes=bw_start["llc_bytes"])
     for r in results:
@@ -1283,9 +1271,7 @@ def _bounds_legend(meta: dict[str, Any]) -> list[str]:
         "  every kernel and PyTorch write with ordinary stores: '% bound' = kernel GB/s / store bound "
         "(DRAM, or in-cache when the working set r+w x MiB fits in half the last-level cache)",
         "traffic model: kernel GB/s = (r+w) x MiB x 1.048576 / numba ms, r reads and w writes of x.nbytes "
-        "(column 'r+w'): npnorm's kernels write a private copy of x in the forward pass (r+w = 1+2 forward, "
-        "3+3 forward+backward; BatchNorm and SwitchNorm2d read every input twice: 2+2 and 6+3; IterNorm "
-        "3+2 and 7+3); % bound from the median time, best % from the fastest run",
+        "(column 'r+w', per family below); % bound from the median time, best % from the fastest run",
         f"  {meta['traffic_model']}",
     ]
 

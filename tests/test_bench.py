@@ -138,8 +138,9 @@ def test_the_implementation_check_catches_a_flipped_operator(monkeypatch):
 def test_traffic_model_counts_the_private_copy():
     """npnorm's fused kernels write a private copy of x in the forward pass: 3 streams forward, 6 for
     forward + backward, plus one read of every input per extra traversal (BatchNorm-like layers read
-    their inputs twice per pass, IterNorm three times forward); PatchNorm copies x beside its kernel.
-    PyTorch (a reference to x) and the NumPy versions are counted at the minimum."""
+    their inputs twice per pass, IterNorm three times forward). PatchNorm's kernel copies x and keeps
+    an output-sized z^w for the backward pass. PyTorch (a reference to x) and the NumPy versions are
+    counted at the minimum."""
     traversals = {"batchnorm": (2, 2), "switchnorm": (2, 2), "batchrenorm": (2, 2), "evonorm_b0": (2, 2),
                   "iternorm": (3, 2)}
     for fam in bench.KEEPS:
@@ -147,7 +148,11 @@ def test_traffic_model_counts_the_private_copy():
             assert bench.streams(fam, impl, "forward") == (1, 1)
             assert bench.streams(fam, impl, "forward+backward") == (3, 2)
         if fam == "patchnorm":
-            assert bench.streams(fam, "numba", "forward") == (2, 2)
+            # forward: read x, write the copy; read the copy, write y and z^w. backward: read the copy,
+            # dy and z^w, write dx. (Output-sized = x-sized: the case has F = C and stride 1.)
+            for impl in ("numba", "layer"):
+                assert bench.streams(fam, impl, "forward") == (2, 3)
+                assert bench.streams(fam, impl, "forward+backward") == (2 + 3, 3 + 1)
             continue
         fwd_reads, bwd_reads = traversals.get(fam, (1, 1))
         for impl in ("numba", "layer"):
@@ -156,9 +161,34 @@ def test_traffic_model_counts_the_private_copy():
     assert set(bench.KEEPS) == {c.family for c in bench.CASES}
 
 
+def test_patchnorm_traffic_units_fit_the_case():
+    """PatchNorm's streams count its output-sized arrays (y, z^w, dy) as x.nbytes: true for the case."""
+    case = next(c for c in bench.CASES if c.family == "patchnorm")
+    x = np.ones(case.sized("tiny"), dtype=np.float32)
+    out, cache = bench._implementations(case, x, x.copy(), None)["numba"]["forward"]()
+    assert out.nbytes == cache["zw"].nbytes == cache["x"].nbytes == x.nbytes
+
+
 def test_stream_bandwidths_measures_three_kinds():
     bw = bench.stream_bandwidths(1 << 20, repeats=2)
     assert set(bw) == {"memcpy", "store", "read"} and all(v > 0 for v in bw.values())
     from npnorm.kernels.affine import parallel_read
     a = np.arange(1000.0)
     assert parallel_read(a) == a.sum()
+
+
+@pytest.mark.parametrize("torch_forward", bench.TORCH_FORWARDS)
+@pytest.mark.parametrize("case", bench.CASES, ids=lambda c: f"{c.name}-{'x'.join(map(str, c.shape))}")
+def test_torch_compositions_match_the_reference(case, torch_forward):
+    """The PyTorch column (where PyTorch has no layer, a composition of its operations) computes the
+    reference's output and dx, in both forward modes. Skipped where torch is not installed."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    shape = case.sized("tiny")
+    x = 3.0 + 2.0 * rng.standard_normal(shape)
+    dy = rng.standard_normal(shape)
+    impls = bench._implementations(case, x, dy, torch, torch_forward)
+    out = impls["torch"]["forward"]()[0].detach().numpy()
+    np.testing.assert_allclose(out, impls["reference"]["forward"]()[0], rtol=1e-9, atol=1e-9)
+    dx = impls["torch"]["forward+backward"]()[0].numpy()
+    np.testing.assert_allclose(dx, impls["reference"]["forward+backward"]()[0], rtol=1e-9, atol=1e-9)
