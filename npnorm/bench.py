@@ -937,6 +937,8 @@ def _torch_training_step(torch, norm, X, y, size):
         return loss
 
     return step
+
+
 def _torch_adagn(torch, x, dy, emb, lw, lb, groups, eps, torch_forward="no_grad"):
     """PyTorch's GroupNorm (no affine) followed by the same modulation, as diffusers' AdaGroupNorm."""
     F = torch.nn.functional
