@@ -28,11 +28,11 @@ What is compiled, and what is not
     Left in NumPy: the Newton iterations and their reverse mode on the ``G`` small ``d x d`` matrices
     (:func:`~npnorm.statistics.iternorm.newton_whitening` and
     :func:`~npnorm.statistics.iternorm.newton_whitening_backward`, the reference's own functions).
-    They cost :math:`O(G d^3 T)`, independent of the batch: batched ``matmul`` (BLAS) on
-    ``(G, d, d)`` stacks, forward and backward together well under a millisecond for ``d = 16`` and a
-    few milliseconds for ``d = 64`` on the 2-core machine this was written on, against tens of
-    milliseconds for the passes over a batch of a few million elements. Compiling them would
-    duplicate the reference's derivation for little gain.
+    They cost :math:`O(G d^3 T)` flops, independent of the batch (batched ``matmul``, BLAS, on
+    ``(G, d, d)`` stacks), against :math:`O(d)` flops per element for each pass over the batch: a
+    count, not a timing (no script in the repository times the two parts separately), by which the
+    matrices are the small part as soon as the batch holds many more than :math:`G d^2 T` elements.
+    Compiling them would duplicate the reference's derivation for little gain.
 
 Evaluation mode is pass 3 with the running mean and whitening matrix; its backward is pass 4 (for
 :math:`d\gamma, d\beta`) and pass 5 with :math:`B = 0, c = 0`. Each pass costs :math:`O(d)` flops
