@@ -439,3 +439,23 @@ def test_batchnorm_kernel_agrees_serial_and_parallel(parallel, dtype, monkeypatc
     for g, r in zip(grads, grads_ref):
         assert rel_error(g, r) < tol
     np.testing.assert_allclose(cache["mean"], cache_ref["mean"], rtol=1e-6 if dtype != np.float64 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patchnorm_twin_backward_ignores_weight_edits(dtype, stride):
+    """The cache keeps a private copy of the weight: editing the caller's weight between forward and
+    backward does not change the gradients (compared with a fresh run)."""
+    from npnorm.kernels.divergence import patchnorm as kpn
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4)
+    y, cache = kpn.patch_norm_conv2d_forward(x, w.copy(), b, stride, 1)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ref = kpn.patch_norm_conv2d_backward(dy, cache)
+    w_edit = w.copy()
+    _, cache = kpn.patch_norm_conv2d_forward(x, w_edit, b, stride, 1)
+    w_edit *= -3.0
+    for got, want in zip(kpn.patch_norm_conv2d_backward(dy, cache), ref):
+        np.testing.assert_array_equal(got, want)
