@@ -441,6 +441,38 @@ def test_batchnorm_kernel_agrees_serial_and_parallel(parallel, dtype, monkeypatc
     np.testing.assert_allclose(cache["mean"], cache_ref["mean"], rtol=1e-6 if dtype != np.float64 else 1e-12)
 
 
+# -- review fixes: l2norm out=/keep_out= off the last axis, PatchNorm's weight, private parameters ---
+def test_l2norm_twin_out_needs_the_last_axis():
+    """``out=`` (and ``dx_out=``) cannot hold rows of another axis: a clear error, not a silent drop."""
+    from npnorm.kernels.transformer import l2norm as kl2
+    x = np.random.default_rng(0).standard_normal((3, 4, 5))
+    with pytest.raises(ValueError, match="out= needs dim to be the last axis"):
+        kl2.l2_normalize_forward(x, 1, out=np.empty_like(x))
+    y, cache = kl2.l2_normalize_forward(x, 1)
+    with pytest.raises(ValueError, match="dx_out= needs the normalized axis to be the last one"):
+        kl2.l2_normalize_backward(np.ones_like(y), cache, dx_out=np.empty_like(x))
+    # on the last axis out= is written
+    out = np.empty_like(x)
+    y, _ = kl2.l2_normalize_forward(x, -1, out=out)
+    assert np.shares_memory(y, out)
+
+
+def test_l2norm_twin_keep_out_off_the_last_axis():
+    """``keep_out=`` is used (not dropped) when the normalized axis is not the last one, and the
+    result and gradient are those of a fresh run."""
+    from npnorm.kernels.transformer import l2norm as kl2
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 8))        # dim 0 moved last: a (8, 1) view of x, no copy
+    dy = rng.standard_normal(x.shape)
+    y_ref, c_ref = kl2.l2_normalize_forward(x.copy(), 0)
+    keep = np.empty(x.size)
+    y, cache = kl2.l2_normalize_forward(x, 0, keep_out=keep)
+    assert np.shares_memory(cache["x"], keep) and not np.shares_memory(cache["x"], x)
+    x += 5.0                               # the cache holds the copy in keep, not x
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(kl2.l2_normalize_backward(dy, cache), kl2.l2_normalize_backward(dy, c_ref))
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_patchnorm_twin_backward_ignores_weight_edits(dtype, stride):
