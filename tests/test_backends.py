@@ -491,3 +491,13 @@ def test_patchnorm_twin_backward_ignores_weight_edits(dtype, stride):
     w_edit *= -3.0
     for got, want in zip(kpn.patch_norm_conv2d_backward(dy, cache), ref):
         np.testing.assert_array_equal(got, want)
+
+
+def test_as_f64_is_a_private_copy():
+    """The kernels' parameter vectors (caches hold them) never alias the caller's array."""
+    w = np.arange(3.0)
+    for shape in [(3,), (1, 3)]:
+        v = _common.as_f64(w, shape, 1.0)
+        assert v.shape == shape and v.dtype == np.float64 and v.flags.c_contiguous
+        assert not np.shares_memory(v, w)
+    np.testing.assert_array_equal(_common.as_f64(None, (2,), 1.0), np.ones(2))

@@ -256,12 +256,11 @@ def grn_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float 
     x3 = C.as_input(x, view)
     n = view[0]
     # private float64 copies of the parameters (small): the cache never follows edits of the caller's
-    w, b = np.array(weight, dtype=np.float64).reshape(c), np.array(bias, dtype=np.float64).reshape(c)
+    w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
     y = C.check_out(out, view, x3.dtype)
-    keep = C.keep_buffer(x, x3, keep_out)
+    keep, kbuf, do_keep = C.keep_args(x, x3, keep_out)
     gnorm, nrm, scale, denom = np.empty((n, c)), np.empty((n, c)), np.empty((n, c)), np.empty(n)
-    args = (x3, w, b, float(eps), y, keep if keep is not None else np.empty((0, 0, 0), x3.dtype),
-            keep is not None, channels_last, gnorm, nrm, denom, scale)
+    args = (x3, w, b, float(eps), y, kbuf, do_keep, channels_last, gnorm, nrm, denom, scale)
     if C.use_parallel(x3.size):
         _fwd_parallel(*args, C.num_chunks(n))
     else:

@@ -213,10 +213,8 @@ def _covariance(x3: np.ndarray, groups: int, mean: np.ndarray) -> np.ndarray:
     return lower + np.tril(acc, -1).transpose(0, 2, 1)
 
 
-def _whiten(x3, groups, mean, wmat, scale, shift, out, keep):
-    """Pass 3 into ``out`` (and the copy into ``keep`` unless it is None)."""
-    do_keep = keep is not None
-    keep = keep if do_keep else np.empty((0, 0, 0), dtype=x3.dtype)
+def _whiten(x3, groups, mean, wmat, scale, shift, out, keep, do_keep):
+    """Pass 3 into ``out`` (and the copy into ``keep`` when ``do_keep``; :func:`C.keep_args`)."""
     args = (x3, groups, mean, np.ascontiguousarray(wmat, dtype=np.float64), scale, shift, out, keep, do_keep)
     if C.use_parallel(x3.size):
         _whiten_parallel(*args, C.num_chunks(x3.shape[0]))
@@ -248,13 +246,6 @@ def _bwd_dx(dy3, x3, groups, mean, amat, bmat, cvec, dx):
         _bwd_dx_rows(*args, 0, x3.shape[0])
 
 
-def _affine_vectors(weight, bias, c):
-    """``(gamma, beta)`` as private contiguous float64 (C,) arrays (ones / zeros when absent)."""
-    gamma = np.ones(c) if weight is None else np.array(weight, dtype=np.float64).reshape(c)
-    beta = np.zeros(c) if bias is None else np.array(bias, dtype=np.float64).reshape(c)
-    return gamma, beta
-
-
 # -- entry points with the reference's signatures -----------------------------------------------------
 def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, groups: int = 1,
                       T: int = 5, eps: float = 1e-5, *, out: np.ndarray | None = None,
@@ -272,10 +263,10 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
     mean = row_mean.mean(axis=0)                                          # every row holds S values
     sigma = _covariance(x3, groups, mean) / m + eps * np.eye(d)           # pass 2, eq. (iternorm-forward)
     wm, ps, s_n, tr = newton_whitening(sigma, T)                          # NumPy: (G, d, d) matrices
-    gamma, beta = _affine_vectors(weight, bias, c)
+    gamma, beta = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
     y = C.check_out(out, x3.shape, x3.dtype)
-    keep = C.keep_buffer(x, x3, keep_out)
-    _whiten(x3, groups, mean, wm, gamma, beta, y, keep)                   # pass 3
+    keep, kbuf, do_keep = C.keep_args(x, x3, keep_out)
+    _whiten(x3, groups, mean, wm, gamma, beta, y, kbuf, do_keep)                   # pass 3
     cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
              "mean": mean, "wm": wm, "ps": ps, "s_n": s_n, "sigma": sigma, "tr": tr, "gamma": gamma,
              "has_weight": weight is not None, "has_bias": bias is not None, "groups": groups, "m": m,
@@ -319,10 +310,10 @@ def iter_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_wm: 
     x3 = C.as_input(x, (n, c, s_len))
     mean = np.array(running_mean, dtype=np.float64).reshape(c)
     wm = np.array(running_wm, dtype=np.float64).reshape(groups, c // groups, c // groups)
-    gamma, beta = _affine_vectors(weight, bias, c)
+    gamma, beta = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
     y = C.check_out(out, x3.shape, x3.dtype)
-    keep = C.keep_buffer(x, x3, keep_out)
-    _whiten(x3, groups, mean, wm, gamma, beta, y, keep)
+    keep, kbuf, do_keep = C.keep_args(x, x3, keep_out)
+    _whiten(x3, groups, mean, wm, gamma, beta, y, kbuf, do_keep)
     cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
              "mean": mean, "wm": wm, "gamma": gamma, "groups": groups, "shape": x.shape,
              "out_shape": x.shape, "dtype": x.dtype}
