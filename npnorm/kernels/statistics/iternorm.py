@@ -47,7 +47,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..._checks import check_dout
+from ..._checks import check_cache
 from .. import _common as C
 from .._common import jit, pjit
 from .groupnorm import group_stats
@@ -214,7 +214,8 @@ def _covariance(x3: np.ndarray, groups: int, mean: np.ndarray) -> np.ndarray:
 
 
 def _whiten(x3, groups, mean, wmat, scale, shift, out, keep, do_keep):
-    """Pass 3 into ``out`` (and the copy into ``keep`` when ``do_keep``; :func:`C.keep_args`)."""
+    """Pass 3 into ``out`` (and the copy into ``keep`` when ``do_keep``,
+    :func:`~npnorm.kernels._common.keep_args`)."""
     args = (x3, groups, mean, np.ascontiguousarray(wmat, dtype=np.float64), scale, shift, out, keep, do_keep)
     if C.use_parallel(x3.size):
         _whiten_parallel(*args, C.num_chunks(x3.shape[0]))
@@ -257,6 +258,7 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
     from ...statistics.iternorm import newton_whitening   # here, not at the top: no import cycle
 
     n, c, s_len = C.ncs(x.shape)
+    groups = C.check_groups(groups, c, "iter_norm_forward", x.shape)
     x3 = C.as_input(x, (n, c, s_len))
     d, m = c // groups, n * s_len
     row_mean, _ = group_stats(x3, c)                                      # pass 1
@@ -266,7 +268,7 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
     gamma, beta = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
     y = C.check_out(out, x3.shape, x3.dtype)
     keep, kbuf, do_keep = C.keep_args(x, x3, keep_out)
-    _whiten(x3, groups, mean, wm, gamma, beta, y, kbuf, do_keep)                   # pass 3
+    _whiten(x3, groups, mean, wm, gamma, beta, y, kbuf, do_keep)         # pass 3
     cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
              "mean": mean, "wm": wm, "ps": ps, "s_n": s_n, "sigma": sigma, "tr": tr, "gamma": gamma,
              "has_weight": weight is not None, "has_bias": bias is not None, "groups": groups, "m": m,
@@ -280,7 +282,7 @@ def iter_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.nd
     :func:`~npnorm.statistics.iternorm.newton_whitening_backward` in between."""
     from ...statistics.iternorm import newton_whitening_backward
 
-    dout = check_dout(dout, cache["shape"], where="iter_norm_backward")
+    dout = check_cache(dout, cache, "iter_norm_backward")
     x3, groups, mean, wm, gamma = cache["x"], cache["groups"], cache["mean"], cache["wm"], cache["gamma"]
     n, c, _ = x3.shape
     d, m = c // groups, cache["m"]
@@ -307,6 +309,7 @@ def iter_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_wm: 
     holds copies of the running statistics and the weight, and a private copy of ``x`` (the weight's
     gradient needs it)."""
     n, c, s_len = C.ncs(x.shape)
+    groups = C.check_groups(groups, c, "iter_norm_eval_forward", x.shape)
     x3 = C.as_input(x, (n, c, s_len))
     mean = np.array(running_mean, dtype=np.float64).reshape(c)
     wm = np.array(running_wm, dtype=np.float64).reshape(groups, c // groups, c // groups)
@@ -323,7 +326,7 @@ def iter_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_wm: 
 def iter_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
     """Backward of :func:`iter_norm_eval_forward`: :math:`dx = W^\\top(\\gamma\\,dy)` (pass 5 with
     ``B = 0``, ``c = 0``) and the parameter sums of pass 4; returns ``(dx, dweight, dbias)``."""
-    dout = check_dout(dout, cache["shape"], where="iter_norm_eval_backward")
+    dout = check_cache(dout, cache, "iter_norm_eval_backward")
     x3, groups, mean, wm, gamma = cache["x"], cache["groups"], cache["mean"], cache["wm"], cache["gamma"]
     n, c, _ = x3.shape
     d = c // groups
