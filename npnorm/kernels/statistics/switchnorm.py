@@ -12,8 +12,9 @@ elements. Every statistic of the three branches is a function of the per-row mea
    channel) affine map (:func:`~npnorm.kernels.affine.channel_affine`), which also writes the private
    copy of ``x`` that the backward pass reads while it reads ``x`` (never the caller's array).
 
-Between them, equations (SN1)-(SN3) - the LN and BN branches, the softmax mixture - run in NumPy on
-``(N, C)`` arrays: a few thousand numbers, written exactly as in the reference.
+Between them, equations (SN2)-(SN3) - the LN and BN branches, the softmax mixture - run in NumPy on
+``(N, C)`` arrays: a few thousand numbers, by the reference's own
+:func:`~npnorm.statistics.switchnorm.switch_mixture`.
 
 The backward pass has the same shape. Every gradient of (SN1)-(SN4) reaches ``x`` through three
 per-row numbers, because :math:`\partial L/\partial\mu_{nc}` and
@@ -22,7 +23,8 @@ per-row numbers, because :math:`\partial L/\partial\mu_{nc}` and
 .. math:: \Sigma^{dy}_{nc} = \sum_s dy, \qquad \Sigma^{dy\,x}_{nc} = \sum_s dy\,(x - \mu_{nc})
 
 (pass 1, :func:`~npnorm.kernels.affine.channel_sums`), and then, with the per-row coefficients
-computed from them on ``(N, C)`` arrays as in the reference,
+computed from them on ``(N, C)`` arrays (the chain through the mixture is the reference's
+:func:`~npnorm.statistics.switchnorm.switch_mixture_backward`),
 
 .. math:: dx = \gamma_c r_{nc}\,dy + \frac{2\,\partial L/\partial v^{in}_{nc}}{S-1}(x - \mu^{in}_{nc})
           + \frac{1}{S}\frac{\partial L}{\partial \mu^{in}_{nc}}                                 \tag{SN-dx}
