@@ -439,3 +439,65 @@ def test_batchnorm_kernel_agrees_serial_and_parallel(parallel, dtype, monkeypatc
     for g, r in zip(grads, grads_ref):
         assert rel_error(g, r) < tol
     np.testing.assert_allclose(cache["mean"], cache_ref["mean"], rtol=1e-6 if dtype != np.float64 else 1e-12)
+
+
+# -- review fixes: l2norm out=/keep_out= off the last axis, PatchNorm's weight, private parameters ---
+def test_l2norm_twin_out_needs_the_last_axis():
+    """``out=`` (and ``dx_out=``) cannot hold rows of another axis: a clear error, not a silent drop."""
+    from npnorm.kernels.transformer import l2norm as kl2
+    x = np.random.default_rng(0).standard_normal((3, 4, 5))
+    with pytest.raises(ValueError, match="out= needs dim to be the last axis"):
+        kl2.l2_normalize_forward(x, 1, out=np.empty_like(x))
+    y, cache = kl2.l2_normalize_forward(x, 1)
+    with pytest.raises(ValueError, match="dx_out= needs the normalized axis to be the last one"):
+        kl2.l2_normalize_backward(np.ones_like(y), cache, dx_out=np.empty_like(x))
+    # on the last axis out= is written
+    out = np.empty_like(x)
+    y, _ = kl2.l2_normalize_forward(x, -1, out=out)
+    assert np.shares_memory(y, out)
+
+
+def test_l2norm_twin_keep_out_off_the_last_axis():
+    """``keep_out=`` is used (not dropped) when the normalized axis is not the last one, and the
+    result and gradient are those of a fresh run."""
+    from npnorm.kernels.transformer import l2norm as kl2
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 8))        # dim 0 moved last: a (8, 1) view of x, no copy
+    dy = rng.standard_normal(x.shape)
+    y_ref, c_ref = kl2.l2_normalize_forward(x.copy(), 0)
+    keep = np.empty(x.size)
+    y, cache = kl2.l2_normalize_forward(x, 0, keep_out=keep)
+    assert np.shares_memory(cache["x"], keep) and not np.shares_memory(cache["x"], x)
+    x += 5.0                               # the cache holds the copy in keep, not x
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(kl2.l2_normalize_backward(dy, cache), kl2.l2_normalize_backward(dy, c_ref))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patchnorm_twin_backward_ignores_weight_edits(dtype, stride):
+    """The cache keeps a private copy of the weight: editing the caller's weight between forward and
+    backward does not change the gradients (compared with a fresh run)."""
+    from npnorm.kernels.divergence import patchnorm as kpn
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4)
+    y, cache = kpn.patch_norm_conv2d_forward(x, w.copy(), b, stride, 1)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ref = kpn.patch_norm_conv2d_backward(dy, cache)
+    w_edit = w.copy()
+    _, cache = kpn.patch_norm_conv2d_forward(x, w_edit, b, stride, 1)
+    w_edit *= -3.0
+    for got, want in zip(kpn.patch_norm_conv2d_backward(dy, cache), ref):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_as_f64_is_a_private_copy():
+    """The kernels' parameter vectors (caches hold them) never alias the caller's array."""
+    w = np.arange(3.0)
+    for shape in [(3,), (1, 3)]:
+        v = _common.as_f64(w, shape, 1.0)
+        assert v.shape == shape and v.dtype == np.float64 and v.flags.c_contiguous
+        assert not np.shares_memory(v, w)
+    np.testing.assert_array_equal(_common.as_f64(None, (2,), 1.0), np.ones(2))

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._checks import check_cache
 from .. import _common as C
 from ..statistics.groupnorm import grouped_backward, grouped_forward
 
@@ -68,7 +69,8 @@ def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.nda
     mean, _, rstd = grouped_forward(x3, num_groups, a, b, eps, y, keep)
     cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
              "groups": num_groups, "a": a, "one_s": one_s, "gamma": gamma,
-             "beta": beta, "mean": mean, "rstd": rstd, "proj": p_cache, "shape": x.shape, "dtype": x.dtype,
+             "beta": beta, "mean": mean, "rstd": rstd, "proj": p_cache, "shape": x.shape,
+             "out_shape": x.shape, "dtype": x.dtype,
              "emb_dtype": emb.dtype, "has_weight": weight is not None, "has_bias": bias is not None}
     return C.restore(y, x.shape, x.dtype), cache
 
@@ -77,6 +79,7 @@ def ada_group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: 
     """Fused AdaGN backward: ``(dx, demb, dlinear_weight, dlinear_bias, dweight, dbias)``."""
     from ...adaptive._modulation import project_backward
 
+    dout = check_cache(dout, cache, "ada_group_norm_backward")
     x3, groups = cache["x"], cache["groups"]
     dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
     dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")

@@ -485,7 +485,8 @@ def patch_norm_conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarra
     K, L = ch * kh * kw, oh * ow
     dt = _compute_dtype(x.dtype)
     xc = np.array(x, dtype=dt, order="C")                     # a copy, kept for the backward pass
-    w2 = np.ascontiguousarray(np.asarray(weight, dtype=dt).reshape(f, K))
+    # a private copy (small): editing the caller's weight before backward must not change dx
+    w2 = np.array(weight, dtype=dt, order="C").reshape(f, K)
     b = C.as_f64(bias, (f,), 0.0)
     c, k = radial_coefficients(mode, K, eps)
     result = C.check_out(out, (n, f, oh, ow), x.dtype)

@@ -50,13 +50,6 @@ __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_eval_f
            "batch_renorm_eval_backward"]
 
 
-def _private_params(weight: np.ndarray | None, bias: np.ndarray | None, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(w, b)`` as private float64 ``(C,)`` copies, ones / zeros where a parameter is absent."""
-    w = np.ones(c) if weight is None else np.array(weight, dtype=np.float64).reshape(c)
-    b = np.zeros(c) if bias is None else np.array(bias, dtype=np.float64).reshape(c)
-    return w, b
-
-
 def batch_renorm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
                          running_mean: np.ndarray, running_std: np.ndarray, rmax: float = 3.0,
                          dmax: float = 5.0, eps: float = 1e-5, r: np.ndarray | None = None,
@@ -90,7 +83,7 @@ def batch_renorm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndar
     n, c, s_len = C.ncs(x.shape)
     m = n * s_len
     x3 = C.as_input(x, (n, c, s_len))
-    w, b = _private_params(weight, bias, c)
+    w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
     cache = {"backend": "numba", "w": w, "m": m, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype,
              "has_weight": weight is not None, "has_bias": bias is not None}
     if m == 0:                                                   # an empty batch: nothing to normalize
@@ -151,7 +144,7 @@ def batch_renorm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_s
     needs it. Returns ``(out, cache)``."""
     n, c, s_len = C.ncs(x.shape)
     x3 = C.as_input(x, (n, c, s_len))
-    w, b = _private_params(weight, bias, c)
+    w, b = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
     rm = np.array(running_mean, dtype=np.float64).reshape(c)
     rstd = 1.0 / np.asarray(running_std, dtype=np.float64).reshape(c)
     keep = C.keep_buffer(x, x3, keep_out) if weight is not None else None

@@ -253,18 +253,6 @@ DISPATCHERS = (_b0_fwd_rows, _b0_fwd_parallel, _b0_bwd_sums, _b0_bwd_sums_parall
 
 
 # -- entry points with the reference's signatures -------------------------------------------------
-def _vec(a: np.ndarray, c: int) -> np.ndarray:
-    """A per-channel parameter as a private contiguous float64 ``(C,)`` copy."""
-    return np.array(a, dtype=np.float64).reshape(c)
-
-
-def _keep_args(x: np.ndarray, x3: np.ndarray, keep_out: np.ndarray | None):
-    """``(keep, buffer, keep_x)``: the private-copy buffer (or ``None``), the array the kernel gets
-    (an empty placeholder when there is nothing to copy) and the flag."""
-    keep = C.keep_buffer(x, x3, keep_out)
-    return keep, (keep if keep is not None else np.empty((0, 0, 0), x3.dtype)), keep is not None
-
-
 def evonorm_b0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: np.ndarray,
                        running_var: np.ndarray | None = None, eps: float = 1e-3, *,
                        out: np.ndarray | None = None, keep_out: np.ndarray | None = None):
@@ -289,7 +277,7 @@ def evonorm_b0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     """
     n, c, s_len = C.ncs(x.shape)
     x3 = C.as_input(x, (n, c, s_len))
-    w, b, vv = _vec(weight, c), _vec(bias, c), _vec(v, c)
+    w, b, vv = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0), C.as_f64(v, (c,), 1.0)
     training = running_var is None
     mean, var = np.empty(n * c), np.empty(n * c)
     if training:                                # pass 1: block statistics -> instance and batch
@@ -301,7 +289,7 @@ def evonorm_b0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
         batch_mean, batch_var = np.zeros(c), np.array(running_var, dtype=np.float64).reshape(c)
     left = np.sqrt(batch_var + eps)                                                        # (EB1)
     y = C.check_out(out, x3.shape, x3.dtype)
-    keep, kbuf, keep_x = _keep_args(x, x3, keep_out)
+    keep, kbuf, keep_x = C.keep_args(x, x3, keep_out)
     args = (x3, left, vv, w, b, float(eps), training, mean, var, y, kbuf, keep_x)
     if C.use_parallel(x3.size):                 # output pass (+ the row statistics in evaluation)
         _b0_fwd_parallel(*args, C.num_chunks(n * c))
@@ -347,12 +335,12 @@ def evonorm_s0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     :func:`npnorm.statistics.evonorm.evonorm_s0_forward`, plus ``out`` and ``keep_out``. The cache
     holds the private copy of ``x`` and the per-(sample, group) ``mean`` and ``std`` (N*G,)."""
     n, c, s_len = C.ncs(x.shape)
-    groups = int(groups)
+    groups = C.check_groups(groups, c, "evonorm_s0_forward", x.shape)
     x3 = C.as_input(x, (n, c, s_len))
-    w, b, vv = _vec(weight, c), _vec(bias, c), _vec(v, c)
+    w, b, vv = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0), C.as_f64(v, (c,), 1.0)
     mean, std = np.empty(n * groups), np.empty(n * groups)
     y = C.check_out(out, x3.shape, x3.dtype)
-    keep, kbuf, keep_x = _keep_args(x, x3, keep_out)
+    keep, kbuf, keep_x = C.keep_args(x, x3, keep_out)
     args = (x3, groups, vv, w, b, float(eps), mean, std, y, kbuf, keep_x)
     if C.use_parallel(x3.size):
         _s0_fwd_parallel(*args, C.num_chunks(n * groups))

@@ -28,11 +28,11 @@ What is compiled, and what is not
     Left in NumPy: the Newton iterations and their reverse mode on the ``G`` small ``d x d`` matrices
     (:func:`~npnorm.statistics.iternorm.newton_whitening` and
     :func:`~npnorm.statistics.iternorm.newton_whitening_backward`, the reference's own functions).
-    They cost :math:`O(G d^3 T)`, independent of the batch: batched ``matmul`` (BLAS) on
-    ``(G, d, d)`` stacks, forward and backward together well under a millisecond for ``d = 16`` and a
-    few milliseconds for ``d = 64`` on the 2-core machine this was written on, against tens of
-    milliseconds for the passes over a batch of a few million elements. Compiling them would
-    duplicate the reference's derivation for little gain.
+    They cost :math:`O(G d^3 T)` flops, independent of the batch (batched ``matmul``, BLAS, on
+    ``(G, d, d)`` stacks), against :math:`O(d)` flops per element for each pass over the batch: a
+    count, not a timing (no script in the repository times the two parts separately), by which the
+    matrices are the small part as soon as the batch holds many more than :math:`G d^2 T` elements.
+    Compiling them would duplicate the reference's derivation for little gain.
 
 Evaluation mode is pass 3 with the running mean and whitening matrix; its backward is pass 4 (for
 :math:`d\gamma, d\beta`) and pass 5 with :math:`B = 0, c = 0`. Each pass costs :math:`O(d)` flops
@@ -47,7 +47,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..._checks import check_dout
+from ..._checks import check_cache
 from .. import _common as C
 from .._common import jit, pjit
 from .groupnorm import group_stats
@@ -213,10 +213,9 @@ def _covariance(x3: np.ndarray, groups: int, mean: np.ndarray) -> np.ndarray:
     return lower + np.tril(acc, -1).transpose(0, 2, 1)
 
 
-def _whiten(x3, groups, mean, wmat, scale, shift, out, keep):
-    """Pass 3 into ``out`` (and the copy into ``keep`` unless it is None)."""
-    do_keep = keep is not None
-    keep = keep if do_keep else np.empty((0, 0, 0), dtype=x3.dtype)
+def _whiten(x3, groups, mean, wmat, scale, shift, out, keep, do_keep):
+    """Pass 3 into ``out`` (and the copy into ``keep`` when ``do_keep``,
+    :func:`~npnorm.kernels._common.keep_args`)."""
     args = (x3, groups, mean, np.ascontiguousarray(wmat, dtype=np.float64), scale, shift, out, keep, do_keep)
     if C.use_parallel(x3.size):
         _whiten_parallel(*args, C.num_chunks(x3.shape[0]))
@@ -248,13 +247,6 @@ def _bwd_dx(dy3, x3, groups, mean, amat, bmat, cvec, dx):
         _bwd_dx_rows(*args, 0, x3.shape[0])
 
 
-def _affine_vectors(weight, bias, c):
-    """``(gamma, beta)`` as private contiguous float64 (C,) arrays (ones / zeros when absent)."""
-    gamma = np.ones(c) if weight is None else np.array(weight, dtype=np.float64).reshape(c)
-    beta = np.zeros(c) if bias is None else np.array(bias, dtype=np.float64).reshape(c)
-    return gamma, beta
-
-
 # -- entry points with the reference's signatures -----------------------------------------------------
 def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, groups: int = 1,
                       T: int = 5, eps: float = 1e-5, *, out: np.ndarray | None = None,
@@ -266,16 +258,17 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
     from ...statistics.iternorm import newton_whitening   # here, not at the top: no import cycle
 
     n, c, s_len = C.ncs(x.shape)
+    groups = C.check_groups(groups, c, "iter_norm_forward", x.shape)
     x3 = C.as_input(x, (n, c, s_len))
     d, m = c // groups, n * s_len
     row_mean, _ = group_stats(x3, c)                                      # pass 1
     mean = row_mean.mean(axis=0)                                          # every row holds S values
     sigma = _covariance(x3, groups, mean) / m + eps * np.eye(d)           # pass 2, eq. (iternorm-forward)
     wm, ps, s_n, tr = newton_whitening(sigma, T)                          # NumPy: (G, d, d) matrices
-    gamma, beta = _affine_vectors(weight, bias, c)
+    gamma, beta = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
     y = C.check_out(out, x3.shape, x3.dtype)
-    keep = C.keep_buffer(x, x3, keep_out)
-    _whiten(x3, groups, mean, wm, gamma, beta, y, keep)                   # pass 3
+    keep, kbuf, do_keep = C.keep_args(x, x3, keep_out)
+    _whiten(x3, groups, mean, wm, gamma, beta, y, kbuf, do_keep)         # pass 3
     cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
              "mean": mean, "wm": wm, "ps": ps, "s_n": s_n, "sigma": sigma, "tr": tr, "gamma": gamma,
              "has_weight": weight is not None, "has_bias": bias is not None, "groups": groups, "m": m,
@@ -289,7 +282,7 @@ def iter_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.nd
     :func:`~npnorm.statistics.iternorm.newton_whitening_backward` in between."""
     from ...statistics.iternorm import newton_whitening_backward
 
-    dout = check_dout(dout, cache["shape"], where="iter_norm_backward")
+    dout = check_cache(dout, cache, "iter_norm_backward")
     x3, groups, mean, wm, gamma = cache["x"], cache["groups"], cache["mean"], cache["wm"], cache["gamma"]
     n, c, _ = x3.shape
     d, m = c // groups, cache["m"]
@@ -316,13 +309,14 @@ def iter_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_wm: 
     holds copies of the running statistics and the weight, and a private copy of ``x`` (the weight's
     gradient needs it)."""
     n, c, s_len = C.ncs(x.shape)
+    groups = C.check_groups(groups, c, "iter_norm_eval_forward", x.shape)
     x3 = C.as_input(x, (n, c, s_len))
     mean = np.array(running_mean, dtype=np.float64).reshape(c)
     wm = np.array(running_wm, dtype=np.float64).reshape(groups, c // groups, c // groups)
-    gamma, beta = _affine_vectors(weight, bias, c)
+    gamma, beta = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0)
     y = C.check_out(out, x3.shape, x3.dtype)
-    keep = C.keep_buffer(x, x3, keep_out)
-    _whiten(x3, groups, mean, wm, gamma, beta, y, keep)
+    keep, kbuf, do_keep = C.keep_args(x, x3, keep_out)
+    _whiten(x3, groups, mean, wm, gamma, beta, y, kbuf, do_keep)
     cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
              "mean": mean, "wm": wm, "gamma": gamma, "groups": groups, "shape": x.shape,
              "out_shape": x.shape, "dtype": x.dtype}
@@ -332,7 +326,7 @@ def iter_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_wm: 
 def iter_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
     """Backward of :func:`iter_norm_eval_forward`: :math:`dx = W^\\top(\\gamma\\,dy)` (pass 5 with
     ``B = 0``, ``c = 0``) and the parameter sums of pass 4; returns ``(dx, dweight, dbias)``."""
-    dout = check_dout(dout, cache["shape"], where="iter_norm_eval_backward")
+    dout = check_cache(dout, cache, "iter_norm_eval_backward")
     x3, groups, mean, wm, gamma = cache["x"], cache["groups"], cache["mean"], cache["wm"], cache["gamma"]
     n, c, _ = x3.shape
     d = c // groups

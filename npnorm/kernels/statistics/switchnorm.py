@@ -12,8 +12,9 @@ elements. Every statistic of the three branches is a function of the per-row mea
    channel) affine map (:func:`~npnorm.kernels.affine.channel_affine`), which also writes the private
    copy of ``x`` that the backward pass reads while it reads ``x`` (never the caller's array).
 
-Between them, equations (SN1)-(SN3) - the LN and BN branches, the softmax mixture - run in NumPy on
-``(N, C)`` arrays: a few thousand numbers, written exactly as in the reference.
+Between them, equations (SN2)-(SN3) - the LN and BN branches, the softmax mixture - run in NumPy on
+``(N, C)`` arrays: a few thousand numbers, by the reference's own
+:func:`~npnorm.statistics.switchnorm.switch_mixture`.
 
 The backward pass has the same shape. Every gradient of (SN1)-(SN4) reaches ``x`` through three
 per-row numbers, because :math:`\partial L/\partial\mu_{nc}` and
@@ -22,7 +23,8 @@ per-row numbers, because :math:`\partial L/\partial\mu_{nc}` and
 .. math:: \Sigma^{dy}_{nc} = \sum_s dy, \qquad \Sigma^{dy\,x}_{nc} = \sum_s dy\,(x - \mu_{nc})
 
 (pass 1, :func:`~npnorm.kernels.affine.channel_sums`), and then, with the per-row coefficients
-computed from them on ``(N, C)`` arrays as in the reference,
+computed from them on ``(N, C)`` arrays (the chain through the mixture is the reference's
+:func:`~npnorm.statistics.switchnorm.switch_mixture_backward`),
 
 .. math:: dx = \gamma_c r_{nc}\,dy + \frac{2\,\partial L/\partial v^{in}_{nc}}{S-1}(x - \mu^{in}_{nc})
           + \frac{1}{S}\frac{\partial L}{\partial \mu^{in}_{nc}}                                 \tag{SN-dx}
@@ -38,7 +40,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..._checks import check_dout
+from ..._checks import check_cache
 from .. import _common as C
 from .._common import jit, pjit
 from ..affine import channel_affine, channel_sums
@@ -72,11 +74,6 @@ def _dx_parallel(dy, x, center, a, b, c0, dx, nchunks):  # pragma: no cover - co
 DISPATCHERS = (_dx_rows, _dx_parallel)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def switch_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, mean_weight: np.ndarray,
                         var_weight: np.ndarray, eps: float = 1e-5,
                         running: tuple[np.ndarray, np.ndarray] | None = None, *,
@@ -86,40 +83,25 @@ def switch_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, mea
     ``keep_out=``, a buffer for the private copy of ``x``). The cache holds ``mean_bn`` / ``var_bn``
     (C,) when there is a BN branch, as the reference's does, the per-row statistics (N, C) and a
     private copy of ``x``, never the caller's array."""
+    from ...statistics.switchnorm import switch_mixture   # here, not at the top: no import cycle
+
     n, c, h, w = x.shape
     m = h * w
     x3 = C.as_input(x, (n, c, m))
     mu, var_biased = group_stats(x3, c)                                   # pass 1: (N, C) row statistics
     v = var_biased * (m / (m - 1))                                        # (SN1), unbiased as the reference
-    t = v + mu * mu
-    mu_ln = mu.mean(axis=1, keepdims=True)
-    v_ln = t.mean(axis=1, keepdims=True) - mu_ln * mu_ln                  # (SN2)
-    means, vars_ = [mu, mu_ln], [v, v_ln]
-    use_bn = len(mean_weight) == 3
-    if use_bn:
-        if running is None:
-            mu_bn = mu.mean(axis=0, keepdims=True)
-            v_bn = t.mean(axis=0, keepdims=True) - mu_bn * mu_bn
-        else:
-            mu_bn = np.array(running[0], dtype=np.float64).reshape(1, c)
-            v_bn = np.array(running[1], dtype=np.float64).reshape(1, c)
-        means.append(mu_bn)
-        vars_.append(v_bn)
-    wm = _softmax(np.asarray(mean_weight, dtype=np.float64))
-    wv = _softmax(np.asarray(var_weight, dtype=np.float64))
-    mean = sum(a * s for a, s in zip(wm, means)) + np.zeros((n, c))     # (SN3), broadcast to (N, C)
-    var = sum(b * s for b, s in zip(wv, vars_)) + np.zeros((n, c))
+    mean, var, mix = switch_mixture(mu, v, mean_weight, var_weight, running)   # (SN2)-(SN3), (N, C)
     r = 1.0 / np.sqrt(var + eps)
     gamma = np.array(weight, dtype=np.float64).reshape(1, c)
     beta = np.array(bias, dtype=np.float64).reshape(1, c)
     keep = C.keep_buffer(x, x3, keep_out)
     y = channel_affine(x3, mean, r * gamma, beta, out=out, keep=keep)     # pass 2: (SN4)
     cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
-             "mean": mean, "r": r, "mu": mu, "mu_ln": mu_ln, "means": means, "vars": vars_, "wm": wm,
-             "wv": wv, "gamma": gamma, "train_bn": use_bn and running is None, "m": m, "shape": x.shape,
+             "mean": mean, "r": r, **mix, "gamma": gamma, "m": m, "shape": x.shape,
              "out_shape": x.shape, "dtype": x.dtype}
-    if use_bn:
-        cache["mean_bn"], cache["var_bn"] = means[2].reshape(-1).copy(), vars_[2].reshape(-1).copy()
+    if len(mix["means"]) == 3:
+        cache["mean_bn"] = mix["means"][2].reshape(-1).copy()
+        cache["var_bn"] = mix["vars"][2].reshape(-1).copy()
     return C.restore(y, x.shape, x.dtype), cache
 
 
@@ -127,41 +109,21 @@ def switch_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.
     """Fused backward of :func:`switch_norm_forward`: returns ``(dx, dweight, dbias, dmean_weight,
     dvar_weight)`` as the reference. Pass 1 reads ``x`` and ``dy`` into the (N, C) row sums, the
     chain through (SN3)-(SN1) runs on (N, C) arrays, pass 2 writes ``dx``, equation (SN-dx)."""
+    from ...statistics.switchnorm import switch_mixture_backward
+
+    dout = check_cache(dout, cache, "switch_norm_backward")
     x3 = cache["x"]
     n, c, m = x3.shape
-    dout = check_dout(dout, cache["shape"], where="switch_norm_backward")
     dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
     mean, r, gamma = cache["mean"], cache["r"], cache["gamma"]
     sdy, sdyx = channel_sums(dy3, x3, mean)                               # pass 1
     dweight, dbias = (sdyx * r).sum(axis=0), sdy.sum(axis=0)
     dmean = -gamma * r * sdy                                              # dL/dmu_nc = -sum g r
     dvar = -0.5 * gamma * sdyx * r**3                                     # dL/dsigma^2_nc
-    wm, wv, means, vars_ = cache["wm"], cache["wv"], cache["means"], cache["vars"]
-    # (SN3): to the mixture weights (through the softmax) and to the branch statistics
-    dwm = np.array([np.sum(dmean * s) for s in means])
-    dwv = np.array([np.sum(dvar * s) for s in vars_])
-    dlam_m = wm * (dwm - np.sum(wm * dwm))
-    dlam_v = wv * (dwv - np.sum(wv * dwv))
-    mu, mu_ln = cache["mu"], cache["mu_ln"]
-    dmu = wm[0] * dmean
-    dv = wv[0] * dvar
-    # (SN2), LN branch
-    dmu_ln = wm[1] * dmean.sum(axis=1, keepdims=True)
-    dv_ln = wv[1] * dvar.sum(axis=1, keepdims=True)
-    dt = np.broadcast_to(dv_ln / c, dmu.shape).copy()
-    dmu = dmu + (dmu_ln - 2.0 * mu_ln * dv_ln) / c
-    # BN branch (only when its statistics come from this batch)
-    if cache["train_bn"]:
-        mu_bn = means[2]
-        dmu_bn = wm[2] * dmean.sum(axis=0, keepdims=True)
-        dv_bn = wv[2] * dvar.sum(axis=0, keepdims=True)
-        dt = dt + dv_bn / n
-        dmu = dmu + (dmu_bn - 2.0 * mu_bn * dv_bn) / n
-    # (SN1): t = v + mu^2
-    dv = dv + dt
-    dmu = dmu + 2.0 * mu * dt
+    # (SN3)-(SN1): the reference's chain, on (N, C) arrays
+    dmu, dv, dlam_m, dlam_v = switch_mixture_backward(dmean, dvar, cache)
     dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")
-    args = (np.ascontiguousarray(mu), np.ascontiguousarray(np.broadcast_to(gamma * r, (n, c))),
+    args = (np.ascontiguousarray(cache["mu"]), np.ascontiguousarray(np.broadcast_to(gamma * r, (n, c))),
             2.0 * dv / (m - 1), dmu / m)                                  # equation (SN-dx)
     if C.use_parallel(x3.size):
         _dx_parallel(dy3, x3, *args, dx, C.num_chunks(n * c))

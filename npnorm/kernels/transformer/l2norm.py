@@ -27,6 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from ..._checks import check_cache
 from .. import _common as C
 from .._common import jit, pjit
 
@@ -116,11 +117,13 @@ def _forward(x: np.ndarray, g: float, eps: float, out=None, keep_out=None):
     else:
         _fwd_rows(x2, float(g), float(eps), y, denom, kept, 0, n)
     cache = {"backend": "numba", "x": x2 if keep is None else keep, "owns_x": keep is not None, "denom": denom,
-             "g": float(g), "eps": float(eps), "shape": x.shape, "dtype": x.dtype}
+             "g": float(g), "eps": float(eps), "shape": x.shape, "out_shape": x.shape,
+             "dtype": x.dtype}
     return C.restore(y, x.shape, x.dtype), cache
 
 
 def _backward(dout: np.ndarray, cache: dict[str, Any], dx_out=None):
+    """``dout`` already checked by the public function (:func:`check_cache`)."""
     x2 = cache["x"]
     n, m = x2.shape
     dy = C.as_upstream(dout, x2.dtype, (n, m))
@@ -137,11 +140,17 @@ def _backward(dout: np.ndarray, cache: dict[str, Any], dx_out=None):
 def l2_normalize_forward(x: np.ndarray, dim: int = -1, eps: float = 1e-12, *, out: np.ndarray | None = None,
                          keep_out: np.ndarray | None = None):
     """Fused ``x / max(||x||, eps)`` along ``dim`` (other axes are moved last and back); ``out`` and
-    ``keep_out`` (a buffer for the private copy of ``x``) may be preallocated."""
+    ``keep_out`` (a buffer for the private copy of ``x``) may be preallocated. ``out`` only when
+    ``dim`` is the last axis: the kernel writes rows along the normalized axis, which are not
+    contiguous in an ``out`` of ``x``'s layout otherwise (a ``ValueError``, not a silent copy)."""
     axis = int(dim) % x.ndim
     if axis != x.ndim - 1:
-        y, cache = _forward(np.moveaxis(x, axis, -1), 1.0, eps)
+        if out is not None:
+            raise ValueError(f"l2_normalize_forward: out= needs dim to be the last axis "
+                             f"({x.ndim - 1} or -1), got dim={dim}")
+        y, cache = _forward(np.moveaxis(x, axis, -1), 1.0, eps, None, keep_out)
         cache["axis"] = axis
+        cache["out_shape"] = x.shape
         return np.moveaxis(y, -1, axis), cache
     y, cache = _forward(x, 1.0, eps, out, keep_out)
     cache["axis"] = x.ndim - 1
@@ -149,10 +158,15 @@ def l2_normalize_forward(x: np.ndarray, dim: int = -1, eps: float = 1e-12, *, ou
 
 
 def l2_normalize_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
-    """Fused backward of :func:`l2_normalize_forward`: returns ``dx``."""
+    """Fused backward of :func:`l2_normalize_forward`: returns ``dx`` (``dx_out`` only when the
+    normalized axis was the last one, as ``out=`` of the forward pass)."""
+    dout = check_cache(dout, cache, "l2_normalize_backward")
     axis, nd = cache["axis"], len(cache["shape"])
     if axis != nd - 1:
-        dx, _ = _backward(np.moveaxis(np.asarray(dout), axis, -1), cache)
+        if dx_out is not None:
+            raise ValueError(f"l2_normalize_backward: dx_out= needs the normalized axis to be the "
+                             f"last one, got axis {axis} of {nd}")
+        dx, _ = _backward(np.moveaxis(dout, axis, -1), cache)
         return np.moveaxis(dx, -1, axis)
     return _backward(dout, cache, dx_out)[0]
 
@@ -165,4 +179,5 @@ def scale_norm_forward(x: np.ndarray, scale, eps: float = 1e-5, *, out: np.ndarr
 
 def scale_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
     """Fused ScaleNorm backward: returns ``(dx, dscale)``."""
+    dout = check_cache(dout, cache, "scale_norm_backward")
     return _backward(dout, cache, dx_out)
