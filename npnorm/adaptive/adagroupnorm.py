@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_dout, check_eps, check_ndim, check_positive_int
+from .._checks import as_float_array, check_cache, check_dout, check_eps, check_ndim, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels._common import run_reusing
@@ -95,6 +95,7 @@ def ada_group_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     Returns ``(dx, demb, dlinear_weight, dlinear_bias, dweight, dbias)``
     (the last two None without GroupNorm's own affine).
     """
+    dout = check_cache(dout, cache, "ada_group_norm_backward", key="shape")
     # to h, s and t
     dh, dscale, dshift = modulate_backward(dout, cache["mod"])
     demb, dlw, dlb = project_backward(

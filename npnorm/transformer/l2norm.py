@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_dout, check_eps, check_positive_int
+from .._checks import as_float_array, check_cache, check_dout, check_eps, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels._common import run_reusing
@@ -129,7 +129,8 @@ def l2_normalize_forward(x: np.ndarray, dim: int = -1, eps: float = 1e-12, *, ep
         floored = np.zeros(denom.shape, dtype=bool)      # the divisor always moves with x
     y = x64 / denom
     return y.astype(x.dtype, copy=False), {"y": y, "denom": denom, "floored": floored, "axis": axis,
-                                           "eps_mode": eps_mode, "dtype": x.dtype}
+                                           "eps_mode": eps_mode, "dtype": x.dtype,
+                                           "out_shape": x.shape}
 
 
 def l2_normalize_backward(dout: np.ndarray, cache: dict[str, Any], *,
@@ -137,7 +138,7 @@ def l2_normalize_backward(dout: np.ndarray, cache: dict[str, Any], *,
     """Equation (L2-back), simplified: ``(g - y <y, g>) / d`` (or ``g / eps``
     where floored), for both conventions of :func:`l2_normalize_forward`
     (``d`` is the divisor)."""
-    g = np.asarray(check_dout(dout, cache["y"].shape, where), dtype=np.float64)
+    g = np.asarray(check_cache(dout, cache, where), dtype=np.float64)
     y, denom, axis = cache["y"], cache["denom"], cache["axis"]
     radial = np.where(cache["floored"], 0.0,
                       np.sum(g * y, axis=axis, keepdims=True))
@@ -150,8 +151,7 @@ def l2_normalize_backward_staged(dout: np.ndarray,
     ``s = sum x^2 -> d = max(sqrt(s), eps)`` (or ``d = sqrt(s + eps)``)
     ``-> r = 1/d -> y = x r`` (the book derives it this way, then simplifies
     to :func:`l2_normalize_backward`)."""
-    g = np.asarray(check_dout(dout, cache["y"].shape,
-                              "l2_normalize_backward_staged"),
+    g = np.asarray(check_cache(dout, cache, "l2_normalize_backward_staged"),
                    dtype=np.float64)
     y, d, axis = cache["y"], cache["denom"], cache["axis"]
     x = y * d                                    # the input, recovered
@@ -236,8 +236,9 @@ def scale_norm_forward(x: np.ndarray, scale: np.ndarray | float, eps: float = 1e
 
 def scale_norm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, float]:
     """Backward of :func:`scale_norm_forward`: ``(dx, dscale)``."""
+    dy = np.asarray(check_cache(dout, cache, "scale_norm_backward", key="shape"),
+                    dtype=np.float64)
     l2 = cache["l2"]
-    dy = np.asarray(check_dout(dout, l2["y"].shape, "scale_norm_backward"), dtype=np.float64)
     dscale = float(np.sum(dy * l2["y"]))
     dx = l2_normalize_backward(cache["scale"] * dy, l2)
     return dx.astype(cache["dtype"], copy=False), dscale
