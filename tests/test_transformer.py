@@ -260,28 +260,60 @@ def test_gradient_norm_experiment_runs_and_is_reproducible():
     assert a == b and len(a["norms"][(1.0, "pre", 3)][0]) == 3
 
 
-@pytest.mark.parametrize("dtype, tol, inf_gap", [(np.float32, 4e-7, 3e-7), (np.float64, 1e-15, 0.0)],
-                         ids=["f32", "f64"])
-def test_tanh_of_the_dyt_kernel_matches_numpy(dtype, tol, inf_gap):
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 4e-7), (np.float64, 1e-15)], ids=["f32", "f64"])
+def test_tanh_of_the_dyt_kernel_matches_numpy(dtype, tol):
     """The vectorizable tanh of the DyT kernels against np.tanh in float64, on a dense grid, random
     and tiny values: float32 within 4e-7 relative (a few float32 ulps), float64 within 1e-15; odd
-    symmetry exact; NaN stays NaN; +-inf give +-1 (float32: within 3e-7, the value at the clamp)."""
+    symmetry exact; NaN stays NaN; exactly +-1 wherever tanh rounds to +-1 in the dtype (float32:
+    |z| > 13 ln 2 = 9.0109), and for +-inf - so that 1 - t^2 is exactly 0 where it rounds to 0."""
     from npnorm.kernels.transformer import dyt as kdyt
     rng = np.random.default_rng(0)
     tiny = np.geomspace(1e-300 if dtype == np.float64 else 1e-30, 1e-2, 2001)
     z = np.concatenate([np.linspace(-25, 25, 100_001), 3 * rng.standard_normal(20_000), tiny, -tiny,
-                        [0.0, 7.9053, 7.906, 9.5, 19.1, 19.2, 1e30]]).astype(dtype)
+                        [0.0, 7.9053, 7.906, 9.010913, 9.010914, 9.5, 10.0, 19.1, 19.2, 1e30]]).astype(dtype)
     out, out_neg = np.empty_like(z), np.empty_like(z)
     tanh_array = kdyt._tanh32_array if dtype == np.float32 else kdyt._tanh64_array
     tanh_array(z, out)
     ref = np.tanh(z.astype(np.float64))
     assert np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1e-300)) <= tol
+    saturated = np.abs(ref.astype(dtype)) == 1            # tanh rounds to +-1 in this dtype
+    assert saturated.sum() > 10_000
+    np.testing.assert_array_equal(out[saturated], np.sign(z[saturated]))
     tanh_array(-z, out_neg)
     np.testing.assert_array_equal(out_neg, -out)
     special = np.array([np.nan, np.inf, -np.inf], dtype=dtype)
     out_s = np.empty_like(special)
     tanh_array(special, out_s)
-    assert np.isnan(out_s[0]) and abs(out_s[1] - 1) <= inf_gap and abs(out_s[2] + 1) <= inf_gap
+    assert np.isnan(out_s[0]) and out_s[1] == 1 and out_s[2] == -1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_dyt_kernel_backward_validates_dout_and_cache(dtype):
+    """The Numba functional ``dyt_backward``: a ``dout`` of the right size but the wrong shape (a
+    transpose, which a reshape would silently accept), a non-float ``dout`` and a missing cache are
+    clear errors naming the function; the right ``dout`` still gives the reference's gradients."""
+    from npnorm.kernels.transformer import dyt as kdyt
+    from npnorm.transformer import dyt as ref
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    a, w, b = np.array([0.7]), rng.standard_normal(4), rng.standard_normal(4)
+    _, cache = kdyt.dyt_forward(x, a, w, b)
+    dout = rng.standard_normal((6, 4)).astype(dtype)
+    with pytest.raises(ValueError, match=r"dyt_backward: dout must have the shape of the forward "
+                                         r"output \(6, 4\), got \(4, 6\)"):
+        kdyt.dyt_backward(np.ascontiguousarray(dout.T), cache)
+    with pytest.raises(ValueError, match=r"dyt_backward: dout .*\(6, 4\), got \(24,\)"):
+        kdyt.dyt_backward(dout.ravel(), cache)
+    with pytest.raises(TypeError, match="dyt_backward.*dout"):
+        kdyt.dyt_backward(dout.astype(np.int64), cache)
+    with pytest.raises(TypeError, match="dyt_backward: cache must be the dict returned by the matching "
+                                        "forward function, got NoneType"):
+        kdyt.dyt_backward(dout, None)
+    got = kdyt.dyt_backward(dout, cache)
+    want = ref.dyt_backward(dout, ref.dyt_forward(x, a, w, b)[1])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
 
 
 def test_l2_sqrt_convention_puts_eps_under_the_root_and_both_backwards_agree():

@@ -9,28 +9,33 @@ and writes ``dx`` (3 streams). There are no statistics, so nothing is read twice
 the cost of ``tanh``, not by memory.
 
 ``tanh``: Numba has no vectorized ``tanh`` (without Intel's SVML it calls the C library once per
-element: measured here 3 ns an element in float32 and 30 ns in float64, 8 and 18 times NumPy's
-vectorized ``np.tanh``). The kernels use instead formulas of multiplications, additions, one division
-and (float64) one table look-up, which LLVM turns into vector instructions:
+element, which keeps the loop from vectorizing; hand measurements when these kernels were written,
+not repeated by any script here, found that several times slower than NumPy's vectorized
+``np.tanh``). The kernels use instead formulas of multiplications, additions, one division and
+(float64) one table look-up, which LLVM turns into vector instructions:
 
 * float32 (:func:`_tanh32`): the odd degree-13 / even degree-6 minimax ratio of Eigen's fast float
-  ``tanh`` on ``|z| <= 7.9053`` (beyond it float32 ``tanh`` is within 3e-7 of +-1);
+  ``tanh`` on ``|z| <= 7.9053``; beyond it the ratio at the clamp, ``1 - 2.4e-7`` (float32 ``tanh``
+  is within 3e-7 of 1 there), and exactly +-1 for ``|z| > 13 ln 2 = 9.0109``, where ``tanh`` rounds
+  to +-1 in float32 (a select, which vectorizes). Exactly: else ``1 - t^2`` would be ``4.8e-7``
+  rather than 0 for every saturated element, and that bias adds up in ``dalpha``;
 * float64 (:func:`_tanh64`): ``tanh|z| = -m / (2 + m)`` with ``m = expm1(-2|z|)``, and ``expm1`` of
   ``-k + f`` (``k`` an integer, ``|f| <= 1/2``) as ``e^-k (1 + expm1 f) - 1``: ``e^-k`` from a table,
   ``expm1 f`` from its Taylor series to ``f^15`` (remainder below 2e-18 relative). No cancellation:
   for small ``|z|``, ``k = 0`` and ``m = expm1 f`` directly.
 
 Both are within a few ulps of ``np.tanh`` (``tests/test_transformer.py`` checks it: 4e-7 relative in
-float32, 1e-15 in float64) and odd; NaN stays NaN, and +-inf give +-1 (float64) or +-(1 - 2.4e-7),
-the value at the float32 clamp.
+float32, 1e-15 in float64) and odd; NaN stays NaN, and both give exactly +-1 wherever ``tanh``
+rounds to +-1 in their precision, +-inf included.
 
 The float32 kernels compute in float32 (``a``, ``w`` and ``b`` rounded once); the three parameter
 gradients are sums over all rows and are accumulated in float64.
 
 Why these kernels are compiled with ``error_model="numpy"``: under Numba's default (Python) error
 model every float division checks its divisor for zero, to raise ``ZeroDivisionError`` as Python
-does. That branch keeps LLVM from vectorizing the loop around it - with it the float32 forward pass
-was 6 to 9 times slower. Under NumPy's model a division by zero gives ``inf``/``nan`` as in NumPy;
+does. That branch keeps LLVM from vectorizing the loop around it (the float32 forward pass was
+several times slower with it, in hand measurements not repeated by any script here). Under NumPy's
+model a division by zero gives ``inf``/``nan`` as in NumPy;
 the divisions here are by ``q >= 4.9e-3`` (float32) and ``2 + m >= 1`` (float64).
 """
 
@@ -44,6 +49,7 @@ import numba
 import numpy as np
 
 from .. import _common as C
+from ..._checks import check_cache
 
 __all__ = ["dyt_forward", "dyt_backward"]
 
@@ -52,14 +58,19 @@ __all__ = ["dyt_forward", "dyt_backward"]
 jit = numba.njit(cache=True, fastmath=C.FASTMATH, nogil=True, error_model="numpy")
 pjit = numba.njit(cache=True, fastmath=C.FASTMATH, nogil=True, parallel=True, error_model="numpy")
 
+#: the clamp of the rational approximation (Eigen's)
 _CLAMP = 7.90531110763549805
+#: ``13 ln 2``: for ``|z|`` above it ``1 - tanh|z| < 2^-25`` (half a float32 ulp below 1), so
+#: ``tanh z`` rounds to +-1 in float32; the last float32 at or below it is 9.010913
+_ONE32 = 13.0 * math.log(2.0)
 
 
 @jit
 def _tanh32(z):
-    """Rational approximation of tanh for float32 (see the module docstring); NaN stays NaN."""
-    z = min(max(z, np.float32(-_CLAMP)), np.float32(_CLAMP))
-    z2 = z * z
+    """Rational approximation of tanh for float32 (see the module docstring);
+    exactly +-1 for ``|z| > 13 ln 2``; NaN stays NaN."""
+    zc = min(max(z, np.float32(-_CLAMP)), np.float32(_CLAMP))
+    z2 = zc * zc
     p = np.float32(-2.76076847742355e-16)
     p = p * z2 + np.float32(2.00018790482477e-13)
     p = p * z2 + np.float32(-8.60467152213735e-11)
@@ -71,7 +82,9 @@ def _tanh32(z):
     q = q * z2 + np.float32(1.18534705686654e-04)
     q = q * z2 + np.float32(2.26843463243900e-03)
     q = q * z2 + np.float32(4.89352518554385e-03)
-    return z * p / q
+    t = zc * p / q
+    # a select, not a branch (the loop still vectorizes); NaN > x is false
+    return math.copysign(np.float32(1.0), z) if abs(z) > np.float32(_ONE32) else t
 
 
 #: ``|z|`` beyond which ``tanh(z)`` rounds to +-1 in float64 (``1 - tanh(19.1) = 5e-17``)
@@ -100,6 +113,7 @@ def _tanh64(z):
     return t if z == z else z
 
 
+# Test-only helpers (tests/test_transformer.py): not in DISPATCHERS, compiled only if a test calls them.
 @jit
 def _tanh32_array(z, out):
     """``out[i] = _tanh32(z[i])`` (for the accuracy test)."""
@@ -209,8 +223,8 @@ def _bwd_parallel(dy, x, a, w, dx, da, dw, db):
         _bwd_rows(dy, x, a, w, dx, da[t:t + 1], dw[t], db[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
-DISPATCHERS = (_tanh32, _tanh64, _tanh32_array, _tanh64_array, _fwd_rows32, _fwd_parallel32, _bwd_rows32,
-               _bwd_parallel32, _fwd_rows, _fwd_parallel, _bwd_rows, _bwd_parallel)
+DISPATCHERS = (_tanh32, _tanh64, _fwd_rows32, _fwd_parallel32, _bwd_rows32, _bwd_parallel32, _fwd_rows,
+               _fwd_parallel, _bwd_rows, _bwd_parallel)
 
 
 def _coefficients(alpha, weight, bias, m: int, dtype: np.dtype):
@@ -242,12 +256,15 @@ def dyt_forward(x: np.ndarray, alpha, weight: np.ndarray, bias: np.ndarray, chan
     else:
         (_fwd_rows32 if f32 else _fwd_rows)(x2, a, w, b, y, kept, 0, n)
     cache = {"backend": "numba", "x": x2 if keep is None else keep, "owns_x": keep is not None, "alpha": a,
-             "w": w, "shape": x.shape, "dtype": x.dtype}
+             "w": w, "shape": x.shape, "out_shape": x.shape, "dtype": x.dtype}
     return C.restore(y, x.shape, x.dtype), cache
 
 
 def dyt_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
-    """Fused DyT backward: returns ``(dx, dalpha, dweight, dbias)`` (``dalpha`` of shape ``(1,)``)."""
+    """Fused DyT backward: returns ``(dx, dalpha, dweight, dbias)`` (``dalpha`` of shape ``(1,)``).
+    ``cache`` must be the dict :func:`dyt_forward` returned and ``dout`` a real floating array of the
+    forward output's shape (``TypeError`` / ``ValueError`` naming ``dyt_backward`` otherwise)."""
+    dout = check_cache(dout, cache, "dyt_backward")
     x2 = cache["x"]
     n, m = x2.shape
     dy = C.as_upstream(dout, x2.dtype, (n, m))
