@@ -325,6 +325,7 @@ from npnorm.kernels.transformer import l2norm as _kl2  # noqa: E402
 from npnorm.kernels.adaptive import adagroupnorm as _kagn  # noqa: E402
 from npnorm.transformer import l2norm as _l2  # noqa: E402
 from npnorm.adaptive import adagroupnorm as _agn  # noqa: E402
+from npnorm.transformer import dyt as _dyt  # noqa: E402
 
 X = np.random.default_rng(0).standard_normal((4, 6, 3))
 W6 = np.ones(6)
@@ -445,6 +446,7 @@ FUNCTIONAL_PAIRS = [
     (_kl2.scale_norm_forward, _kl2.scale_norm_backward, (X, 2.0)),
     (_kagn.ada_group_norm_forward, _kagn.ada_group_norm_backward, (X, EMB, LW, LB, 2)),
     (_kagn.ada_group_norm_forward, _kagn.ada_group_norm_backward, (X, EMB, LW, LB, 2, 1e-5, "silu", W6, W6)),
+    (_dyt.dyt_forward, _dyt.dyt_backward, (X, 0.5, W6, W6, False)),
     (_l2.l2_normalize_forward, _l2.l2_normalize_backward, (X,)),
     (_l2.l2_normalize_forward, _l2.l2_normalize_backward_staged, (X, 1)),
     (_l2.scale_norm_forward, _l2.scale_norm_backward, (X, 2.0)),

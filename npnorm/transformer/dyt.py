@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_dout, check_positive_int
+from .._checks import as_float_array, check_cache, check_dout, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels._common import run_reusing
@@ -54,14 +54,15 @@ def dyt_forward(x: np.ndarray, alpha: np.ndarray | float, weight: np.ndarray, bi
         red = tuple(range(x.ndim - 1)) if channels_last else (0,)
     else:
         red = (0,) + tuple(range(2, x.ndim))
-    cache = {"x": x64.copy(), "t": t, "alpha": a, "weight": w, "reduce": red, "dtype": x.dtype}
+    cache = {"x": x64.copy(), "t": t, "alpha": a, "weight": w, "reduce": red, "dtype": x.dtype,
+             "out_shape": x.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def dyt_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Equation (DyT-back): returns ``(dx, dalpha, dweight, dbias)``;
     ``dalpha`` has shape ``(1,)``."""
-    dy = np.asarray(check_dout(dout, cache["t"].shape, "dyt_backward"),
+    dy = np.asarray(check_cache(dout, cache, "dyt_backward"),
                     dtype=np.float64)
     t, red = cache["t"], cache["reduce"]
     u = cache["weight"] * dy * (1.0 - t * t)
