@@ -106,25 +106,29 @@ def numerical_gradient(
 ) -> np.ndarray:
     """Central-difference estimate of ``d/dx sum(dout * f())``.
 
-    ``f`` takes no arguments and must read ``x`` (which is perturbed in place, one element at a time,
-    and restored afterwards). ``indices`` restricts the estimate to some elements (the others are
-    left as NaN); by default every element is perturbed.
+    ``f`` takes no arguments and must read ``x`` (which is perturbed in
+    place, one element at a time, and restored afterwards). ``indices``
+    restricts the estimate to some elements (the others are left as NaN);
+    by default every element is perturbed.
     """
     if stencil not in DEFAULT_STEP:
         raise ValueError(f"stencil must be 2 or 4, got {stencil!r}")
     if h is None:
         h = DEFAULT_STEP[stencil]
     if x.dtype != np.float64:
-        raise TypeError(f"numerical_gradient needs a float64 array to perturb, got {x.dtype}")
+        raise TypeError("numerical_gradient needs a float64 array to "
+                        f"perturb, got {x.dtype}")
     dout = np.asarray(dout, dtype=np.float64)
 
     def loss() -> float:
         out = np.asarray(f(), dtype=np.float64)
         if out.shape != dout.shape:
-            raise ValueError(f"f() returned shape {out.shape} but dout has shape {dout.shape}")
+            raise ValueError(f"f() returned shape {out.shape} but dout has "
+                             f"shape {dout.shape}")
         return float(np.sum(out * dout))
 
-    grad = np.full(x.shape, np.nan) if indices is not None else np.zeros(x.shape)
+    grad = (np.full(x.shape, np.nan) if indices is not None
+            else np.zeros(x.shape))
     it = indices if indices is not None else np.ndindex(x.shape)
     for idx in it:
         old = x[idx]

@@ -211,17 +211,23 @@ def fit(model: Module, loss_fn, optimizer, X: np.ndarray, y: np.ndarray, *, epoc
     return hist
 
 
-def recompute_batchnorm_statistics(model: Module, X: np.ndarray, batch_size: int = 256) -> Module:
-    """Replace every BatchNorm layer's running statistics by the exact statistics of the trained
-    network on ``X`` ("precise BN"): reset them, switch to a cumulative average (``momentum=None``),
-    run the data through the model in training mode (no gradient step), restore momentum and mode.
+def recompute_batchnorm_statistics(model: Module, X: np.ndarray,
+                                   batch_size: int = 256) -> Module:
+    """Replace every BatchNorm layer's running statistics by the exact
+    statistics of the trained network on ``X`` ("precise BN"): reset them,
+    switch to a cumulative average (``momentum=None``), run the data through
+    the model in training mode (no gradient step), restore momentum and
+    mode.
 
-    With ``momentum=None`` the running mean after all batches is the average of the batch means, which
-    equals the mean over ``X`` when the batches have equal size; the running variance is the average
-    of the batches' unbiased variances. Returns ``model`` (modified in place).
+    With ``momentum=None`` the running mean after all batches is the average
+    of the batch means, which equals the mean over ``X`` when the batches
+    have equal size; the running variance is the average of the batches'
+    unbiased variances. Returns ``model`` (modified in place).
     """
     from .statistics.batchnorm import BatchNorm1d, BatchNorm2d
-    bns = [m for m in model.modules() if isinstance(m, (BatchNorm1d, BatchNorm2d)) and m.track_running_stats]
+    bns = [m for m in model.modules()
+           if isinstance(m, (BatchNorm1d, BatchNorm2d))
+           and m.track_running_stats]
     saved = [(m, m.momentum) for m in bns]
     was_training = model.training
     for m in bns:

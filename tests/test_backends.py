@@ -50,7 +50,8 @@ def run_both(make, inputs, dout_seed=5, steps=1):
             dout = rng.standard_normal(out.shape).astype(out.dtype)
             dx = layer.backward(dout)
         dx = dx if isinstance(dx, tuple) else (dx,)
-        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "num_batches_tracked")
+        buffers = {k: getattr(layer, k) for k in ("running_mean", "running_var", "running_std", "num_batches_tracked",
+                                                  "running_wm")
                    if getattr(layer, k, None) is not None}
         results[backend] = {"out": out, "dx": dx, "grads": dict(layer.grads), "buffers": buffers}
     return results
@@ -135,6 +136,19 @@ LARGE = [  # (name, constructor, input shapes)
     ("BatchNorm1d", lambda b: npnorm.BatchNorm1d(100, backend=b), [_big((4100, 100), (50, 100))]),
     ("AdaIN", lambda b: npnorm.AdaIN(backend=b),
      [_big((8, 16, 56, 56), (3, 16, 5, 5)), _big((1, 16, 30, 30), (1, 16, 4, 6))]),
+    ("SwitchNorm2d", lambda b: npnorm.SwitchNorm2d(16, backend=b), [_big((16, 16, 40, 40), (3, 16, 4, 4))]),
+    ("IterNorm", lambda b: npnorm.IterNorm(32, num_channels=8, backend=b), [_big((16, 32, 28, 28), (3, 32, 3, 3))]),
+    ("AdaGroupNorm", lambda b: npnorm.AdaGroupNorm(12, 32, 8, act_fn="silu", rng=0, backend=b),
+     [_big((8, 32, 40, 40), (3, 32, 4, 4)), _big((8, 12), (3, 12))]),
+    ("ScaleNorm", lambda b: npnorm.ScaleNorm(1024, backend=b), [_big((400, 1024), (3, 1024))]),
+    ("L2Norm", lambda b: npnorm.L2Norm(backend=b), [_big((400, 1024), (3, 1024))]),
+    ("DyT", lambda b: npnorm.DyT(1024, backend=b), [_big((400, 1024), (3, 1024))]),
+    ("GlobalResponseNorm", lambda b: npnorm.GlobalResponseNorm(96, backend=b), [_big((8, 28, 28, 96), (3, 4, 5, 96))]),
+    ("GlobalResponseNorm-CF", lambda b: npnorm.GlobalResponseNorm(32, channels_last=False, backend=b),
+     [_big((4, 32, 56, 56), (3, 32, 5, 5))]),
+    ("BatchRenorm2d", lambda b: npnorm.BatchRenorm2d(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
+    ("EvoNorm2dB0", lambda b: npnorm.EvoNorm2dB0(32, backend=b), [_big((16, 32, 28, 28), (4, 32, 3, 3))]),
+    ("EvoNorm2dS0", lambda b: npnorm.EvoNorm2dS0(64, groups=8, backend=b), [_big((8, 64, 28, 28), (3, 64, 3, 3))]),
 ]
 
 
@@ -166,7 +180,8 @@ def test_large_shapes_agree(name, make, shapes, dtype, parallel):
 @pytest.mark.parametrize("name, make, shapes", LARGE, ids=[c[0] for c in LARGE])
 def test_float32_large_offset_matches_float64(name, make, shapes, parallel):
     """float32 data around 1e4 with unit spread: the numba float32 result is within 1e-5 of the float64
-    reference on the same values (one-pass E[x^2] - E[x]^2 would lose every digit of the variance)."""
+    reference on the same values (one-pass E[x^2] - E[x]^2 would lose every digit of the variance;
+    DyT's tanh saturates there, and must give exactly +-1, so that 1 - t^2 = 0 as in float64)."""
     rng = np.random.default_rng(6)
     x32 = [(1e4 + rng.standard_normal(s)).astype(np.float32) for s in shapes]
     dout = rng.standard_normal(shapes[0])
@@ -227,6 +242,8 @@ NAN_CASES = [
     ("GroupNorm", lambda b: npnorm.GroupNorm(2, 4, backend=b), (2, 4, 3, 3)),
     ("InstanceNorm2d", lambda b: npnorm.InstanceNorm2d(4, backend=b), (2, 4, 3, 3)),
     ("BatchNorm2d", lambda b: npnorm.BatchNorm2d(4, backend=b), (2, 4, 3, 3)),
+    ("ScaleNorm", lambda b: npnorm.ScaleNorm(12, backend=b), (3, 12)),
+    ("DyT", lambda b: npnorm.DyT(12, backend=b), (3, 12)),
 ]
 
 
@@ -264,7 +281,40 @@ def test_running_statistics_agree(cls, momentum):
     assert rel_error(fast(batches[0]), ref(batches[0])) <= 1e-12
 
 
-@pytest.mark.parametrize("name, make, shape", NAN_CASES, ids=[c[0] for c in NAN_CASES])
+@pytest.mark.parametrize("cls, shape", [(npnorm.BatchRenorm1d, (6, 3)), (npnorm.BatchRenorm2d, (4, 3, 3, 2))])
+def test_batch_renorm_unclipped_corrections_agree(cls, shape):
+    """Running statistics near the batch's: r and d inside their clipping ranges, where the backward
+    pass treats them as constants (not the true gradient, so the registry cannot check it): both
+    backends make the same approximation, over several steps and in evaluation."""
+    rng = np.random.default_rng(13)
+    x = 5.0 + 3.0 * rng.standard_normal(shape)
+
+    def make(backend):
+        layer = cls(shape[1], backend=backend)
+        npnorm.registry.randomize_layer(layer, np.random.default_rng(2))
+        layer.running_mean, layer.running_std = np.full(shape[1], 5.1), np.full(shape[1], 2.9)
+        return layer
+
+    ref = make("numpy")
+    ref(x)
+    cache = ref._cache[1]
+    assert np.all(np.abs(np.log(cache["r"])) < np.log(3.0)) and np.all(np.abs(cache["d"]) < 5.0)
+    assert_agree(run_both(make, [x], steps=3), np.float64, cls.__name__)
+    layers = {b: make(b) for b in BACKENDS}
+    for layer in layers.values():
+        layer(x)
+        layer.eval()
+    assert rel_error(layers["numba"](x), layers["numpy"](x)) <= 1e-12
+
+
+#: Layers whose NaN spreads over the whole batch (a BN branch, a covariance): not in NAN_CASES.
+LAYOUT_CASES = NAN_CASES + [
+    ("SwitchNorm2d", lambda b: npnorm.SwitchNorm2d(4, backend=b), (3, 4, 3, 3)),
+    ("IterNorm", lambda b: npnorm.IterNorm(4, num_groups=2, backend=b), (5, 4, 3, 2)),
+]
+
+
+@pytest.mark.parametrize("name, make, shape", LAYOUT_CASES, ids=[c[0] for c in LAYOUT_CASES])
 def test_float16_and_strided_inputs(name, make, shape):
     """Inputs that are not float32/float64 or not contiguous: same dtype, shape and values as the reference."""
     rng = np.random.default_rng(12)
@@ -358,3 +408,94 @@ def test_import_compiles_nothing():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "serial"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_batchnorm_kernel_agrees_serial_and_parallel(parallel, dtype, monkeypatch):
+    """The fused training-mode BatchNorm, on one thread and on all, agrees with the reference - with the
+    private copy of x (float32/float64 input that is the caller's array) and without (float16 input,
+    converted to a private float32 array) - and editing x after the forward pass changes nothing."""
+    from npnorm.kernels.statistics import batchnorm as kbn
+    from npnorm.statistics import batchnorm as bn
+    monkeypatch.setattr(_common, "PARALLEL_THRESHOLD", 0 if parallel else 1 << 60)
+    rng = np.random.default_rng(3)
+    x = (3 + 2 * rng.standard_normal((5, 6, 7, 9))).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    w, b = 1 + 0.1 * rng.standard_normal(6), 0.1 * rng.standard_normal(6)
+    y, cache = kbn.batch_norm_forward(x, w, b, 1e-5)
+    y_ref, cache_ref = bn.batch_norm_forward(x.astype(np.float64), w, b, 1e-5)
+    assert not np.shares_memory(cache["x"], x)
+    x[...] = 0                                        # editing x after the forward pass changes nothing
+    grads = kbn.batch_norm_backward(dy, cache)
+    grads_ref = bn.batch_norm_backward(dy.astype(np.float64), cache_ref)
+    tol = {np.float64: 1e-12, np.float32: 1e-5, np.float16: 1e-5}[dtype]
+    assert y.dtype == dtype and grads[0].dtype == dtype
+    if dtype == np.float16:                           # the result is rounded to float16
+        tol = 2e-3
+    assert rel_error(y, y_ref) < tol
+    for g, r in zip(grads, grads_ref):
+        assert rel_error(g, r) < tol
+    np.testing.assert_allclose(cache["mean"], cache_ref["mean"], rtol=1e-6 if dtype != np.float64 else 1e-12)
+
+
+# -- review fixes: l2norm out=/keep_out= off the last axis, PatchNorm's weight, private parameters ---
+def test_l2norm_twin_out_needs_the_last_axis():
+    """``out=`` (and ``dx_out=``) cannot hold rows of another axis: a clear error, not a silent drop."""
+    from npnorm.kernels.transformer import l2norm as kl2
+    x = np.random.default_rng(0).standard_normal((3, 4, 5))
+    with pytest.raises(ValueError, match="out= needs dim to be the last axis"):
+        kl2.l2_normalize_forward(x, 1, out=np.empty_like(x))
+    y, cache = kl2.l2_normalize_forward(x, 1)
+    with pytest.raises(ValueError, match="dx_out= needs the normalized axis to be the last one"):
+        kl2.l2_normalize_backward(np.ones_like(y), cache, dx_out=np.empty_like(x))
+    # on the last axis out= is written
+    out = np.empty_like(x)
+    y, _ = kl2.l2_normalize_forward(x, -1, out=out)
+    assert np.shares_memory(y, out)
+
+
+def test_l2norm_twin_keep_out_off_the_last_axis():
+    """``keep_out=`` is used (not dropped) when the normalized axis is not the last one, and the
+    result and gradient are those of a fresh run."""
+    from npnorm.kernels.transformer import l2norm as kl2
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 8))        # dim 0 moved last: a (8, 1) view of x, no copy
+    dy = rng.standard_normal(x.shape)
+    y_ref, c_ref = kl2.l2_normalize_forward(x.copy(), 0)
+    keep = np.empty(x.size)
+    y, cache = kl2.l2_normalize_forward(x, 0, keep_out=keep)
+    assert np.shares_memory(cache["x"], keep) and not np.shares_memory(cache["x"], x)
+    x += 5.0                               # the cache holds the copy in keep, not x
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(kl2.l2_normalize_backward(dy, cache), kl2.l2_normalize_backward(dy, c_ref))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patchnorm_twin_backward_ignores_weight_edits(dtype, stride):
+    """The cache keeps a private copy of the weight: editing the caller's weight between forward and
+    backward does not change the gradients (compared with a fresh run)."""
+    from npnorm.kernels.divergence import patchnorm as kpn
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4)
+    y, cache = kpn.patch_norm_conv2d_forward(x, w.copy(), b, stride, 1)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ref = kpn.patch_norm_conv2d_backward(dy, cache)
+    w_edit = w.copy()
+    _, cache = kpn.patch_norm_conv2d_forward(x, w_edit, b, stride, 1)
+    w_edit *= -3.0
+    for got, want in zip(kpn.patch_norm_conv2d_backward(dy, cache), ref):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_as_f64_is_a_private_copy():
+    """The kernels' parameter vectors (caches hold them) never alias the caller's array."""
+    w = np.arange(3.0)
+    for shape in [(3,), (1, 3)]:
+        v = _common.as_f64(w, shape, 1.0)
+        assert v.shape == shape and v.dtype == np.float64 and v.flags.c_contiguous
+        assert not np.shares_memory(v, w)
+    np.testing.assert_array_equal(_common.as_f64(None, (2,), 1.0), np.ones(2))

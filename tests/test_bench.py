@@ -18,7 +18,7 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
          "--json", str(out_json), "--plot", str(out_png)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert "DRAM copy" in res.stdout and "in-cache copy" in res.stdout and "preallocated" in res.stdout \
+    assert "DRAM (" in res.stdout and "in-cache (" in res.stdout and "preallocated" in res.stdout \
         and "allocated per call" in res.stdout and "threads=" in res.stdout and "machine:" in res.stdout
     data = json.loads(out_json.read_text())
     assert data["meta"]["threads"] >= 1 and data["meta"]["copy_bandwidth_GBps"] > 0
@@ -26,7 +26,8 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
     cases = {r["case"] for r in data["results"]}
     assert cases == {"LayerNorm", "RMSNorm", "GroupNorm G=32", "InstanceNorm2d", "BatchNorm2d train",
                      "PatchNormConv2d 3x3", "AdaGroupNorm G=32", "ScaleNorm", "L2Norm", "QK RMSNorm per head",
-                     "DyT"}
+                     "DyT", "SwitchNorm2d", "IterNorm G=8", "BatchRenorm2d train", "GRN channels-last",
+                     "GRN channels-first", "EvoNorm-B0 train", "EvoNorm-S0 G=32"}
     for case in cases:
         for dtype in ("float32", "float64"):
             for pss in ("forward", "forward+backward"):
@@ -34,10 +35,40 @@ def test_bench_cli_writes_json_and_plot(tmp_path):
                     assert (case, dtype, pss, impl) in got
     for r in data["results"]:
         assert len(r["times"]) == 2 and r["min"] <= r["median"] <= r["max"]
+    # every percentage can be recomputed from what the output states: streams, MiB, time, bound
+    bnds = data["meta"]["bounds_GBps"]
+    for lvl in ("DRAM", "cache"):
+        assert set(bnds[lvl]) == {"memcpy", "store", "read"} and all(v > 0 for v in bnds[lvl].values())
+    assert data["meta"]["copy_bandwidth_GBps"] == bnds["DRAM"]["store"]
+    for r in data["results"]:
+        rd, wr = r["streams"]
+        assert (rd, wr) == bench.streams(r["family"], r["impl"], r["pass"])
+        gbps = (rd + wr) * r["MiB"] * 2**20 / r["median"] / 1e9
+        assert np.isclose(r["GBps"], gbps) and np.isclose(r["bound_GBps"], bnds[r["bound"]]["store"])
+        assert np.isclose(r["roofline"], gbps / bnds[r["bound"]]["store"])
+    assert "store" in res.stdout and "memcpy" in res.stdout and "r+w" in res.stdout \
+        and "torch.no_grad()" in res.stdout and "ordinary stores" in res.stdout \
+        and data["meta"]["torch_forward"] == "no_grad"
     assert out_png.stat().st_size > 1000 and out_png.read_bytes()[:4] == b"\x89PNG"
     steps = {(r["case"], r["dtype"], r["impl"]) for r in data["training_step"]}
     assert steps == {(f"CNN step ({n})", d, "layer") for n in ("bn", "gn") for d in ("float32", "float64")}
     assert "training step of the chapter-8 CNN" in res.stdout
+
+
+def test_torch_forward_option_is_stated(tmp_path):
+    """Which PyTorch forward the 'fwd' rows time (inference under no_grad, or the training forward with
+    autograd) is an option, recorded in the JSON and said in the legend."""
+    out_json = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run(
+        [sys.executable, "-m", "npnorm.bench", "--sizes", "tiny", "--repeats", "1", "--no-torch", "--cases",
+         "LayerNorm", "--dtypes", "float32", "--no-train-step", "--torch-forward", "autograd",
+         "--json", str(out_json)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "with autograd recording" in res.stdout and "torch.no_grad()" not in res.stdout
+    assert json.loads(out_json.read_text())["meta"]["torch_forward"] == "autograd"
+    with pytest.raises(ValueError, match="torch_forward"):
+        bench.run(torch_forward="grad")
 
 
 def test_bench_rejects_bad_options(tmp_path):
@@ -102,3 +133,62 @@ def test_the_implementation_check_catches_a_flipped_operator(monkeypatch):
     monkeypatch.setattr(bench, "textbook_norm_backward", flipped)
     with pytest.raises(AssertionError, match="textbook gradient 0"):
         test_every_benchmarked_implementation_matches_the_reference(bench.CASES[0], "float64")
+
+
+def test_traffic_model_counts_the_private_copy():
+    """npnorm's fused kernels write a private copy of x in the forward pass: 3 streams forward, 6 for
+    forward + backward, plus one read of every input per extra traversal (BatchNorm-like layers read
+    their inputs twice per pass, IterNorm three times forward). PatchNorm's kernel copies x and keeps
+    an output-sized z^w for the backward pass. PyTorch (a reference to x) and the NumPy versions are
+    counted at the minimum."""
+    traversals = {"batchnorm": (2, 2), "switchnorm": (2, 2), "batchrenorm": (2, 2), "evonorm_b0": (2, 2),
+                  "iternorm": (3, 2)}
+    for fam in bench.KEEPS:
+        for impl in ("torch", "textbook", "reference"):
+            assert bench.streams(fam, impl, "forward") == (1, 1)
+            assert bench.streams(fam, impl, "forward+backward") == (3, 2)
+        if fam == "patchnorm":
+            # forward: read x, write the copy; read the copy, write y and z^w. backward: read the copy,
+            # dy and z^w, write dx. (Output-sized = x-sized: the case has F = C and stride 1.)
+            for impl in ("numba", "layer"):
+                assert bench.streams(fam, impl, "forward") == (2, 3)
+                assert bench.streams(fam, impl, "forward+backward") == (2 + 3, 3 + 1)
+            continue
+        fwd_reads, bwd_reads = traversals.get(fam, (1, 1))
+        for impl in ("numba", "layer"):
+            assert bench.streams(fam, impl, "forward") == (fwd_reads, 2)
+            assert bench.streams(fam, impl, "forward+backward") == (fwd_reads + 2 * bwd_reads, 3)
+    assert set(bench.KEEPS) == {c.family for c in bench.CASES}
+
+
+def test_patchnorm_traffic_units_fit_the_case():
+    """PatchNorm's streams count its output-sized arrays (y, z^w, dy) as x.nbytes: true for the case."""
+    case = next(c for c in bench.CASES if c.family == "patchnorm")
+    x = np.ones(case.sized("tiny"), dtype=np.float32)
+    out, cache = bench._implementations(case, x, x.copy(), None)["numba"]["forward"]()
+    assert out.nbytes == cache["zw"].nbytes == cache["x"].nbytes == x.nbytes
+
+
+def test_stream_bandwidths_measures_three_kinds():
+    bw = bench.stream_bandwidths(1 << 20, repeats=2)
+    assert set(bw) == {"memcpy", "store", "read"} and all(v > 0 for v in bw.values())
+    from npnorm.kernels.affine import parallel_read
+    a = np.arange(1000.0)
+    assert parallel_read(a) == a.sum()
+
+
+@pytest.mark.parametrize("torch_forward", bench.TORCH_FORWARDS)
+@pytest.mark.parametrize("case", bench.CASES, ids=lambda c: f"{c.name}-{'x'.join(map(str, c.shape))}")
+def test_torch_compositions_match_the_reference(case, torch_forward):
+    """The PyTorch column (where PyTorch has no layer, a composition of its operations) computes the
+    reference's output and dx, in both forward modes. Skipped where torch is not installed."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    shape = case.sized("tiny")
+    x = 3.0 + 2.0 * rng.standard_normal(shape)
+    dy = rng.standard_normal(shape)
+    impls = bench._implementations(case, x, dy, torch, torch_forward)
+    out = impls["torch"]["forward"]()[0].detach().numpy()
+    np.testing.assert_allclose(out, impls["reference"]["forward"]()[0], rtol=1e-9, atol=1e-9)
+    dx = impls["torch"]["forward+backward"]()[0].numpy()
+    np.testing.assert_allclose(dx, impls["reference"]["forward+backward"]()[0], rtol=1e-9, atol=1e-9)

@@ -246,3 +246,23 @@ def test_prose_quotes_no_typed_in_measurement(name):
     assert not found, ("numbers typed into prose: glue them from the executed cell "
                        "(myst_nb.glue + {glue:text}), or, if one is not a measurement, add it to "
                        "NOT_MEASURED with the reason:\n" + "\n".join(found))
+
+
+def test_chapters_glue_through_the_numpy_aware_wrapper():
+    """myst-nb cannot format ``np.float64(...)``: chapters import npnorm.tools.book_glue.glue, which
+    hands it Python numbers, instead of myst_nb's glue."""
+    direct = [p.name for p in sorted(BOOK.glob("*.md")) if "from myst_nb import glue" in p.read_text()]
+    assert not direct, f"import glue from npnorm.tools.book_glue in: {direct}"
+
+
+def test_book_glue_converts_numpy_scalars(monkeypatch):
+    import numpy as np
+    import myst_nb
+    from npnorm.tools.book_glue import glue
+    seen = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: seen.append((name, value, display)))
+    glue("f", np.float64(0.25), display=False)
+    glue("i", np.int64(3))
+    glue("s", "text", display=False)
+    assert seen == [("f", 0.25, False), ("i", 3, True), ("s", "text", False)]
+    assert type(seen[0][1]) is float and type(seen[1][1]) is int

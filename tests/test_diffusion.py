@@ -110,3 +110,79 @@ def test_conv_denoiser_backward():
         num = numerical_gradient(lambda: model(x, t, y), arr, dout, indices=idx)
         for i in idx:
             assert abs(num[i] - analytic[i]) <= 1e-7 * max(1e-4, abs(num[i]) + abs(analytic[i]))
+
+
+def test_cosine_schedule_reaches_noise_gradually():
+    from npnorm.models.ddpm import cosine_betas
+
+    cos, lin = Schedule(cosine_betas(100)), Schedule(linear_betas(100))
+    assert np.all(np.diff(cos.alpha_bar) < 0) and cos.alpha_bar[-1] < 1e-4
+    assert cos.alpha_bar[25] > lin.alpha_bar[25]       # slower destruction at small t
+
+
+def test_respace_keeps_alpha_bar_and_maps_timesteps():
+    from npnorm.models.ddpm import respace
+
+    s = Schedule(linear_betas(100))
+    short, steps = respace(s, 25)
+    assert short.num_steps == 25 and steps[0] == 0 and steps[-1] == 99
+    np.testing.assert_allclose(short.alpha_bar, s.alpha_bar[steps], rtol=1e-12)
+    same, all_steps = respace(s, 100)
+    np.testing.assert_allclose(same.betas, s.betas, rtol=1e-10)
+    np.testing.assert_array_equal(all_steps, np.arange(100))
+    with pytest.raises(ValueError, match="num_steps"):
+        respace(s, 0)
+
+    seen = []
+
+    class Recorder:
+        num_classes = 2
+
+        def __call__(self, x, t, y):
+            seen.append(int(t[0]))
+            return np.zeros_like(x)
+
+    sample(Recorder(), short, 3, np.array([0, 1, 0]), timesteps=steps)
+    assert seen == list(steps[::-1])                    # the network sees its training timesteps
+
+
+def test_ema_is_the_exponential_average_after_start():
+    from npnorm import nn
+    from npnorm.models.ddpm import EMA
+
+    layer = nn.Linear(2, 1, rng=0)
+    w0 = layer.params["weight"].copy()
+    ema = EMA(layer, decay=0.5, start=1)
+    layer.params["weight"][...] = w0 + 1.0
+    ema.update()                                        # before start: takes the weights
+    layer.params["weight"][...] = w0 + 3.0
+    ema.update()                                        # 0.5 (w0 + 1) + 0.5 (w0 + 3)
+    layer.params["weight"][...] = 0.0
+    ema.copy_to()
+    np.testing.assert_allclose(layer.params["weight"], w0 + 2.0)
+
+
+def test_shape_classifier_is_accurate_on_held_out_real_images():
+    """The capstone's in-class measure: its accuracy on real images is the ceiling the book quotes."""
+    from npnorm.experiments.diffusion import ShapeClassifier, _clean_shapes
+
+    X, y = _clean_shapes(2000, 0)
+    Xh, yh = _clean_shapes(500, 1)
+    clf = ShapeClassifier(X, y, seed=0)
+    assert clf.accuracy(Xh, yh) > 0.97
+
+
+def test_diffusion_shapes_returns_what_the_book_plots(monkeypatch):
+    """The capstone's pipeline end to end at a toy size (a few seconds): shapes of every result."""
+    import npnorm.experiments.diffusion as d
+
+    quick = d.shapes_setting(True)
+    monkeypatch.setattr(d, "shapes_setting", lambda q: dict(quick, steps=20, per_class=2, n_train=200))
+    r = d.diffusion_shapes(quick=True, seed=0)
+    assert r["samples"].shape == (20, 16, 16) and np.all(np.abs(r["samples"]) <= 1.0 + 1e-9)
+    np.testing.assert_array_equal(r["asked"], np.repeat(np.arange(10), 2))
+    assert r["real"].shape == (10, 16, 16) and len(r["per_class"]) == 10
+    assert 0.0 <= r["in_class"] <= 1.0 and r["ceiling"] > 0.97
+    assert sorted(r["trajectory"], reverse=True) == [25, 20, 15, 10, 5, 0]
+    assert all(v.shape == (10, 16, 16) for v in r["trajectory"].values())
+    np.testing.assert_array_equal(r["trajectory"][0], r["samples"][::2])

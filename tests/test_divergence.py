@@ -269,3 +269,59 @@ def test_conv_step_factor_is_patch_norm_plus_one_and_patchnorm_removes_it():
     f = measure.position_step_factors(npnorm.PatchNormConv2d(2, 3, 3, padding=1, rng=0, backend="numpy"), x,
                                       positions)
     assert np.allclose(f, 1.0, rtol=1e-8)
+
+
+# -- the pre-normalizers are the transformer family's L2 normalization (eps under the root) ------------
+@pytest.mark.parametrize("mode", ["l2", "rms", "affine"])
+def test_radial_norm_is_the_shared_l2_normalization(mode, monkeypatch):
+    from npnorm.divergence import prenorm
+    from npnorm.transformer import l2norm
+    x, g = RNG.normal(1, 2, (4, 6, 3)), RNG.standard_normal((4, 6, 3))
+    calls = []
+    for name in ("l2_normalize_forward", "l2_normalize_backward"):
+        fn = getattr(l2norm, name)
+        monkeypatch.setattr(prenorm, name, lambda *a, _fn=fn, _n=name, **k: calls.append(_n) or _fn(*a, **k))
+    xh, cache = radial_norm_forward(x, mode, 1e-3, axis=1)
+    dx = prenorm.radial_norm_backward(g, cache)
+    assert calls == ["l2_normalize_forward", "l2_normalize_backward"]
+    c, k = {"l2": (1.0, 1e-3), "rms": (1 / 6, 1e-3), "affine": (1.0, 1.0)}[mode]
+    s = np.sqrt(c * np.sum(x * x, axis=1, keepdims=True) + k)
+    assert close(xh, x / s)
+    assert close(dx, (g - c * xh * np.sum(g * xh, axis=1, keepdims=True)) / s)   # (PRE-B)
+    if mode == "l2":
+        y, _ = l2norm.l2_normalize_forward(x, 1, 1e-3, eps_mode="sqrt")
+        assert np.array_equal(xh, y)
+
+
+def test_affine_radial_scaling_is_the_norm_of_the_augmented_input_not_a_floor():
+    x = RNG.normal(0, 0.2, (5, 3))                                # ||x|| < 1: a floor of 1 would differ
+    xh, _ = radial_norm_forward(x, "affine")
+    aug = np.linalg.norm(np.c_[x, np.ones(5)], axis=1, keepdims=True)
+    assert close(xh, x / aug)
+    floor, _ = npnorm.transformer.l2norm.l2_normalize_forward(x, -1, 1.0)
+    assert np.max(np.abs(floor - xh)) > 1e-3
+
+
+# -- the kernel's float32 path: float32 data and products, float64 per-position norms ----------------
+@pytest.mark.parametrize("mode", ["affine", "l2", "rms"])
+@pytest.mark.parametrize("geom", [(3, 1, 1), ((3, 5), 1, (2, 0)), (3, 2, 1), ((2, 3), (2, 1), (0, 1))])
+@pytest.mark.parametrize("f", [4, 5])
+def test_patchnorm_kernel_float32_agrees_with_the_float64_reference(mode, geom, f):
+    """Stride 1 (the padded-plane path, several row tiles, a filter count that is not a multiple of
+    4) and other strides (the patch-buffer path): float32 in, float32 out, within a few float32
+    roundings of the float64 reference computed from the same float32 numbers."""
+    k, s, p = geom
+    kk = (k, k) if isinstance(k, int) else k
+    x = RNG.normal(0.5, 1.5, (3, 3, 40, 21)).astype(np.float32)
+    W, b = RNG.normal(0, 1, (f, 3) + kk).astype(np.float32), RNG.normal(0, 1, f).astype(np.float32)
+    z, cache = patch_norm_conv2d_forward(x.astype(np.float64), W, b, s, p, mode)
+    G = RNG.standard_normal(z.shape).astype(np.float32)
+    ref = (z,) + patch_norm_conv2d_backward(G.astype(np.float64), cache)
+    zk, ck = pn_kernel.patch_norm_conv2d_forward(x, W, b, s, p, mode)
+    got = (zk,) + pn_kernel.patch_norm_conv2d_backward(G, ck)
+    assert zk.dtype == np.float32 and got[1].dtype == np.float32
+    for a, r in zip(got, ref):
+        assert close(a, r, 1e-5)
+    z64, c64 = pn_kernel.patch_norm_conv2d_forward(x.astype(np.float64), W, b, s, p, mode)   # and float64
+    for a, r in zip((z64,) + pn_kernel.patch_norm_conv2d_backward(G.astype(np.float64), c64), ref):
+        assert close(a, r)

@@ -317,9 +317,23 @@ from npnorm.weights import spectralnorm as _sn, weightnorm as _wn, weightstd as 
 from npnorm.kernels.statistics import batchnorm as _kbn, groupnorm as _kgn, instancenorm as _kin  # noqa: E402
 from npnorm.kernels.statistics import layernorm as _kln  # noqa: E402
 from npnorm.kernels.adaptive import adain as _kada  # noqa: E402
+from npnorm.statistics import batchrenorm as _brn, evonorm as _evo, grn as _grn  # noqa: E402
+from npnorm.kernels.statistics import batchrenorm as _kbrn, evonorm as _kevo, grn as _kgrn  # noqa: E402
+from npnorm.statistics import iternorm as _itn, switchnorm as _swn  # noqa: E402
+from npnorm.kernels.statistics import iternorm as _kitn, switchnorm as _kswn  # noqa: E402
+from npnorm.kernels.transformer import l2norm as _kl2  # noqa: E402
+from npnorm.kernels.adaptive import adagroupnorm as _kagn  # noqa: E402
+from npnorm.transformer import l2norm as _l2  # noqa: E402
+from npnorm.adaptive import adagroupnorm as _agn  # noqa: E402
+from npnorm.transformer import dyt as _dyt  # noqa: E402
 
 X = np.random.default_rng(0).standard_normal((4, 6, 3))
 W6 = np.ones(6)
+X4 = np.random.default_rng(1).standard_normal((2, 3, 4, 5))
+W3 = np.ones(3)
+L3 = np.ones(3)                      # SwitchNorm2d's logits (IN, LN, BN)
+EMB = np.random.default_rng(2).standard_normal((4, 5))           # AdaGN: embedding of X's 4 samples
+LW, LB = np.random.default_rng(3).standard_normal((12, 5)), np.zeros(12)   # projection to 2 C = 12
 
 FUNCTIONAL_BAD = [
     # (callable, args, exception, pattern)
@@ -360,12 +374,31 @@ FUNCTIONAL_BAD = [
     (_kln.rms_norm_forward, (X, 3, None, 0.0), ValueError, r"eps must be > 0"),
     (_kin.instance_norm_forward, (X[:, :, :1], None, None), ValueError, r"more than 1 spatial element"),
     (_kada.adain_forward, (X, X[:, :5]), ValueError, r"content has 6 channels"),
+    # groups must divide the channels (the kernels would leave the last channels of y unwritten)
+    (_kevo.evonorm_s0_forward, (X4, W3, W3, W3, 2), ValueError,
+     r"evonorm_s0_forward: groups=2 must divide the 3 channels"),
+    (_kitn.iter_norm_forward, (X4, W3, W3, 2), ValueError, r"iter_norm_forward: groups=2 must divide the 3 channels"),
+    (_kitn.iter_norm_eval_forward, (X4, np.zeros(3), np.ones((2, 1, 1)), W3, W3, 2), ValueError,
+     r"iter_norm_eval_forward: groups=2 must divide the 3 channels"),
+    (_evo.evonorm_s0_forward, (X4, W3, W3, W3, 2), ValueError,
+     r"evonorm_s0_forward: groups=2 must divide the 3 channels"),
+    (_itn.iter_norm_forward, (X4, W3, W3, 2), ValueError, r"iter_norm_forward: groups=2 must divide the 3 channels"),
+    (_itn.iter_norm_eval_forward, (X4, np.zeros(3), np.ones((2, 1, 1)), W3, W3, 2), ValueError,
+     r"iter_norm_eval_forward: groups=2 must divide the 3 channels"),
+    # out= cannot be honoured when the normalized axis is not the last one
+    (_kl2.l2_normalize_forward, (X, 1, 1e-12, np.empty_like(X)), ValueError,
+     r"l2_normalize_forward: out= needs dim to be the last axis"),
 ]
 
 
 @pytest.mark.parametrize("fn, args, exc, pattern", FUNCTIONAL_BAD,
                          ids=[f"{f.__module__.split('.')[-2]}.{f.__name__}-{i}" for i, (f, *_) in enumerate(FUNCTIONAL_BAD)])
 def test_functional_forms_validate_their_arguments(fn, args, exc, pattern):
+    if fn is _kl2.l2_normalize_forward:                  # out= is keyword-only
+        *args, out = args
+        with pytest.raises(exc, match=pattern):
+            fn(*args, out=out)
+        return
     with pytest.raises(exc, match=pattern):
         fn(*args)
 
@@ -389,6 +422,36 @@ FUNCTIONAL_PAIRS = [
     (_kln.rms_norm_forward, _kln.rms_norm_backward, (X, (3,), None)),
     (_kin.instance_norm_forward, _kin.instance_norm_backward, (X, W6, W6)),
     (_kada.adain_forward, _kada.adain_backward, (X, X)),
+    # the catalog layers with a Numba twin (issue 18), both backends
+    (_brn.batch_renorm_forward, _brn.batch_renorm_backward, (X, W6, W6, np.zeros(6), np.ones(6))),
+    (_kbrn.batch_renorm_forward, _kbrn.batch_renorm_backward, (X, W6, W6, np.zeros(6), np.ones(6))),
+    (_kbrn.batch_renorm_eval_forward, _kbrn.batch_renorm_eval_backward, (X, np.zeros(6), np.ones(6), W6, W6)),
+    (_grn.grn_forward, _grn.grn_backward, (X4, np.ones(5), np.zeros(5))),
+    (_kgrn.grn_forward, _kgrn.grn_backward, (X4, np.ones(5), np.zeros(5))),
+    (_kgrn.grn_forward, _kgrn.grn_backward, (X4, np.ones(3), np.zeros(3), 1e-6, False)),
+    (_evo.evonorm_b0_forward, _evo.evonorm_b0_backward, (X4, W3, W3, W3)),
+    (_kevo.evonorm_b0_forward, _kevo.evonorm_b0_backward, (X4, W3, W3, W3)),
+    (_kevo.evonorm_b0_forward, _kevo.evonorm_b0_backward, (X4, W3, W3, W3, W3)),
+    (_evo.evonorm_s0_forward, _evo.evonorm_s0_backward, (X4, W3, W3, W3, 3)),
+    (_kevo.evonorm_s0_forward, _kevo.evonorm_s0_backward, (X4, W3, W3, W3, 3)),
+    (_swn.switch_norm_forward, _swn.switch_norm_backward, (X4, W3, W3, L3, L3)),
+    (_swn.switch_norm_forward, _swn.switch_norm_backward, (X4, W3, W3, L3, L3, 1e-5, (np.zeros(3), np.ones(3)))),
+    (_kswn.switch_norm_forward, _kswn.switch_norm_backward, (X4, W3, W3, L3, L3)),
+    (_kswn.switch_norm_forward, _kswn.switch_norm_backward, (X4, W3, W3, L3, L3, 1e-5, (np.zeros(3), np.ones(3)))),
+    (_kitn.iter_norm_forward, _kitn.iter_norm_backward, (X4, W3, W3, 1)),
+    (_kitn.iter_norm_eval_forward, _kitn.iter_norm_eval_backward, (X4, np.zeros(3), np.eye(3)[None], W3, W3, 1)),
+    # the transformer / adaptive twins
+    (_kl2.l2_normalize_forward, _kl2.l2_normalize_backward, (X,)),
+    (_kl2.l2_normalize_forward, _kl2.l2_normalize_backward, (X, 1)),
+    (_kl2.scale_norm_forward, _kl2.scale_norm_backward, (X, 2.0)),
+    (_kagn.ada_group_norm_forward, _kagn.ada_group_norm_backward, (X, EMB, LW, LB, 2)),
+    (_kagn.ada_group_norm_forward, _kagn.ada_group_norm_backward, (X, EMB, LW, LB, 2, 1e-5, "silu", W6, W6)),
+    (_dyt.dyt_forward, _dyt.dyt_backward, (X, 0.5, W6, W6, False)),
+    (_l2.l2_normalize_forward, _l2.l2_normalize_backward, (X,)),
+    (_l2.l2_normalize_forward, _l2.l2_normalize_backward_staged, (X, 1)),
+    (_l2.scale_norm_forward, _l2.scale_norm_backward, (X, 2.0)),
+    (_agn.ada_group_norm_forward, _agn.ada_group_norm_backward, (X, EMB, LW, LB, 2)),
+    (_agn.ada_group_norm_forward, _agn.ada_group_norm_backward, (X, EMB, LW, LB, 2, 1e-5, "silu", W6, W6)),
 ]
 
 
@@ -403,6 +466,21 @@ def test_functional_backward_validates_dout(fwd, bwd, args):
     with pytest.raises(TypeError, match=rf"{bwd.__name__}: cache must be"):
         bwd(np.ones(out.shape), None)
     bwd(np.ones(out.shape), cache)
+
+
+@pytest.mark.parametrize("mod", [_agn, _kagn], ids=["numpy", "numba"])
+def test_ada_group_norm_functional_cache_keeps_its_own_projection_weight(mod):
+    """Editing the projection weight (an optimizer step) between forward and backward must not change
+    the gradient of the embedding: the cache holds a copy."""
+    lw = LW.copy()
+    out, cache = mod.ada_group_norm_forward(X, EMB, lw, LB, 2, 1e-5, "silu")
+    dy = np.random.default_rng(7).standard_normal(out.shape)
+    _, cache_ref = mod.ada_group_norm_forward(X, EMB, LW.copy(), LB, 2, 1e-5, "silu")
+    lw += 1.0
+    got, want = mod.ada_group_norm_backward(dy, cache), mod.ada_group_norm_backward(dy, cache_ref)
+    for a, b in zip(got, want):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
 
 
 # -- 5. constructor signatures ------------------------------------------------------------------------

@@ -106,6 +106,23 @@ def test_attention_is_causal():
     assert not np.allclose(attn(x2)[0, 3:], y[0, 3:])
 
 
+def test_attention_diagnostics_are_those_of_the_last_forward_pass():
+    """last_max_logit / last_entropy (computed when read) describe the last forward pass only."""
+    attn = npnorm.nn.MultiheadSelfAttention(8, 2, rng=0)
+    assert np.isnan(attn.last_max_logit) and np.isnan(attn.last_entropy)
+    rng = np.random.default_rng(0)
+    for scale in (1.0, 3.0):
+        attn(scale * rng.normal(size=(2, 5, 8)))
+        c = attn._cache
+        S = c["q"] @ c["k"].transpose(0, 1, 3, 2) / np.sqrt(4)
+        keep = np.tril(np.ones((5, 5), dtype=bool))
+        P = c["P"]
+        assert attn.last_max_logit == pytest.approx(np.abs(S[..., keep]).max(), rel=1e-12)
+        rows = [-(P[n, h, i, :i + 1] * np.log(P[n, h, i, :i + 1])).sum()
+                for n in range(2) for h in range(2) for i in range(5)]
+        assert attn.last_entropy == pytest.approx(np.mean(rows), rel=1e-12)
+
+
 def test_qk_norm_bounds_the_logits():
     """Henry et al.: every logit lies in [-g, g], whatever the size of q and k."""
     qk = QKNorm(4, "l2", seq_len=8)
@@ -241,3 +258,100 @@ def test_gradient_norm_experiment_runs_and_is_reproducible():
     a = T.grad_norms_at_init(quick=True, depths=(1, 3), d_model=8)
     b = T.grad_norms_at_init(quick=True, depths=(1, 3), d_model=8)
     assert a == b and len(a["norms"][(1.0, "pre", 3)][0]) == 3
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 4e-7), (np.float64, 1e-15)], ids=["f32", "f64"])
+def test_tanh_of_the_dyt_kernel_matches_numpy(dtype, tol):
+    """The vectorizable tanh of the DyT kernels against np.tanh in float64, on a dense grid, random
+    and tiny values: float32 within 4e-7 relative (a few float32 ulps), float64 within 1e-15; odd
+    symmetry exact; NaN stays NaN; exactly +-1 wherever tanh rounds to +-1 in the dtype (float32:
+    |z| > 13 ln 2 = 9.0109), and for +-inf - so that 1 - t^2 is exactly 0 where it rounds to 0."""
+    from npnorm.kernels.transformer import dyt as kdyt
+    rng = np.random.default_rng(0)
+    tiny = np.geomspace(1e-300 if dtype == np.float64 else 1e-30, 1e-2, 2001)
+    z = np.concatenate([np.linspace(-25, 25, 100_001), 3 * rng.standard_normal(20_000), tiny, -tiny,
+                        [0.0, 7.9053, 7.906, 9.010913, 9.010914, 9.5, 10.0, 19.1, 19.2, 1e30]]).astype(dtype)
+    out, out_neg = np.empty_like(z), np.empty_like(z)
+    tanh_array = kdyt._tanh32_array if dtype == np.float32 else kdyt._tanh64_array
+    tanh_array(z, out)
+    ref = np.tanh(z.astype(np.float64))
+    assert np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1e-300)) <= tol
+    saturated = np.abs(ref.astype(dtype)) == 1            # tanh rounds to +-1 in this dtype
+    assert saturated.sum() > 10_000
+    np.testing.assert_array_equal(out[saturated], np.sign(z[saturated]))
+    tanh_array(-z, out_neg)
+    np.testing.assert_array_equal(out_neg, -out)
+    special = np.array([np.nan, np.inf, -np.inf], dtype=dtype)
+    out_s = np.empty_like(special)
+    tanh_array(special, out_s)
+    assert np.isnan(out_s[0]) and out_s[1] == 1 and out_s[2] == -1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_dyt_kernel_backward_validates_dout_and_cache(dtype):
+    """The Numba functional ``dyt_backward``: a ``dout`` of the right size but the wrong shape (a
+    transpose, which a reshape would silently accept), a non-float ``dout`` and a missing cache are
+    clear errors naming the function; the right ``dout`` still gives the reference's gradients."""
+    from npnorm.kernels.transformer import dyt as kdyt
+    from npnorm.transformer import dyt as ref
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    a, w, b = np.array([0.7]), rng.standard_normal(4), rng.standard_normal(4)
+    _, cache = kdyt.dyt_forward(x, a, w, b)
+    dout = rng.standard_normal((6, 4)).astype(dtype)
+    with pytest.raises(ValueError, match=r"dyt_backward: dout must have the shape of the forward "
+                                         r"output \(6, 4\), got \(4, 6\)"):
+        kdyt.dyt_backward(np.ascontiguousarray(dout.T), cache)
+    with pytest.raises(ValueError, match=r"dyt_backward: dout .*\(6, 4\), got \(24,\)"):
+        kdyt.dyt_backward(dout.ravel(), cache)
+    with pytest.raises(TypeError, match="dyt_backward.*dout"):
+        kdyt.dyt_backward(dout.astype(np.int64), cache)
+    with pytest.raises(TypeError, match="dyt_backward: cache must be the dict returned by the matching "
+                                        "forward function, got NoneType"):
+        kdyt.dyt_backward(dout, None)
+    got = kdyt.dyt_backward(dout, cache)
+    want = ref.dyt_backward(dout, ref.dyt_forward(x, a, w, b)[1])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+
+
+def test_l2_sqrt_convention_puts_eps_under_the_root_and_both_backwards_agree():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 4, 5))
+    x[0, 0] *= 1e-3                                          # ||x||^2 << eps: no floor in this mode
+    y, cache = l2_normalize_forward(x, -1, 1e-2, eps_mode="sqrt")
+    d = np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + 1e-2)
+    np.testing.assert_allclose(y, x / d, rtol=1e-14)
+    g = rng.normal(size=x.shape)
+    dx = l2_normalize_backward(g, cache)
+    np.testing.assert_allclose(dx, (g - y * np.sum(g * y, axis=-1, keepdims=True)) / d, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(l2_normalize_backward_staged(g, cache), dx, rtol=1e-12, atol=1e-14)
+    xf = x.copy()
+    xf[0, 0] *= 1e3                                          # far above eps the conventions agree
+    a, _ = l2_normalize_forward(xf, -1, 1e-12, eps_mode="sqrt")
+    b, _ = l2_normalize_forward(xf, -1, 1e-12)
+    np.testing.assert_allclose(a, b, rtol=1e-10)
+    with pytest.raises(ValueError, match="eps_mode"):
+        l2_normalize_forward(x, -1, 1e-2, eps_mode="clamp")
+
+
+def test_a_run_two_experiments_share_is_trained_once(monkeypatch):
+    """norm-compare's LayerNorm runs are ngpt-vs-pre's baseline: the second experiment reuses them
+    (same numbers), and a reused result is a copy (editing it does not edit the stored run)."""
+    from npnorm.experiments import transformers as T
+    calls = []
+    train = T.train_lm
+    monkeypatch.setattr(T, "train_lm", lambda *a, **k: calls.append(1) or train(*a, **k))
+    monkeypatch.setattr(T, "_RUNS", {})
+    n4 = T.norm_compare(quick=True, steps=3, d_model=8)
+    assert len(calls) == 4 * len(n4["seeds"])
+    n5 = T.ngpt_vs_pre(quick=True, steps=3, d_model=8)
+    assert len(calls) == 5 * len(n4["seeds"])                  # only the nGPT runs are new
+    base = n5["runs"][("pre", n5["lrs"][0])]
+    assert base["val_loss"] == n4["runs"]["ln"]["val_loss"] and base["loss"] == n4["runs"]["ln"]["loss"]
+    task = T._char_task(32)
+    first = T._train("pre", ("char", 32), task, 8, 2, 0, 3, 3e-3, placement="pre", norm="ln")
+    first["loss"][0] = -1.0
+    assert T._train("pre", ("char", 32), task, 8, 2, 0, 3, 3e-3, placement="pre", norm="ln")["loss"][0] != -1.0
+    assert len(calls) == 5 * len(n4["seeds"])

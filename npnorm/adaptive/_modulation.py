@@ -62,7 +62,7 @@ def project_forward(c: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
         dact = s * (1.0 + c64 * (1.0 - s))                   # SiLU'(c)
     else:
         a, dact = c64, None
-    w = np.asarray(weight, dtype=np.float64)
+    w = np.array(weight, dtype=np.float64)                   # a copy, like c64
     p = a @ w.T
     if bias is not None:
         p = p + bias
@@ -100,7 +100,8 @@ def modulate_forward(x_hat: np.ndarray, scale: np.ndarray, shift: np.ndarray, ba
 
 
 def modulate_backward(dy: np.ndarray, cache: dict[str, Any]):
-    """Backward of (M): ``(dx_hat, dscale, dshift)``, the last two of shape ``(N, C)``."""
+    """Backward of (M): ``(dx_hat, dscale, dshift)``, the last two of shape
+    ``(N, C)``."""
     g = np.asarray(dy, dtype=np.float64)
     axes = cache["axes"]
     dshift = g.sum(axis=axes)

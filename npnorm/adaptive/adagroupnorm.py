@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_dout, check_eps, check_ndim, check_positive_int
+from .._checks import as_float_array, check_cache, check_dout, check_eps, check_ndim, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.adaptive import adagroupnorm as _kernels
 from ..statistics.standardize import standardize_backward, standardize_forward
 from ._modulation import (check_act, check_condition, linear_params, modulate_backward, modulate_forward,
@@ -48,31 +49,42 @@ from ._modulation import (check_act, check_condition, linear_params, modulate_ba
 __all__ = ["ada_group_norm_forward", "ada_group_norm_backward", "AdaGroupNorm", "ScaleShiftGroupNorm", "StyleAdaIN"]
 
 
-def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.ndarray, linear_bias: np.ndarray,
-                           num_groups: int, eps: float = 1e-5, act: str | None = None,
-                           weight: np.ndarray | None = None, bias: np.ndarray | None = None
-                           ) -> tuple[np.ndarray, dict[str, Any]]:
-    """AdaGN of ``x`` ``(N, C, *)`` conditioned on ``emb`` ``(N, E)``, equations (AdaGN1)-(AdaGN2).
+def ada_group_norm_forward(
+    x: np.ndarray, emb: np.ndarray, linear_weight: np.ndarray,
+    linear_bias: np.ndarray, num_groups: int, eps: float = 1e-5,
+    act: str | None = None, weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """AdaGN of ``x`` ``(N, C, *)`` conditioned on ``emb`` ``(N, E)``,
+    equations (AdaGN1)-(AdaGN2).
 
-    ``linear_weight`` ``(2C, E)`` and ``linear_bias`` ``(2C,)`` project ``act(emb)`` to (scale,
-    shift); ``weight``/``bias`` ``(C,)`` are GroupNorm's own affine (None: none, as diffusers).
+    ``linear_weight`` ``(2C, E)`` and ``linear_bias`` ``(2C,)`` project
+    ``act(emb)`` to (scale, shift); ``weight``/``bias`` ``(C,)`` are
+    GroupNorm's own affine (None: none, as diffusers).
     Returns ``(out, cache)``; ``out`` has ``x``'s shape and dtype.
     """
     n, c = x.shape[:2]
     if c % num_groups:
-        raise ValueError(f"ada_group_norm_forward: num_groups={num_groups} must divide the {c} channels")
+        raise ValueError(f"ada_group_norm_forward: num_groups={num_groups} "
+                         f"must divide the {c} channels")
     view = (1, c) + (1,) * (x.ndim - 2)
-    m = (c // num_groups) * int(np.prod(x.shape[2:]))                      # elements per (sample, group)
+    # elements per (sample, group)
+    m = (c // num_groups) * int(np.prod(x.shape[2:]))
     grouped = np.asarray(x, dtype=np.float64).reshape(n, num_groups, m)
     x_hat_g, gn_cache = standardize_forward(grouped, (2,), eps)
     x_hat = x_hat_g.reshape(x.shape)
-    h = x_hat if weight is None else x_hat * weight.reshape(view)          # GroupNorm's own affine (ADM)
+    # GroupNorm's own affine (ADM)
+    h = x_hat if weight is None else x_hat * weight.reshape(view)
     if bias is not None:
         h = h + bias.reshape(view)
-    p, p_cache = project_forward(emb, linear_weight, linear_bias, act)      # (AdaGN1)
-    out, m_cache = modulate_forward(h, p[:, :c], p[:, c:])                  # (AdaGN2)
-    cache = {"gn": gn_cache, "x_hat": x_hat, "proj": p_cache, "mod": m_cache, "weight": weight,
-             "has_bias": bias is not None, "view": view, "shape": x.shape, "groups": num_groups, "m": m,
+    # (AdaGN1)
+    p, p_cache = project_forward(emb, linear_weight, linear_bias, act)
+    # (AdaGN2)
+    out, m_cache = modulate_forward(h, p[:, :c], p[:, c:])
+    cache = {"gn": gn_cache, "x_hat": x_hat, "proj": p_cache,
+             "mod": m_cache, "weight": weight,
+             "has_bias": bias is not None, "view": view,
+             "shape": x.shape, "groups": num_groups, "m": m,
              "dtype": x.dtype, "emb_dtype": emb.dtype}
     return out.astype(x.dtype, copy=False), cache
 
@@ -80,19 +92,25 @@ def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.nda
 def ada_group_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Backward of :func:`ada_group_norm_forward`.
 
-    Returns ``(dx, demb, dlinear_weight, dlinear_bias, dweight, dbias)`` (the last two None without
-    GroupNorm's own affine).
+    Returns ``(dx, demb, dlinear_weight, dlinear_bias, dweight, dbias)``
+    (the last two None without GroupNorm's own affine).
     """
-    dh, dscale, dshift = modulate_backward(dout, cache["mod"])            # to h, s and t
-    demb, dlw, dlb = project_backward(np.concatenate([dscale, dshift], axis=1), cache["proj"])
+    dout = check_cache(dout, cache, "ada_group_norm_backward", key="shape")
+    # to h, s and t
+    dh, dscale, dshift = modulate_backward(dout, cache["mod"])
+    demb, dlw, dlb = project_backward(
+        np.concatenate([dscale, dshift], axis=1), cache["proj"])
     axes = (0,) + tuple(range(2, len(cache["shape"])))
     weight = cache["weight"]
-    dweight = (dh * cache["x_hat"]).sum(axis=axes) if weight is not None else None
+    dweight = ((dh * cache["x_hat"]).sum(axis=axes)
+               if weight is not None else None)
     dbias = dh.sum(axis=axes) if cache["has_bias"] else None
-    g = dh if weight is None else dh * weight.reshape(cache["view"])      # to x_hat
+    # to x_hat
+    g = dh if weight is None else dh * weight.reshape(cache["view"])
     grouped = g.reshape(cache["shape"][0], cache["groups"], cache["m"])
     dx = standardize_backward(grouped, cache["gn"]).reshape(cache["shape"])
-    return (dx.astype(cache["dtype"], copy=False), demb.astype(cache["emb_dtype"], copy=False),
+    return (dx.astype(cache["dtype"], copy=False),
+            demb.astype(cache["emb_dtype"], copy=False),
             dlw, dlb, dweight, dbias)
 
 
@@ -168,8 +186,10 @@ class AdaGroupNorm(Module):
                              f"built with out_dim={self.out_dim}")
         emb = check_condition(emb, x.shape[0], self.embedding_dim, "emb", "embedding_dim", where)
         fwd = pick(self.backend, ada_group_norm_forward, _kernels.ada_group_norm_forward)
-        out, self._cache = fwd(x, emb, self.params["linear.weight"], self.params["linear.bias"], self.num_groups,
-                               self.eps, self._act, self.params.get("norm.weight"), self.params.get("norm.bias"))
+        # the Numba kernel may write its private copy of x into the one of the cache it replaces
+        out, self._cache = run_reusing(fwd, _kernels.ada_group_norm_forward, self._cache, x, emb,
+                                       self.params["linear.weight"], self.params["linear.bias"], self.num_groups,
+                                       self.eps, self._act, self.params.get("norm.weight"), self.params.get("norm.bias"))
         return out
 
     def backward(self, dout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -58,19 +58,27 @@ def adain_forward(content: np.ndarray, style: np.ndarray, eps: float = 1e-5) -> 
     return out.astype(content.dtype, copy=False), cache
 
 
-def adain_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Backward pass of :func:`adain_forward`: returns ``(dcontent, dstyle)``."""
-    dy = np.asarray(check_cache(dout, cache, "adain_backward"), dtype=np.float64)
-    x_hat, s_std, s_c, m = cache["x_hat"], cache["s_std"], cache["s_c"], cache["s_m"]
+def adain_backward(
+    dout: np.ndarray, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backward pass of :func:`adain_forward`: returns
+    ``(dcontent, dstyle)``."""
+    dy = np.asarray(check_cache(dout, cache, "adain_backward"),
+                    dtype=np.float64)
+    x_hat, s_std, s_c, m = (cache["x_hat"], cache["s_std"], cache["s_c"],
+                            cache["s_m"])
     c_axes = cache["content"]["axes"]
     dcontent = standardize_backward(dy * s_std, cache["content"])
-    dmean = dy.sum(axis=c_axes, keepdims=True)              # d out / d mu(s) = 1
-    dstd = np.sum(dy * x_hat, axis=c_axes, keepdims=True)   # d out / d sigma(s) = x_hat
+    # d out / d mu(s) = 1 and d out / d sigma(s) = x_hat
+    dmean = dy.sum(axis=c_axes, keepdims=True)
+    dstd = np.sum(dy * x_hat, axis=c_axes, keepdims=True)
     if cache["broadcast_style"]:
         dmean = dmean.sum(axis=0, keepdims=True)
         dstd = dstd.sum(axis=0, keepdims=True)
-    dstyle = dmean / m + dstd * s_c / (m * s_std)           # d mu/ds = 1/m, d sigma/ds = (s - mu)/(m sigma)
-    return dcontent.astype(cache["content_dtype"], copy=False), dstyle.astype(cache["style_dtype"], copy=False)
+    # d mu / ds = 1/m and d sigma / ds = (s - mu) / (m sigma)
+    dstyle = dmean / m + dstd * s_c / (m * s_std)
+    return (dcontent.astype(cache["content_dtype"], copy=False),
+            dstyle.astype(cache["style_dtype"], copy=False))
 
 
 class AdaIN(Module):

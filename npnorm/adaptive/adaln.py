@@ -87,25 +87,31 @@ def adaln_zero_forward(x: np.ndarray, cond: np.ndarray, params: dict[str, np.nda
 
 
 def adaln_zero_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Backward of :func:`adaln_zero_forward`: ``(dx, dcond, grads)``, ``grads`` keyed like the params."""
+    """Backward of :func:`adaln_zero_forward`: ``(dx, dcond, grads)``,
+    ``grads`` keyed like the params."""
     g = np.asarray(dout, dtype=np.float64)
-    tok = tuple(range(1, g.ndim - 1))                          # the token axes (none for (N, D))
+    tok = tuple(range(1, g.ndim - 1))       # the token axes (none for (N, D))
     dgate = (g * cache["f"]).sum(axis=tok) if tok else g * cache["f"]
     df = g * cache["gate"]
     d = df.shape[-1]
     df2, a2 = df.reshape(-1, d), cache["a"].reshape(-1, cache["a"].shape[-1])
     grads = {"mlp.fc2.weight": df2.T @ a2, "mlp.fc2.bias": df2.sum(axis=0)}
     da = df @ cache["w2"]
-    dh1 = da * cache["sig"] * (1.0 + cache["h1"] * (1.0 - cache["sig"]))         # SiLU'
+    # SiLU'(h1) = sig (1 + h1 (1 - sig))
+    dh1 = da * cache["sig"] * (1.0 + cache["h1"] * (1.0 - cache["sig"]))
     dh2, u2 = dh1.reshape(-1, dh1.shape[-1]), cache["u"].reshape(-1, d)
     grads["mlp.fc1.weight"] = dh2.T @ u2
     grads["mlp.fc1.bias"] = dh2.sum(axis=0)
     du = dh1 @ cache["w1"]
     dx_hat, dscale, dshift = modulate_backward(du, cache["mod"])
-    dcond, dw, db = project_backward(np.concatenate([dshift, dscale, dgate], axis=1), cache["proj"])
-    grads["adaLN_modulation.1.weight"], grads["adaLN_modulation.1.bias"] = dw, db
-    dx = g + standardize_backward(dx_hat, cache["ln"])       # identity path + normalized branch
-    return dx.astype(cache["dtype"], copy=False), dcond.astype(cache["cond_dtype"], copy=False), grads
+    dcond, dw, db = project_backward(
+        np.concatenate([dshift, dscale, dgate], axis=1), cache["proj"])
+    grads["adaLN_modulation.1.weight"] = dw
+    grads["adaLN_modulation.1.bias"] = db
+    # identity path + normalized branch
+    dx = g + standardize_backward(dx_hat, cache["ln"])
+    return (dx.astype(cache["dtype"], copy=False),
+            dcond.astype(cache["cond_dtype"], copy=False), grads)
 
 
 def _check_tokens(layer: Module, x: object, cond: object, dim: int, cond_dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -48,7 +48,8 @@ def class_affine_forward(x_hat: np.ndarray, labels: np.ndarray, weight: np.ndarr
 
 
 def class_affine_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """``(dx_hat, dweight, dbias)``; the tables' gradients are scattered to the labels' rows."""
+    """``(dx_hat, dweight, dbias)``; the tables' gradients are scattered to
+    the labels' rows."""
     g = np.asarray(dout, dtype=np.float64)
     axes = tuple(range(2, g.ndim))
     dweight = np.zeros(cache["table"])

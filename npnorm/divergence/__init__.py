@@ -4,8 +4,11 @@ A gradient step on an affine layer moves each sample's output by the ideal steep
 times the sample-dependent factor ``||x||^2 + 1``. Removing that factor gives:
 
 * :mod:`.prenorm` - the L2 and RMS pre-normalizers (:class:`L2PreNorm`, :class:`RMSPreNorm`) and the
-  one radial-scaling step (:func:`radial_norm_forward` / :func:`radial_norm_backward`) all layers
-  here share - pure functions the transformer family can import;
+  radial-scaling step (:func:`radial_norm_forward` / :func:`radial_norm_backward`) that normalizes
+  an input - computed by the transformer family's L2 normalization
+  (:func:`npnorm.transformer.l2norm.l2_normalize_forward`, with eps under the root). The affine-like
+  layer and PatchNorm's convolution path divide their *output* by the same divisor instead, computed
+  from the squared norm (for PatchNorm a convolution of ``x**2``), so they do not normalize ``x``;
 * :mod:`.affine_like` - :class:`AffineLike`, ``(W x + b) / sqrt(||x||^2 + 1)``, not a normalizer;
 * :mod:`.patchnorm` - :class:`PatchNormConv2d`, the affine-like layer at every receptive field of a
   convolution;

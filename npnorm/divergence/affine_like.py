@@ -95,34 +95,42 @@ def affine_like_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | No
 
 
 def affine_like_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Equation (AL-B), simplified: returns ``(dx, dweight, dbias)`` (``dbias`` None without a bias)."""
-    G = np.asarray(check_dout(dout, cache["out_shape"], "affine_like_backward"), dtype=np.float64)
+    """Equation (AL-B), simplified: returns ``(dx, dweight, dbias)``
+    (``dbias`` None without a bias)."""
+    G = np.asarray(check_dout(dout, cache["out_shape"],
+                              "affine_like_backward"), dtype=np.float64)
     G = G.reshape(-1, cache["weight"].shape[0])
     x, w, s, z = cache["x"], cache["weight"], cache["s"], cache["z"]
     Gs = G / s
     dweight = Gs.T @ x
     dbias = Gs.sum(axis=0) if cache["has_bias"] else None
     dx = Gs @ w - (np.sum(G * z, axis=1, keepdims=True) / s**2) * x
-    return dx.reshape(cache["lead"] + (x.shape[1],)).astype(cache["dtype"], copy=False), dweight, dbias
+    dx = dx.reshape(cache["lead"] + (x.shape[1],))
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
 def affine_like_backward_staged(dout: np.ndarray, cache: dict[str, Any]):
-    """Equation (AL-B) staged through the graph :math:`q = \\|x\\|^2 \\to s = \\sqrt{q+1} \\to
-    r = 1/s`, :math:`u = Wx + b`, :math:`z = u\\,r`, one local derivative per node. Same result as
-    :func:`affine_like_backward` (tested); the book derives one from the other."""
-    G = np.asarray(check_dout(dout, cache["out_shape"], "affine_like_backward_staged"), dtype=np.float64)
+    """Equation (AL-B) staged through the graph
+    :math:`q = \\|x\\|^2 \\to s = \\sqrt{q+1} \\to r = 1/s`,
+    :math:`u = Wx + b`, :math:`z = u\\,r`, one local derivative per node.
+    Same result as :func:`affine_like_backward` (tested); the book derives
+    one from the other."""
+    G = np.asarray(check_dout(dout, cache["out_shape"],
+                              "affine_like_backward_staged"),
+                   dtype=np.float64)
     G = G.reshape(-1, cache["weight"].shape[0])
     x, w, s = cache["x"], cache["weight"], cache["s"]
     r = 1.0 / s
     u = cache["z"] * s
-    du = G * r                                          # z = u * r
+    du = G * r                                  # z = u * r
     dr = np.sum(G * u, axis=1, keepdims=True)
-    ds = -dr / s**2                                     # r = 1 / s
-    dq = ds / (2.0 * s)                                 # s = sqrt(q + 1)
-    dx = du @ w + 2.0 * x * dq                          # u = x W^T + b,  q = sum x^2
+    ds = -dr / s**2                             # r = 1 / s
+    dq = ds / (2.0 * s)                         # s = sqrt(q + 1)
+    dx = du @ w + 2.0 * x * dq                  # u = x W^T + b, q = sum x^2
     dweight = du.T @ x
     dbias = du.sum(axis=0) if cache["has_bias"] else None
-    return dx.reshape(cache["lead"] + (x.shape[1],)).astype(cache["dtype"], copy=False), dweight, dbias
+    dx = dx.reshape(cache["lead"] + (x.shape[1],))
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
 class AffineLike(Module):

@@ -94,26 +94,35 @@ def _check(x, weight, bias, stride, padding, mode, eps, where):
     return x, weight, bias, stride, padding, eps
 
 
-def patch_sq_norms(x: np.ndarray, kernel, stride=1, padding=0, backend: str = "numpy"
-                   ) -> tuple[np.ndarray, dict[str, Any]]:
-    """:math:`\\|P_{n,q}\\|^2` at every output position: ``(N, 1, H_out, W_out)`` and the cache of
-    the convolution that made it.
+def patch_sq_norms(
+    x: np.ndarray, kernel, stride=1, padding=0, backend: str = "numpy"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """:math:`\\|P_{n,q}\\|^2` at every output position:
+    ``(N, 1, H_out, W_out)`` and the cache of the convolution that made it.
 
-    One convolution: :math:`\\sum_c x_c^2` (shape ``(N, 1, H, W)``) with a box of ones of the kernel's
-    size, the same stride and zero padding - the channel sum first, so the box has one input channel
-    instead of :math:`C` (the same numbers as convolving :math:`x^2` with ``ones(1, C, kh, kw)``).
+    One convolution: :math:`\\sum_c x_c^2` (shape ``(N, 1, H, W)``) with a
+    box of ones of the kernel's size, the same stride and zero padding - the
+    channel sum first, so the box has one input channel instead of :math:`C`
+    (the same numbers as convolving :math:`x^2` with
+    ``ones(1, C, kh, kw)``).
     """
-    x64 = np.asarray(as_float_array(x, "x", "patch_sq_norms"), dtype=np.float64)
+    x64 = np.asarray(as_float_array(x, "x", "patch_sq_norms"),
+                     dtype=np.float64)
     kernel = _pair(kernel, "kernel", "patch_sq_norms")
-    stride, padding = _pair(stride, "stride", "patch_sq_norms"), _pair(padding, "padding", "patch_sq_norms", 0)
+    stride, padding = (_pair(stride, "stride", "patch_sq_norms"),
+                       _pair(padding, "padding", "patch_sq_norms", 0))
     xsq = np.sum(x64 * x64, axis=1, keepdims=True)
-    return conv2d_forward(xsq, np.ones((1, 1) + kernel), None, stride, padding, backend)
+    return conv2d_forward(xsq, np.ones((1, 1) + kernel), None, stride,
+                          padding, backend)
 
 
-def patch_norm_conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=1, padding=0,
-                              mode: str = "affine", eps: float = 1e-6, conv_backend: str = "numpy"
-                              ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Equation (PN) as two convolutions and a division. Returns ``(z, cache)``.
+def patch_norm_conv2d_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride=1,
+    padding=0, mode: str = "affine", eps: float = 1e-6,
+    conv_backend: str = "numpy"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Equation (PN) as two convolutions and a division. Returns
+    ``(z, cache)``.
 
     Parameters
     ----------
@@ -123,37 +132,51 @@ def patch_norm_conv2d_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarra
     stride, padding : int or pair of ints
     mode : {"affine", "l2", "rms"}
     eps : float > 0
-        Used by ``"l2"`` and ``"rms"`` (the affine mode's divisor is at least 1).
+        Used by ``"l2"`` and ``"rms"`` (the affine mode's divisor is at
+        least 1).
     conv_backend : {"numpy", "numba"}
         The im2col / col2im implementation of :mod:`npnorm.nn.conv`.
 
-    ``z`` is ``(N, F, H_out, W_out)`` in the dtype of ``x`` (computed in float64).
+    ``z`` is ``(N, F, H_out, W_out)`` in the dtype of ``x`` (computed in
+    float64).
     """
-    x, weight, bias, stride, padding, eps = _check(x, weight, bias, stride, padding, mode, eps,
-                                                   "patch_norm_conv2d_forward")
+    x, weight, bias, stride, padding, eps = _check(
+        x, weight, bias, stride, padding, mode, eps,
+        "patch_norm_conv2d_forward")
     x64 = np.array(x, dtype=np.float64)
     w64 = np.asarray(weight, dtype=np.float64)
     K = int(np.prod(weight.shape[1:]))
     inner_bias = bias if mode == "affine" else None
-    a, conv_cache = conv2d_forward(x64, w64, inner_bias, stride, padding, conv_backend)   # W P (+ b)
-    q, box_cache = patch_sq_norms(x64, weight.shape[2:], stride, padding, conv_backend)   # ||P||^2
-    s = radial_scale(q, mode, K, eps)                                                    # (N, 1, OH, OW)
+    # W P (+ b)
+    a, conv_cache = conv2d_forward(x64, w64, inner_bias, stride, padding,
+                                   conv_backend)
+    # ||P||^2
+    q, box_cache = patch_sq_norms(x64, weight.shape[2:], stride, padding,
+                                  conv_backend)
+    s = radial_scale(q, mode, K, eps)                   # (N, 1, OH, OW)
     zw = a / s
     z = zw if (mode == "affine" or bias is None) else zw + bias[:, None, None]
-    cache = {"x": x64, "conv": conv_cache, "box": box_cache, "s": s, "zw": zw, "mode": mode, "K": K,
-             "has_bias": bias is not None, "dtype": x.dtype, "out_shape": z.shape}
+    cache = {"x": x64, "conv": conv_cache, "box": box_cache, "s": s,
+             "zw": zw, "mode": mode, "K": K, "has_bias": bias is not None,
+             "dtype": x.dtype, "out_shape": z.shape}
     return z.astype(x.dtype, copy=False), cache
 
 
 def patch_norm_conv2d_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Equation (PN-B): returns ``(dx, dweight, dbias)`` (``dbias`` None without a bias)."""
-    G = np.asarray(check_dout(dout, cache["out_shape"], "patch_norm_conv2d_backward"), dtype=np.float64)
+    """Equation (PN-B): returns ``(dx, dweight, dbias)`` (``dbias`` None
+    without a bias)."""
+    G = np.asarray(check_dout(dout, cache["out_shape"],
+                              "patch_norm_conv2d_backward"),
+                   dtype=np.float64)
     s, zw, mode = cache["s"], cache["zw"], cache["mode"]
     Gs = G / s
-    dx, dweight, dbias = conv2d_backward(Gs, cache["conv"])          # through a = W P (+ b)
+    # through a = W P (+ b)
+    dx, dweight, dbias = conv2d_backward(Gs, cache["conv"])
     c, _ = radial_coefficients(mode, cache["K"], 1.0)
-    dq = -c * np.sum(G * zw, axis=1, keepdims=True) / (2.0 * s**2)   # through s = sqrt(c q + k)
-    dxsq, _, _ = conv2d_backward(dq, cache["box"])                   # through q = box * sum_c x^2
+    # through s = sqrt(c q + k)
+    dq = -c * np.sum(G * zw, axis=1, keepdims=True) / (2.0 * s**2)
+    # through q = box * sum_c x^2
+    dxsq, _, _ = conv2d_backward(dq, cache["box"])
     dx = dx + 2.0 * cache["x"] * dxsq
     if mode != "affine" and cache["has_bias"]:
         dbias = G.sum(axis=(0, 2, 3))

@@ -28,8 +28,23 @@ this module holds that step once:
 * :func:`l2_prenorm_forward`, :func:`rms_prenorm_forward` - the two named cases, and the layers
   :class:`L2PreNorm` and :class:`RMSPreNorm`.
 
-The functional forms are pure (no layer state), so the transformer family's L2 normalization can
-import them instead of repeating the arithmetic.
+**One L2 normalization for the library.** The arithmetic is not repeated here: the radial scaling of
+an input (the pre-normalizers and PatchNorm's patch-by-patch form) is computed by the transformer
+family's :func:`npnorm.transformer.l2norm.l2_normalize_forward` /
+:func:`~npnorm.transformer.l2norm.l2_normalize_backward` (the functions behind ``L2Norm``,
+``ScaleNorm``, QK-norm and nGPT), called with ``eps_mode="sqrt"``:
+:math:`x/\sqrt{c q + k} = c^{-1/2}\,x/\sqrt{q + k/c}`, an L2 normalization with :math:`k/c` under the
+root times a constant gain. The transformer layers use the same function with PyTorch's convention
+(``F.normalize``: :math:`\epsilon` floors the norm). The divergence layers use eps *under the root*
+because (i) the affine-like layer's divisor must be exactly :math:`\|[x;1]\| = \sqrt{\|x\|^2+1}` -
+a floor, :math:`\max(\|x\|, 1)`, would leave the factor :math:`\|x\|^2 + 1` uncorrected for every
+:math:`\|x\| < 1`, and the measured divergence ratio would not be 1; (ii) PatchNorm obtains
+:math:`\|P\|^2` (not :math:`\|P\|`) from its convolution of :math:`x^2` and adds :math:`k`; (iii) the
+map is smooth, so (PRE-B) holds everywhere, with no branch; and (iv) it is the form the
+reconstruction of the paper this package follows writes, :math:`s = \sqrt{\sum x^2 + \epsilon}`
+(the paper's own :math:`\epsilon` convention is not known). For L2 and RMS with the default small :math:`\epsilon` the
+two conventions agree to about :math:`\epsilon/(2\|x\|^2)` relative, so this choice matters only for
+the affine mode and for vectors near zero.
 
 **Reconstruction.** The paper's text was not readable when this was written; the abstract and the
 author's post name "L2 and RMS normalisers" as derived from first principles. That they are applied
@@ -46,6 +61,7 @@ import numpy as np
 
 from .._checks import as_float_array, check_dout, check_eps
 from ..base import Module
+from ..transformer.l2norm import l2_normalize_backward, l2_normalize_forward
 
 __all__ = ["MODES", "radial_coefficients", "radial_scale", "radial_scale_grad", "radial_norm_forward", "radial_norm_backward",
            "l2_prenorm_forward", "rms_prenorm_forward", "prenorm_backward", "L2PreNorm", "RMSPreNorm"]
@@ -85,6 +101,23 @@ def radial_norm_forward(x: np.ndarray, mode: str = "l2", eps: float = 1e-12, axi
                         where: str = "radial_norm_forward") -> tuple[np.ndarray, dict[str, Any]]:
     """:math:`\\hat x = x / s` with :math:`s = \\sqrt{c\\|x\\|^2 + k}` over ``axis`` (equation PRE).
 
+    Computed by the library's one L2 normalization,
+    :func:`npnorm.transformer.l2norm.l2_normalize_forward` with ``eps_mode="sqrt"`` (eps under the
+    root), using :math:`x/\\sqrt{c q + k} = c^{-1/2}\\,x/\\sqrt{q + k/c}`:
+
+    * ``"l2"``: :math:`c = 1, k = \\epsilon` - the L2 normalization itself;
+    * ``"rms"``: :math:`c = 1/n` - the L2 normalization with :math:`\\epsilon n` under the root, times
+      :math:`\\sqrt n`;
+    * ``"affine"``: :math:`c = k = 1` - the L2 normalization with 1 under the root (:math:`x` divided
+      by the norm of :math:`[x; 1]`).
+
+    Why eps under the root and not ``F.normalize``'s floor :math:`\\max(\\|x\\|, \\epsilon)`: the
+    affine-like layer's divisor must be exactly :math:`\\|[x;1]\\| = \\sqrt{\\|x\\|^2 + 1}` for the
+    divergence factor to cancel (a floor of 1 would leave :math:`\\|x\\|^2 + 1` uncorrected for
+    :math:`\\|x\\| < 1`); PatchNorm gets :math:`\\|P\\|^2` from a convolution of :math:`x^2` and adds
+    :math:`k` to it; and the map is smooth, so its backward pass (PRE-B) has no branch. With the small
+    default eps the two conventions differ by about :math:`\\epsilon/(2\\|x\\|^2)` relative.
+
     Parameters
     ----------
     x : array of floats, any shape with at least one dimension
@@ -104,21 +137,30 @@ def radial_norm_forward(x: np.ndarray, mode: str = "l2", eps: float = 1e-12, axi
     if x.ndim == 0 or not -x.ndim <= axis < x.ndim:
         raise ValueError(f"{where}: axis {axis} is out of range for x of shape {x.shape}")
     axis = axis % x.ndim
-    x64 = np.array(x, dtype=np.float64)               # a copy: the cache never aliases the caller's x
     n = x.shape[axis]
-    s = radial_scale(np.sum(x64 * x64, axis=axis, keepdims=True), mode, n, eps)
-    x_hat = x64 / s
-    cache = {"x_hat": x_hat, "s": s, "axis": axis, "c": radial_coefficients(mode, n, eps)[0],
-             "dtype": x.dtype, "shape": x.shape}
+    c, k = radial_coefficients(mode, n, eps)
+    _, l2 = l2_normalize_forward(x, axis, k / c, eps_mode="sqrt", where=where)   # y = x / sqrt(q + k/c)
+    gain = 1.0 / np.sqrt(c)                                                         # x_hat = y / sqrt(c)
+    x_hat = gain * l2["y"] if gain != 1.0 else l2["y"].copy()
+    cache = {"l2": l2, "gain": gain, "axis": axis, "c": c, "dtype": x.dtype, "shape": x.shape}
     return x_hat.astype(x.dtype, copy=False), cache
 
 
 def radial_norm_backward(dout: np.ndarray, cache: dict[str, Any],
                          where: str = "radial_norm_backward") -> np.ndarray:
-    """Equation (PRE-B): :math:`dx = (g - c\\,\\hat x\\,\\langle g, \\hat x\\rangle)/s`. Returns ``dx``."""
+    """Equation (PRE-B):
+    :math:`dx = (g - c\\,\\hat x\\,\\langle g, \\hat x\\rangle)/s`.
+    Returns ``dx``.
+
+    Through the shared L2 backward: :math:`\\hat x = y/\\sqrt c` with
+    :math:`y` the L2 normalization of :func:`radial_norm_forward`, so
+    ``dx = l2_normalize_backward(g / sqrt(c))``; expanding
+    :func:`~npnorm.transformer.l2norm.l2_normalize_backward` with
+    :math:`y = \\sqrt c\\,\\hat x` and divisor :math:`s/\\sqrt c` gives
+    (PRE-B).
+    """
     g = np.asarray(check_dout(dout, cache["shape"], where), dtype=np.float64)
-    x_hat, s = cache["x_hat"], cache["s"]
-    dx = (g - cache["c"] * x_hat * np.sum(g * x_hat, axis=cache["axis"], keepdims=True)) / s
+    dx = l2_normalize_backward(cache["gain"] * g, cache["l2"], where=where)
     return dx.astype(cache["dtype"], copy=False)
 
 
@@ -173,8 +215,11 @@ class L2PreNorm(_PreNorm):
     dim : int, default -1
         The feature axis.
 
-    No parameters, no running statistics, same in train and eval mode. PyTorch's nearest relative is
-    ``torch.nn.functional.normalize(x, dim=dim, eps=eps)``, which divides by
+    No parameters, no running statistics, same in train and eval mode. Computed by
+    :func:`npnorm.transformer.l2norm.l2_normalize_forward` with ``eps_mode="sqrt"`` (the same
+    function as :class:`npnorm.L2Norm`, which uses ``eps_mode="floor"``); the module docstring says
+    why the divergence layers put eps under the root. PyTorch's nearest relative is
+    ``torch.nn.functional.normalize(x, dim=dim, eps=eps)`` (``npnorm.L2Norm``), which divides by
     :math:`\\max(\\|x\\|, \\epsilon)` instead of :math:`\\sqrt{\\|x\\|^2 + \\epsilon}` (the two agree
     whenever :math:`\\|x\\|^2 \\gg \\epsilon`).
 

@@ -2,9 +2,9 @@
 
 Every experiment trains or probes the NumPy transformer of :mod:`npnorm.models.transformer` on data
 that ships with the package (:mod:`npnorm.data.sequences`): the sequence-reversal task or the
-character corpus. ``quick=True`` is the setting the book executes (all five together in about two
-to three minutes on one core); ``quick=False`` the longer one (more depths, seeds and steps). Every
-run is seeded. BLAS runs on one thread inside these functions (on these small matrices a second
+character corpus. ``quick=True`` is the setting the book executes (:data:`QUICK_STEPS`: few steps,
+but enough for every effect the chapter states to show); ``quick=False`` the longer one (more
+depths, seeds and steps). Every run is seeded. BLAS runs on one thread inside these functions (on these small matrices a second
 thread made a training step about 7x *slower* on the 2-core machine they were written on).
 
 * :func:`grad_norms_at_init` - per-layer gradient norms at initialization, post-LN vs pre-LN, by depth.
@@ -18,6 +18,7 @@ thread made a training step about 7x *slower* on the 2-core machine they were wr
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -32,6 +33,10 @@ __all__ = ["grad_norms_at_init", "warmup_post_pre", "qk_norm_high_lr", "norm_com
            "clip_rescue", "gradnorm_toy", "train_lm", "one_blas_thread", "REVERSAL"]
 
 CHAPTER = "Normalization in transformers"
+
+#: Training steps of the quick settings (the ones the book executes). norm-compare and ngpt-vs-pre
+#: take the same number so that their shared pre-LN runs are trained once (:func:`_train`).
+QUICK_STEPS = {"warmup-post-pre": 250, "qk-norm-high-lr": 100, "norm-compare": 200, "ngpt-vs-pre": 200}
 
 #: The reversal task: symbols 0..9 (+ the separator), n = 6 symbols to reverse.
 REVERSAL = {"vocab": 10, "n": 6}
@@ -106,6 +111,27 @@ def train_lm(model, task, steps: int, lr: float, warmup: int = 0, seed: int = 0,
     return out
 
 
+#: Finished runs of this process by configuration (:func:`_train`): a seeded run is a pure function
+#: of its configuration, so a run two experiments share (norm-compare's LayerNorm model is
+#: ngpt-vs-pre's baseline) is trained once. Bounded: the oldest entries are dropped.
+_RUNS: dict[tuple, dict[str, Any]] = {}
+_RUNS_MAX = 64
+
+
+def _train(kind: str, task_key: tuple, task, d_model: int, n_layers: int, seed: int, steps: int, lr: float,
+           warmup: int = 0, record_attention: bool = False, **kw) -> dict[str, Any]:
+    """:func:`train_lm` of ``_build(kind, task, d_model, n_layers, seed, **kw)``, or a copy of the
+    result of the identical run made earlier in this process (``task_key`` names ``task``; its
+    ``seconds_per_step`` is that run's)."""
+    key = (kind, task_key, d_model, n_layers, seed, steps, lr, warmup, record_attention, tuple(sorted(kw.items())))
+    if key not in _RUNS:
+        model = _build(kind, task, d_model, n_layers, seed, **kw)
+        _RUNS[key] = train_lm(model, task, steps, lr, warmup, seed, record_attention=record_attention)
+        while len(_RUNS) > _RUNS_MAX:
+            del _RUNS[next(iter(_RUNS))]
+    return copy.deepcopy(_RUNS[key])
+
+
 def _smooth(values, k: int = 10) -> list[float]:
     v = np.asarray(values, dtype=np.float64)
     if len(v) < k:
@@ -149,18 +175,22 @@ def grad_norms_at_init(quick: bool = True, seed: int = 0, depths: tuple[int, ...
 @experiment("warmup-post-pre", "post-LN vs pre-LN at Adam lr 3e-2, with and without linear warm-up, at "
             "several depths (reversal task)", CHAPTER)
 def warmup_post_pre(quick: bool = True, seed: int = 0, depths: tuple[int, ...] | None = None, lr: float = 3e-2,
-                    d_model: int = 32) -> dict[str, Any]:
-    """Train each (placement, depth, warm-up) on sequence reversal for several seeds.
+                    d_model: int = 32, steps: int | None = None) -> dict[str, Any]:
+    """Train each (placement, depth, warm-up) on sequence reversal for several seeds. The quick
+    setting runs the warm-up only at the deepest depth (where the run without it fails); the full
+    setting at every depth.
 
     Returns ``{"runs": {(placement, depth, warmup): {"acc": [per seed], "loss": [smoothed curve per
     seed]}}, ...}`` with the final token accuracy on 512 held-out sequences (chance 0.1).
     """
     depths = depths or ((2, 4) if quick else (2, 4, 6))
-    steps, warm = (300, 100) if quick else (1000, 200)
+    steps = steps or (QUICK_STEPS["warmup-post-pre"] if quick else 1000)
+    warm = steps // 3 if quick else steps // 5
     seeds = list(range(seed, seed + (2 if quick else 3)))
     task = _reversal_task(32)
     runs: dict[tuple, dict] = {}
-    configs = [(p, L, w) for L in depths for p in ("post", "pre") for w in (0, warm)]
+    configs = [(p, L, w) for L in depths for p in ("post", "pre") for w in (0, warm)
+               if not (quick and w and L != max(depths))]
     with one_blas_thread():
         for p, L, w in progress(configs, "runs (placement, depth, warm-up)"):
             accs, curves = [], []
@@ -182,14 +212,15 @@ def _spikes(loss, window: int = 10, factor: float = 1.5) -> int:
 
 @experiment("qk-norm-high-lr", "QK-norm (none / Henry l2 / per-head RMSNorm) at a high learning rate: "
             "largest attention logit, attention entropy, loss spikes", CHAPTER)
-def qk_norm_high_lr(quick: bool = True, seed: int = 0, lr: float = 3e-2, d_model: int = 32) -> dict[str, Any]:
+def qk_norm_high_lr(quick: bool = True, seed: int = 0, lr: float = 3e-2, d_model: int = 32,
+                    steps: int | None = None) -> dict[str, Any]:
     """A 2-layer pre-LN model on the character corpus at a high Adam learning rate, with each form
     of QK-norm; per step the largest attention logit, the mean attention entropy and the loss.
 
     Returns ``{"variants", "runs": {variant: {"max_logit", "entropy", "loss": [per seed],
     "spikes": [per seed], "val_loss": [per seed]}}}``.
     """
-    steps = 250 if quick else 1000
+    steps = steps or (QUICK_STEPS["qk-norm-high-lr"] if quick else 1000)
     seeds = list(range(seed, seed + (2 if quick else 3)))
     task = _char_task(32)
     variants = ("none", "l2", "rms")
@@ -212,14 +243,15 @@ def qk_norm_high_lr(quick: bool = True, seed: int = 0, lr: float = 3e-2, d_model
 # -- 4. normalizers in the pre-LN model ----------------------------------------------------------------
 @experiment("norm-compare", "LayerNorm vs RMSNorm vs ScaleNorm vs DyT in the pre-LN model: loss curves "
             "and time per step (character corpus)", CHAPTER)
-def norm_compare(quick: bool = True, seed: int = 0, lr: float = 3e-3, d_model: int = 32) -> dict[str, Any]:
+def norm_compare(quick: bool = True, seed: int = 0, lr: float = 3e-3, d_model: int = 32,
+                 steps: int | None = None) -> dict[str, Any]:
     """Train the 2-layer pre-LN model with each normalizer on the character corpus.
 
     Returns ``{"norms", "runs": {norm: {"loss": [smoothed per seed], "val_loss": [per seed],
     "ms_per_step": [per seed]}}}``. Times are wall-clock per training step (forward, backward,
     Adam) with the NumPy reference layers, on whatever else the machine was doing.
     """
-    steps = 300 if quick else 1500
+    steps = steps or (QUICK_STEPS["norm-compare"] if quick else 1500)
     seeds = list(range(seed, seed + (2 if quick else 3)))
     task = _char_task(32)
     norms = ("ln", "rms", "scale", "dyt")
@@ -228,7 +260,7 @@ def norm_compare(quick: bool = True, seed: int = 0, lr: float = 3e-3, d_model: i
         for norm in progress(norms, "normalizers"):
             rec: dict[str, list] = {"loss": [], "val_loss": [], "ms_per_step": []}
             for s in seeds:
-                r = train_lm(_build("pre", task, d_model, 2, s, placement="pre", norm=norm), task, steps, lr, 0, s)
+                r = _train("pre", ("char", 32), task, d_model, 2, s, steps, lr, placement="pre", norm=norm)
                 rec["loss"].append(_smooth(r["loss"], 20))
                 rec["val_loss"].append(r["metric"])
                 rec["ms_per_step"].append(1000 * r["seconds_per_step"])
@@ -245,14 +277,14 @@ def _steps_to(curve, target: float):
 @experiment("ngpt-vs-pre", "nGPT vs the pre-LN baseline on the character corpus: steps to reach a target "
             "training loss", CHAPTER)
 def ngpt_vs_pre(quick: bool = True, seed: int = 0, target: float = 2.4, lrs: tuple[float, ...] | None = None,
-                d_model: int = 32) -> dict[str, Any]:
+                d_model: int = 32, steps: int | None = None) -> dict[str, Any]:
     """Train nGPT and the pre-LN (LayerNorm) model on the character corpus at each learning rate;
     count the steps until the 20-step moving average of the training loss first reaches ``target``.
 
     Returns ``{"runs": {(model, lr): {"steps_to_target": [per seed, None if never], "loss": [...],
     "val_loss": [...]}}}``.
     """
-    steps = 300 if quick else 1500
+    steps = steps or (QUICK_STEPS["ngpt-vs-pre"] if quick else 1500)
     lrs = lrs or ((3e-3,) if quick else (1e-3, 3e-3, 1e-2))
     seeds = list(range(seed, seed + (2 if quick else 3)))
     task = _char_task(32)
@@ -261,8 +293,8 @@ def ngpt_vs_pre(quick: bool = True, seed: int = 0, target: float = 2.4, lrs: tup
         for kind, lr in progress([(k, lr) for k in ("pre", "ngpt") for lr in lrs], "runs (model, lr)"):
             rec: dict[str, list] = {"steps_to_target": [], "loss": [], "val_loss": []}
             for s in seeds:
-                kw = {} if kind == "ngpt" else {"placement": "pre"}
-                r = train_lm(_build(kind, task, d_model, 2, s, **kw), task, steps, lr, 0, s)
+                kw = {} if kind == "ngpt" else {"placement": "pre", "norm": "ln"}   # = norm-compare's "ln"
+                r = _train(kind, ("char", 32), task, d_model, 2, s, steps, lr, **kw)
                 curve = _smooth(r["loss"], 20)
                 rec["loss"].append(curve)
                 rec["steps_to_target"].append(_steps_to(curve, target) and _steps_to(curve, target) + 19)

@@ -10,6 +10,13 @@ A layer's NumPy reference in ``npnorm/<family>/<layer>.py`` has its Numba twin i
 * :mod:`.statistics.instancenorm` - InstanceNorm on the GroupNorm kernels with ``G = C``;
 * :mod:`.statistics.batchnorm` - training-mode BatchNorm (block statistics merged per channel) and
   evaluation mode;
+* :mod:`.statistics.switchnorm` - SwitchNorm2d: row statistics and output pass, the IN/LN/BN mixture
+  on (N, C) arrays in NumPy;
+* :mod:`.statistics.iternorm` - IterNorm: centring, covariance, whitening product and their backward
+  sums over contiguous (sample, group) blocks; the Newton iterations on the small matrices in NumPy;
+* the rest of the statistics catalog: :mod:`.statistics.batchrenorm` (on the BatchNorm kernels),
+  :mod:`.statistics.ghostbatchnorm`, :mod:`.statistics.frn`, :mod:`.statistics.evonorm` (B0 and
+  S0) and :mod:`.statistics.grn` (channels-last and channels-first);
 * :mod:`.adaptive.adain` - AdaIN on the GroupNorm kernels;
 * :mod:`.divergence.patchnorm` - PatchNorm: im2col, convolution, patch norm and division fused;
 * :mod:`.transformer.l2norm` - L2 normalization and ScaleNorm; :mod:`.transformer.dyt` - DyT;

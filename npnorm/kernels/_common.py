@@ -35,22 +35,28 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["FASTMATH", "PARALLEL_THRESHOLD", "JIT_DISABLED", "use_parallel", "num_chunks", "jit", "pjit"]
+from .._checks import check_positive_int  # noqa: E402
+
+__all__ = ["FASTMATH", "PARALLEL_THRESHOLD", "JIT_DISABLED", "use_parallel", "num_chunks", "jit", "pjit",
+           "check_groups"]
 
 #: LLVM fast-math flags used by every kernel (reassociation for vectorized reductions, FMA, no
 #: signed zeros); NaN and Inf keep their IEEE meaning.
 FASTMATH = {"reassoc", "nsz", "contract"}
 
-#: Inputs with at least this many elements use the parallel drivers (about 512 x 768 elements:
-#: below it, starting the threads costs more than it saves on this kind of machine).
+#: Inputs with at least this many elements use the parallel drivers (about
+#: 512 x 768 elements: below it, starting the threads costs more than it
+#: saves on this kind of machine).
 PARALLEL_THRESHOLD = 512 * 768
 
-#: True when ``NUMBA_DISABLE_JIT=1``: the kernels then run as plain (slow) Python.
+#: True when ``NUMBA_DISABLE_JIT=1``: the kernels then run as plain (slow)
+#: Python.
 JIT_DISABLED = bool(numba.config.DISABLE_JIT)
 
 #: Serial kernel: compiled on first call, cached on disk.
 jit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
-#: Parallel driver: as :data:`jit` plus ``parallel=True`` (``prange`` loops run on all threads).
+#: Parallel driver: as :data:`jit` plus ``parallel=True`` (``prange`` loops
+#: run on all threads).
 pjit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
 
 
@@ -65,10 +71,23 @@ def num_chunks(n_rows: int) -> int:
 
 
 def as_f64(a: np.ndarray | None, shape: tuple[int, ...], fill: float) -> np.ndarray:
-    """A parameter as a contiguous float64 array of ``shape`` (``fill`` when the parameter is absent)."""
+    """A parameter as a private contiguous float64 array of ``shape`` (``fill`` when the parameter
+    is absent). Always a copy, never a view of the caller's array: a cache holding it must not
+    change when the caller edits the parameter between the forward and the backward pass
+    (parameters are small, the copy costs nothing next to the activations)."""
     if a is None:
         return np.full(shape, fill, dtype=np.float64)
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float64).reshape(shape))
+    return np.array(a, dtype=np.float64, order="C").reshape(shape)
+
+
+def check_groups(groups: object, c: int, where: str, shape: tuple[int, ...]) -> int:
+    """``groups`` of channels: a positive int dividing the ``c`` channels, or a clear error (the
+    kernels write the output group by group: channels past the last whole group would be left
+    unwritten)."""
+    g = check_positive_int(groups, "groups", where)
+    if c % g:
+        raise ValueError(f"{where}: groups={g} must divide the {c} channels of x (shape {shape})")
+    return g
 
 
 def as_input(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -101,6 +120,15 @@ def keep_buffer(x: np.ndarray, x_view: np.ndarray, keep_out: np.ndarray | None =
             and not np.may_share_memory(keep_out, x)):
         return keep_out.reshape(x_view.shape)
     return np.empty_like(x_view)
+
+
+def keep_args(x: np.ndarray, x_view: np.ndarray, keep_out: np.ndarray | None = None):
+    """``(keep, buffer, do_keep)`` for a kernel that copies ``x_view`` while it reads it: the buffer
+    of :func:`keep_buffer` (or ``None``), the array the kernel gets (an empty placeholder with
+    ``x_view``'s number of dimensions when there is nothing to copy) and the flag."""
+    keep = keep_buffer(x, x_view, keep_out)
+    buffer = keep if keep is not None else np.empty((0,) * x_view.ndim, x_view.dtype)
+    return keep, buffer, keep is not None
 
 
 def reusable_keep(cache: object) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 from . import _common as C
 from ._common import jit, pjit
 
-__all__ = ["channel_affine", "channel_affine2", "channel_sums", "parallel_copy"]
+__all__ = ["channel_affine", "channel_affine2", "channel_sums", "parallel_copy", "parallel_read"]
 
 
 @jit
@@ -117,8 +117,17 @@ def parallel_copy(src, dst):
         dst[i] = src[i]
 
 
+@pjit
+def parallel_read(src):
+    """The sum of ``src`` on all threads (reads only): the benchmark's read-bandwidth yardstick."""
+    s = 0.0
+    for i in numba.prange(src.shape[0]):
+        s += src[i]
+    return s
+
+
 DISPATCHERS = (_affine_rows, _affine_parallel, _affine_keep_rows, _affine_keep_parallel, _sums_rows, _sums_parallel, _affine2_rows, _affine2_parallel,
-               parallel_copy)
+               parallel_copy, parallel_read)
 
 
 def _params(c: int, *arrays: np.ndarray) -> list[np.ndarray]:

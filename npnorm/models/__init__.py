@@ -9,7 +9,8 @@ normalizers - one module per model:
 * :mod:`.norms` - :func:`norm_layer`, a normalizer chosen by its short name (``"bn"``, ``"ln"``, ...);
 * :mod:`.denoiser` - :class:`Denoiser2D`, the DDPM noise predictor for 2-D points with adaptive
   normalization in every block; :mod:`.conv_denoiser` - :class:`ConvDenoiser`, its 16x16 image
-  counterpart; :mod:`.ddpm` - the schedule, the training step, ancestral sampling, guidance.
+  counterpart; :mod:`.ddpm` - the schedules, the training step, ancestral sampling (respaced or not),
+  guidance, the weights' moving average.
 * :mod:`.transformer` - :class:`TransformerLM` (post/pre/sandwich/DeepNorm with LayerNorm, RMSNorm,
   ScaleNorm or DyT) and :class:`NGPT`, with :func:`lm_step`.
 """

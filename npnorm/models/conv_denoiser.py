@@ -74,8 +74,7 @@ class ConvDenoiser(Module):
         self.num_classes, self.class_cond, self.t_scale = num_classes, True, 1000.0 / num_steps
         self.sinusoid = SinusoidalTimestepEmbedding(freq_dim)
         self.time_mlp = TimestepEmbedding(freq_dim, emb_dim, rng=rng)
-        self.class_emb = nn.Embedding(num_classes + 1, emb_dim, rng=rng)
-        self.class_emb.params["weight"] *= 0.02
+        self.class_emb = nn.Embedding(num_classes + 1, emb_dim, rng=rng)     # N(0, 1), as diffusers
         self.conv_in = nn.Conv2d(1, c, 3, padding=1, rng=rng)
         self.res_hi1 = ConvResBlock(c, emb_dim, groups, rng)
         self.pool = nn.AvgPool2d(2)

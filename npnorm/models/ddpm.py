@@ -31,13 +31,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["linear_betas", "Schedule", "train_step", "sample"]
+__all__ = ["linear_betas", "cosine_betas", "Schedule", "respace", "EMA", "train_step", "sample"]
 
 
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02, scale_with_steps: bool = True):
     """Linear betas; ``scale_with_steps`` multiplies both ends by ``1000 / num_steps``."""
     f = 1000.0 / num_steps if scale_with_steps else 1.0
     return np.linspace(beta_start * f, beta_end * f, num_steps)
+
+
+def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    r"""Nichol & Dhariwal's cosine schedule: :math:`\bar\alpha(t) = \cos^2\big(\frac{t/T + s}{1 + s}
+    \frac{\pi}{2}\big) / \bar\alpha(0)`, :math:`\beta_t = 1 - \bar\alpha(t)/\bar\alpha(t-1)` clipped to
+    ``max_beta``. It destroys the signal more slowly than the linear schedule at small and medium
+    :math:`t`, which matters for small images."""
+    f = np.cos((np.arange(num_steps + 1) / num_steps + s) / (1 + s) * np.pi / 2) ** 2
+    return np.clip(1.0 - f[1:] / f[:-1], 0.0, max_beta)
 
 
 @dataclass
@@ -66,6 +75,46 @@ class Schedule:
         return np.sqrt(ab) * x0 + np.sqrt(1.0 - ab) * eps
 
 
+def respace(schedule: Schedule, num_steps: int) -> tuple[Schedule, np.ndarray]:
+    r"""Sample in fewer steps (Nichol & Dhariwal's respacing): ``num_steps`` evenly spaced timesteps
+    :math:`S_1 < \dots < S_K` of the ``T`` the network was trained on (first and last included) and
+    the schedule with the same :math:`\bar\alpha` at them,
+    :math:`\beta'_k = 1 - \bar\alpha_{S_k} / \bar\alpha_{S_{k-1}}`.
+
+    Returns ``(schedule', timesteps)``; pass both to :func:`sample` (``timesteps[k]`` is the
+    network's timestep at step ``k`` of ``schedule'``).
+    """
+    T = schedule.num_steps
+    if not 1 <= num_steps <= T:
+        raise ValueError(f"respace: num_steps must be in [1, {T}], got {num_steps}")
+    steps = np.unique(np.round(np.linspace(0, T - 1, num_steps)).astype(np.int64))
+    ab = schedule.alpha_bar[steps]
+    return Schedule(1.0 - ab / np.concatenate([[1.0], ab[:-1]])), steps
+
+
+class EMA:
+    """An exponential moving average of a model's parameters, ``avg = decay * avg + (1 - decay) * p``
+    after every optimizer step (the weights DDPM samples with). ``decay`` is 0 for the first
+    ``start`` updates (the average starts from the trained weights, not the initial ones);
+    :meth:`copy_to` writes the average into the model."""
+
+    def __init__(self, model, decay: float = 0.99, start: int = 0) -> None:
+        self.leaves = [(m, k) for m in model.modules() for k in m.params]
+        self.avg = [m.params[k].copy() for m, k in self.leaves]
+        self.decay, self.start, self.updates = float(decay), int(start), 0
+
+    def update(self) -> None:
+        d = self.decay if self.updates >= self.start else 0.0
+        for a, (m, k) in zip(self.avg, self.leaves):
+            a *= d
+            a += (1.0 - d) * m.params[k]
+        self.updates += 1
+
+    def copy_to(self) -> None:
+        for a, (m, k) in zip(self.avg, self.leaves):
+            m.params[k][...] = a
+
+
 def train_step(model, optimizer, schedule: Schedule, x0: np.ndarray, y: np.ndarray | None,
                rng: np.random.Generator, class_dropout: float = 0.0) -> float:
     """One step of the simple loss on the batch ``x0`` (labels ``y``); returns the loss."""
@@ -86,7 +135,8 @@ def train_step(model, optimizer, schedule: Schedule, x0: np.ndarray, y: np.ndarr
 
 def sample(model, schedule: Schedule, n: int, y: np.ndarray | None = None, rng: np.random.Generator | None = None,
            guidance: float = 0.0, keep: tuple[int, ...] = (), shape: tuple[int, ...] = (2,),
-           clip: float | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+           clip: float | None = None,
+           timesteps: np.ndarray | None = None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     r"""Ancestral sampling, equation (p), of ``n`` points (classes ``y``; guidance scale ``w``).
 
     ``clip``: if given, the predicted clean sample
@@ -96,6 +146,8 @@ def sample(model, schedule: Schedule, n: int, y: np.ndarray | None = None, rng: 
     agree when nothing is clipped).
 
     ``shape`` is one sample's shape (``(2,)`` for points, ``(C, H, W)`` for images).
+    ``timesteps``: the network's timestep at each step of ``schedule`` (from :func:`respace`);
+    by default step ``t`` is timestep ``t``.
     Returns ``(x_0, trajectory)`` where ``trajectory[t]`` is ``x_t`` for every ``t`` in ``keep``
     (``T`` is the starting noise).
     """
@@ -107,7 +159,7 @@ def sample(model, schedule: Schedule, n: int, y: np.ndarray | None = None, rng: 
         traj[T] = x.copy()
     null = None if y is None else np.full(n, model.num_classes)
     for t in range(T - 1, -1, -1):
-        tt = np.full(n, t)
+        tt = np.full(n, t if timesteps is None else timesteps[t])
         eps = model(x, tt, y)
         if guidance and y is not None:
             eps = (1.0 + guidance) * eps - guidance * model(x, tt, null)

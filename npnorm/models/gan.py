@@ -150,17 +150,23 @@ class MLPCritic(nn.Sequential):
         _, cache = critic_forward(x, Ws, bs, self.activation, self.negative_slope)
         return critic_input_gradient(cache)[0]
 
-    def gradient_penalty(self, x_hat: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
-        """``(mean penalty, grad norms)``; *adds* the penalty's gradients to the Linear layers' ``grads``.
+    def gradient_penalty(self, x_hat: np.ndarray,
+                         lam: float) -> tuple[float, np.ndarray]:
+        """``(mean penalty, grad norms)``; *adds* the penalty's gradients to
+        the Linear layers' ``grads``.
 
-        Only for a critic without spectral norm (WGAN-GP does not combine them here)."""
+        Only for a critic without spectral norm (WGAN-GP does not combine
+        them here)."""
         if self.spectral:
-            raise ValueError("MLPCritic.gradient_penalty: not implemented for a spectrally normalized critic")
+            raise ValueError("MLPCritic.gradient_penalty: not implemented "
+                             "for a spectrally normalized critic")
         Ws, bs = self.weights_and_biases()
         n = len(x_hat)
-        p, cache = gradient_penalty_forward(x_hat, Ws, bs, self.activation, lam, self.negative_slope)
+        p, cache = gradient_penalty_forward(x_hat, Ws, bs, self.activation,
+                                            lam, self.negative_slope)
         grads = gradient_penalty_backward(np.full(n, 1.0 / n), cache)
-        for layer, dW, db in zip(self.linear_layers(), grads["weights"], grads["biases"]):
+        for layer, dW, db in zip(self.linear_layers(), grads["weights"],
+                                 grads["biases"]):
             layer.grads["weight"] = layer.grads.get("weight", 0.0) + dW
             layer.grads["bias"] = layer.grads.get("bias", 0.0) + db
         return float(p.mean()), cache["grad_norm"]
@@ -244,7 +250,8 @@ class GAN:
         return self.generator(self.rng.standard_normal((n, self.latent_dim)))
 
     def critic_step(self, real: np.ndarray) -> dict[str, float]:
-        """One update of the critic on a batch of real points and as many fake ones; timed."""
+        """One update of the critic on a batch of real points and as many
+        fake ones; timed."""
         t0 = time.perf_counter()
         b = len(real)
         fake = self.sample(b)
@@ -262,7 +269,8 @@ class GAN:
         out = {"loss": value}
         if self.method == "gp":
             eps = self.rng.random((b, 1))
-            penalty, _ = self.critic.gradient_penalty(eps * real + (1 - eps) * fake, self.lam)
+            penalty, _ = self.critic.gradient_penalty(
+                eps * real + (1 - eps) * fake, self.lam)
             out["penalty"] = penalty
         self.opt_d.step()
         if self.method == "clip":

@@ -134,8 +134,10 @@ class Block(Composite):
             dh = dy + self.norm2.backward(self.mlp.backward(dy))
             return dh + self.norm1.backward(self.attn.backward(dh))
         if p == "sandwich":
-            dh = dy + self.norm2.backward(self.mlp.backward(self.norm2_out.backward(dy)))
-            return dh + self.norm1.backward(self.attn.backward(self.norm1_out.backward(dh)))
+            dh = dy + self.norm2.backward(
+                self.mlp.backward(self.norm2_out.backward(dy)))
+            return dh + self.norm1.backward(
+                self.attn.backward(self.norm1_out.backward(dh)))
         dh_skip, dbranch = self.res2.backward(dy)
         dh = dh_skip + self.mlp.backward(dbranch)
         dx_skip, dbranch = self.res1.backward(dh)

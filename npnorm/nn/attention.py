@@ -43,9 +43,9 @@ def softmax_forward(z: np.ndarray, axis: int = -1) -> tuple[np.ndarray, dict[str
     """:math:`e^{z}/\\sum e^{z}` along ``axis``, stable (the row maximum is subtracted); ``-inf``
     entries (masked) get probability 0."""
     z64 = np.asarray(z, dtype=np.float64)
-    shifted = z64 - np.max(z64, axis=axis, keepdims=True)
-    e = np.exp(shifted)
-    p = e / np.sum(e, axis=axis, keepdims=True)
+    p = np.subtract(z64, np.max(z64, axis=axis, keepdims=True))     # the one new array: shifted,
+    np.exp(p, out=p)                                                # then e, then p, in place
+    p /= np.sum(p, axis=axis, keepdims=True)
     return p.astype(z.dtype, copy=False), {"p": p, "axis": axis, "dtype": z.dtype}
 
 
@@ -53,7 +53,9 @@ def softmax_backward(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
     """Equation (softmax-back): :math:`p\\odot(g - \\langle g, p\\rangle)`."""
     p, axis = cache["p"], cache["axis"]
     g = np.asarray(dout, dtype=np.float64)
-    return (p * (g - np.sum(g * p, axis=axis, keepdims=True))).astype(cache["dtype"], copy=False)
+    dz = np.subtract(g, np.sum(g * p, axis=axis, keepdims=True))
+    dz *= p
+    return dz.astype(cache["dtype"], copy=False)
 
 
 class Softmax(Module):
@@ -144,8 +146,26 @@ class MultiheadSelfAttention(Composite):
             if qk_norm == "ngpt":
                 kw.setdefault("num_heads", self.num_heads)
             self.add("qk_norm", QKNorm(self.head_dim, qk_norm, dtype=dtype, **kw))
-        self.last_max_logit = float("nan")
-        self.last_entropy = float("nan")
+        self._diagnostics: tuple | None = None       # (S, P, mask) of the last forward pass
+
+    @property
+    def last_max_logit(self) -> float:
+        """Largest :math:`|S_{ij}|` over the unmasked logits of the last forward pass (NaN before
+        the first one or after an empty one)."""
+        if self._diagnostics is None:
+            return float("nan")
+        S, _, mask = self._diagnostics
+        return float(np.max(np.abs(S if mask is None else np.where(mask, S, 0.0))))
+
+    @property
+    def last_entropy(self) -> float:
+        """Mean entropy (nats) of the attention rows of the last forward pass (NaN before the first
+        one or after an empty one)."""
+        if self._diagnostics is None:
+            return float("nan")
+        _, P, _ = self._diagnostics
+        logp = np.log(np.where(P > 0, P, 1.0))
+        return float(np.mean(-np.sum(P * logp, axis=-1)))
 
     def _heads(self, t: np.ndarray, N: int, L: int) -> np.ndarray:
         return t.reshape(N, L, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
@@ -163,12 +183,10 @@ class MultiheadSelfAttention(Composite):
             S = self.qk_norm(q, k)
         else:
             S = (q @ k.transpose(0, 1, 3, 2)) / math.sqrt(self.head_dim)
-        mask = _causal_mask(L) if self.causal else np.ones((L, L), dtype=bool)
-        P, _ = softmax_forward(np.where(mask, S, -np.inf))
-        if S.size:
-            self.last_max_logit = float(np.max(np.abs(np.where(mask, S, 0.0))))
-            logp = np.log(np.where(P > 0, P, 1.0))
-            self.last_entropy = float(np.mean(-np.sum(P * logp, axis=-1)))
+        mask = _causal_mask(L) if self.causal else None
+        P, _ = softmax_forward(S if mask is None else np.where(mask, S, -np.inf))
+        if S.size:      # the diagnostics are computed when read (most training runs never read them)
+            self._diagnostics = (S, P, mask)
         ctx = (P @ v).transpose(0, 2, 1, 3).reshape(N, L, D)
         out = self.out_proj(ctx)
         self._cache = {"q": q, "k": k, "v": v, "P": P, "shape": x.shape, "dtype": x.dtype}
@@ -179,18 +197,26 @@ class MultiheadSelfAttention(Composite):
         dout = check_dout(dout, c["shape"], "MultiheadSelfAttention.backward")
         N, L, D = c["shape"]
         q, k, v, P = c["q"], c["k"], c["v"], c["P"]
-        dctx = self._heads(np.asarray(self.out_proj.backward(np.asarray(dout, dtype=np.float64)), dtype=np.float64),
-                           N, L)
+        dctx = self._heads(
+            np.asarray(self.out_proj.backward(
+                np.asarray(dout, dtype=np.float64)), dtype=np.float64),
+            N, L)
         dv = P.transpose(0, 1, 3, 2) @ dctx
-        dP = dctx @ v.transpose(0, 1, 3, 2)
-        dS = P * (dP - np.sum(dP * P, axis=-1, keepdims=True))        # (softmax-back); 0 where masked
+        dS = dctx @ v.transpose(0, 1, 3, 2)  # dP, then in place:
+        dS -= np.sum(dS * P, axis=-1, keepdims=True)
+        dS *= P                              # (softmax-back); 0 where masked
         if self.qk_norm_kind is not None:
             dq, dk = self.qk_norm.backward(dS)
         else:
             dq = (dS @ k) / math.sqrt(self.head_dim)
             dk = (dS.transpose(0, 1, 3, 2) @ q) / math.sqrt(self.head_dim)
-        merge = lambda t: np.asarray(t, dtype=np.float64).transpose(0, 2, 1, 3).reshape(N, L, D)  # noqa: E731
-        dqkv = np.concatenate([merge(dq), merge(dk), merge(dv)], axis=-1)
+        # the three gradients written straight into [dQ, dK, dV]
+        # (N, L, 3, H, dh), heads merged
+        dqkv = np.empty((N, L, 3 * D))
+        parts = dqkv.reshape(N, L, 3, self.num_heads, self.head_dim)
+        for i, t in enumerate((dq, dk, dv)):
+            parts[:, :, i] = (np.asarray(t, dtype=np.float64)
+                              .transpose(0, 2, 1, 3))
         dx = self.in_proj.backward(dqkv)
         return np.asarray(dx).astype(c["dtype"], copy=False)
 

@@ -197,62 +197,69 @@ def _delta(dout: np.ndarray, cache: dict[str, Any], where: str) -> np.ndarray:
     return (dp * 2.0 * lam * (norm - 1.0) / np.maximum(norm, cache["eps"]))[:, None] * g  # (gp-delta)
 
 
-def gradient_penalty_backward_staged(dout: np.ndarray, cache: dict[str, Any]) -> dict[str, Any]:
-    """Reverse mode through the graph of eqs. (gp-forward), (gp-input-grad) and (gp-delta), one
-    node (F1)-(F2), (B1)-(B4), (P) of the graph below at a time, always including the
-    second-derivative terms.
+def gradient_penalty_backward_staged(dout: np.ndarray,
+                                     cache: dict[str, Any]) -> dict[str, Any]:
+    """Reverse mode through the graph of eqs. (gp-forward), (gp-input-grad)
+    and (gp-delta), one node (F1)-(F2), (B1)-(B4), (P) of the graph below
+    at a time, always including the second-derivative terms.
 
     Graph (forward, then the input-gradient pass)::
 
-        (F1) z_k = h_{k-1} W_k^T + b_k      (F2) h_k = phi(z_k)            k = 1..K
-        (B1) s_K = w                        (B2) m_k = phi'(z_k)
-        (B3) r_k = m_k * s_k                (B4) s_{k-1} = r_k W_k         k = K..1
+        (F1) z_k = h_{k-1} W_k^T + b_k   (F2) h_k = phi(z_k)      k = 1..K
+        (B1) s_K = w                     (B2) m_k = phi'(z_k)
+        (B3) r_k = m_k * s_k             (B4) s_{k-1} = r_k W_k   k = K..1
         (P)  p = lam (||s_0|| - 1)^2
 
     Returns ``{"x": dp/dx, "weights": [dp/dW_k], "biases": [dp/db_k]}``.
     """
-    Ws, hs, d1s, d2s = cache["weights"], cache["hs"], cache["d1s"], cache["d2s"]
+    Ws, hs, d1s, d2s = (cache["weights"], cache["hs"], cache["d1s"],
+                        cache["d2s"])
     ss, rs = cache["ss"], cache["rs"]
     K = len(Ws) - 1
     dW = [np.zeros_like(W) for W in Ws]
     db = [np.zeros_like(b) for b in cache["biases"]]
     dz = [np.zeros_like(z) for z in cache["zs"]]
-    ds = _delta(dout, cache, "gradient_penalty_backward_staged")          # (P): adjoint of s_0 = g
+    # (P): the adjoint of s_0 = g
+    ds = _delta(dout, cache, "gradient_penalty_backward_staged")
     for k in range(1, K + 1):
-        dW[k - 1] += rs[k - 1].T @ ds                                      # (B4) W_k path
-        dr = ds @ Ws[k - 1].T                                              # (B4) r_k path
-        dm = dr * ss[k]                                                    # (B3) m_k path
-        ds = dr * d1s[k - 1]                                               # (B3) s_k path
-        dz[k - 1] += dm * d2s[k - 1]                                       # (B2) m_k = phi'(z_k)
-    dW[K] += ds.sum(axis=0, keepdims=True)                                 # (B1) s_K = w (every sample)
-    dh = np.zeros_like(hs[K])                                              # h_K only feeds D, not p
+        dW[k - 1] += rs[k - 1].T @ ds         # (B4) W_k path
+        dr = ds @ Ws[k - 1].T                 # (B4) r_k path
+        dm = dr * ss[k]                       # (B3) m_k path
+        ds = dr * d1s[k - 1]                  # (B3) s_k path
+        dz[k - 1] += dm * d2s[k - 1]          # (B2) m_k = phi'(z_k)
+    dW[K] += ds.sum(axis=0, keepdims=True)    # (B1) s_K = w (every sample)
+    dh = np.zeros_like(hs[K])                 # h_K only feeds D, not p
     for k in range(K, 0, -1):
-        dz[k - 1] += dh * d1s[k - 1]                                       # (F2)
-        dW[k - 1] += dz[k - 1].T @ hs[k - 1]                               # (F1) W_k path
-        db[k - 1] += dz[k - 1].sum(axis=0)                                 # (F1) b_k path
-        dh = dz[k - 1] @ Ws[k - 1]                                         # (F1) h_{k-1} path
+        dz[k - 1] += dh * d1s[k - 1]          # (F2)
+        dW[k - 1] += dz[k - 1].T @ hs[k - 1]  # (F1) W_k path
+        db[k - 1] += dz[k - 1].sum(axis=0)    # (F1) b_k path
+        dh = dz[k - 1] @ Ws[k - 1]            # (F1) h_{k-1} path
     return {"x": dh, "weights": dW, "biases": db}
 
 
-def gradient_penalty_backward(dout: np.ndarray, cache: dict[str, Any]) -> dict[str, Any]:
-    """Simplified double backward: one forward sweep of :math:`\\delta` through the linearized
-    network, eq. (gp-jvp), and outer products, eq. (gp-outer); the second-derivative terms,
-    eq. (gp-second), sent back by eq. (gp-chain) only for a smooth activation (for ReLU / LeakyReLU
+def gradient_penalty_backward(dout: np.ndarray,
+                              cache: dict[str, Any]) -> dict[str, Any]:
+    """Simplified double backward: one forward sweep of :math:`\\delta`
+    through the linearized network, eq. (gp-jvp), and outer products,
+    eq. (gp-outer); the second-derivative terms, eq. (gp-second), sent back
+    by eq. (gp-chain) only for a smooth activation (for ReLU / LeakyReLU
     the bias and input gradients are exactly zero).
 
-    Returns ``{"x": dp/dx, "weights": [dp/dW_k], "biases": [dp/db_k]}``; the output bias's gradient
-    is always zero.
+    Returns ``{"x": dp/dx, "weights": [dp/dW_k], "biases": [dp/db_k]}``;
+    the output bias's gradient is always zero.
     """
-    Ws, hs, d1s, d2s, ss, rs = (cache[k] for k in ("weights", "hs", "d1s", "d2s", "ss", "rs"))
+    Ws, hs, d1s, d2s, ss, rs = (cache[k] for k in ("weights", "hs", "d1s",
+                                                    "d2s", "ss", "rs"))
     K = len(Ws) - 1
     u = _delta(dout, cache, "gradient_penalty_backward")  # u_0 = delta
     dW, es = [], []
     for k in range(1, K + 1):
-        dW.append(rs[k - 1].T @ u)                      # eq. (gp-outer): r_k^T u_{k-1}
-        v = u @ Ws[k - 1].T                             # eq. (gp-jvp)
-        es.append(d2s[k - 1] * ss[k] * v)               # eq. (gp-second)
-        u = d1s[k - 1] * v                              # eq. (gp-jvp)
-    dW.append(u.sum(axis=0, keepdims=True))             # eq. (gp-outer): dp/dw = sum_n u_K
+        dW.append(rs[k - 1].T @ u)          # eq. (gp-outer): r_k^T u_{k-1}
+        v = u @ Ws[k - 1].T                 # eq. (gp-jvp)
+        es.append(d2s[k - 1] * ss[k] * v)   # eq. (gp-second)
+        u = d1s[k - 1] * v                  # eq. (gp-jvp)
+    # eq. (gp-outer): dp/dw = sum_n u_K
+    dW.append(u.sum(axis=0, keepdims=True))
     db = [np.zeros_like(b) for b in cache["biases"]]
     dx = np.zeros_like(hs[0])
     if cache["activation"] not in PIECEWISE_LINEAR:     # eq. (gp-chain)

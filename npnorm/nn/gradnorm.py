@@ -34,10 +34,12 @@ from .._checks import check_positive_int
 __all__ = ["GradNorm", "gradnorm_weight_grad"]
 
 
-def gradnorm_weight_grad(weights: np.ndarray, grad_norms: np.ndarray, loss_ratios: np.ndarray,
+def gradnorm_weight_grad(weights: np.ndarray, grad_norms: np.ndarray,
+                         loss_ratios: np.ndarray,
                          alpha: float) -> tuple[np.ndarray, float]:
-    """Equation (GradNorm-back): ``(dL_grad/dw, L_grad)`` for task weights ``weights``, unweighted
-    gradient norms ``grad_norms`` (:math:`g_i`) and loss ratios ``loss_ratios`` (:math:`\\tilde L_i`)."""
+    """Equation (GradNorm-back): ``(dL_grad/dw, L_grad)`` for task weights
+    ``weights``, unweighted gradient norms ``grad_norms`` (:math:`g_i`) and
+    loss ratios ``loss_ratios`` (:math:`\\tilde L_i`)."""
     w = np.asarray(weights, dtype=np.float64)
     g = np.asarray(grad_norms, dtype=np.float64)
     Lt = np.asarray(loss_ratios, dtype=np.float64)

@@ -134,7 +134,8 @@ def _affine_grads(dy: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray | N
 
 
 def batch_norm_backward_staged(dout: np.ndarray, cache: dict[str, Any]):
-    """Backward pass through the graph of :func:`batch_norm_forward`, one node at a time.
+    """Backward pass through the graph of :func:`batch_norm_forward`, one
+    node at a time.
 
     Forward graph (per channel, sums over the batch axes S, m elements)::
 
@@ -148,30 +149,37 @@ def batch_norm_backward_staged(dout: np.ndarray, cache: dict[str, Any]):
 
     Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter).
     """
-    dy = np.asarray(check_cache(dout, cache, "batch_norm_backward_staged"), dtype=np.float64)
-    axes, m = cache["axes"], max(cache["m"], 1)       # an empty batch: every sum below is empty
+    dy = np.asarray(check_cache(dout, cache, "batch_norm_backward_staged"),
+                    dtype=np.float64)
+    # max(m, 1): an empty batch, every sum below is empty
+    axes, m = cache["axes"], max(cache["m"], 1)
     xc, std, rstd = cache["xc"], cache["std"], cache["rstd"]
-    dweight, dbias, dx_hat = _affine_grads(dy, cache)           # (7)
-    dxc = dx_hat * rstd                                         # (6) through x_hat = xc * rstd, xc path
-    drstd = np.sum(dx_hat * xc, axis=axes, keepdims=True)       # (6) rstd path
-    dstd = -drstd / std**2                                      # (5) d(1/s)/ds = -1/s^2
-    dvar = dstd * 0.5 / std                                     # (4) d sqrt(v+eps)/dv = 1/(2 std)
-    dxc = dxc + dvar * 2.0 * xc / m                             # (3) d var/d xc = 2 xc / m
-    dmu = -np.sum(dxc, axis=axes, keepdims=True)                # (2) xc = x - mu
-    dx = dxc + dmu / m                                          # (1) d mu/dx = 1/m
+    dweight, dbias, dx_hat = _affine_grads(dy, cache)       # (7)
+    # (6) x_hat = xc * rstd: the xc path, then the rstd path
+    dxc = dx_hat * rstd
+    drstd = np.sum(dx_hat * xc, axis=axes, keepdims=True)
+    dstd = -drstd / std**2             # (5) d(1/s)/ds = -1/s^2
+    dvar = dstd * 0.5 / std            # (4) d sqrt(v+eps)/dv = 1/(2 std)
+    dxc = dxc + dvar * 2.0 * xc / m    # (3) d var/d xc = 2 xc / m
+    dmu = -np.sum(dxc, axis=axes, keepdims=True)    # (2) xc = x - mu
+    dx = dxc + dmu / m                 # (1) d mu/dx = 1/m
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
 def batch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Simplified (fused) backward pass of :func:`batch_norm_forward`.
 
-    .. math:: dx = \\frac{r}{m}\\left(m g - \\sum_S g - \\hat x \\sum_S g \\hat x\\right)
+    .. math:: dx = \\frac{r}{m}\\left(m g - \\sum_S g
+              - \\hat x \\sum_S g \\hat x\\right)
 
-    Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter). ``dout`` must have the
-    forward output's shape (``ValueError``) and a floating dtype (``TypeError``).
+    Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter).
+    ``dout`` must have the forward output's shape (``ValueError``) and a
+    floating dtype (``TypeError``).
     """
-    dy = np.asarray(check_cache(dout, cache, "batch_norm_backward"), dtype=np.float64)
-    axes, m, x_hat, rstd = cache["axes"], cache["m"], cache["x_hat"], cache["rstd"]
+    dy = np.asarray(check_cache(dout, cache, "batch_norm_backward"),
+                    dtype=np.float64)
+    axes, m, x_hat, rstd = (cache["axes"], cache["m"], cache["x_hat"],
+                            cache["rstd"])
     dweight, dbias, g = _affine_grads(dy, cache)
     g_sum = g.sum(axis=axes, keepdims=True)
     gx_sum = np.sum(g * x_hat, axis=axes, keepdims=True)

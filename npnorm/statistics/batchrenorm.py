@@ -40,8 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_dout, check_eps, check_momentum, check_ndim, check_positive_int
+from .._checks import (as_float_array, check_cache, check_channels, check_dout,
+                       check_eps, check_momentum, check_ndim, check_positive_int)
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
+from ..kernels.statistics import batchrenorm as _kernels
 from .batchnorm import _channel_view, _reduce_axes
 
 __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_schedule", "BatchRenorm1d", "BatchRenorm2d"]
@@ -89,18 +93,21 @@ def batch_renorm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndar
         out = out + bias.reshape(view)
     cache = {"x_tilde": x_tilde, "x_hat": x_hat, "std": std, "mean": mean, "r": np.array(r, dtype=np.float64),
              "d": np.array(d, dtype=np.float64), "m": m, "weight": weight, "has_bias": bias is not None,
-             "axes": axes, "view": view, "dtype": x.dtype}
+             "axes": axes, "view": view, "dtype": x.dtype, "out_shape": x_hat.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def batch_renorm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Eq. (brn-backward): BatchNorm's backward with :math:`g = \\gamma r\\,dy` (``r``, ``d`` constant).
+    """Eq. (brn-backward): BatchNorm's backward with
+    :math:`g = \\gamma r\\,dy` (``r``, ``d`` constant).
     Returns ``(dx, dweight, dbias)``."""
+    dy = np.asarray(check_cache(dout, cache, "batch_renorm_backward"),
+                    dtype=np.float64)
     axes, view, m = cache["axes"], cache["view"], cache["m"]
-    dy = np.asarray(check_dout(dout, cache["x_hat"].shape, where="batch_renorm_backward"), dtype=np.float64)
     weight = cache["weight"]
     dbias = dy.sum(axis=axes) if cache["has_bias"] else None
-    dweight = np.sum(dy * cache["x_hat"], axis=axes) if weight is not None else None
+    dweight = (np.sum(dy * cache["x_hat"], axis=axes)
+               if weight is not None else None)
     g = dy * cache["r"].reshape(view)
     if weight is not None:
         g = g * weight.reshape(view)
@@ -119,9 +126,10 @@ class _BatchRenorm(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.01, affine: bool = True,
                  rmax: float = 3.0, dmax: float = 5.0, *, schedule: tuple[int, int, int] | None = None,
-                 dtype: Any = np.float64) -> None:
+                 dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
         name = type(self).__name__
+        self.backend = check_backend(backend, name, allow_none=True)
         self.num_features = check_positive_int(num_features, "num_features", name)
         self.eps = check_eps(eps, where=name)
         self.momentum = check_momentum(momentum, where=name)
@@ -157,6 +165,11 @@ class _BatchRenorm(Module):
         w, b = self.params.get("weight"), self.params.get("bias")
         view = _channel_view(x.ndim)
         if not self.training:
+            if pick(self.backend, "numpy", "numba") == "numba":
+                out, cache = run_reusing(_kernels.batch_renorm_eval_forward, _kernels.batch_renorm_eval_forward,
+                                         self._cache, x, self.running_mean, self.running_std, w, b)
+                self._cache = ("eval", cache)
+                return out
             rstd = 1.0 / np.asarray(self.running_std, dtype=np.float64)
             x_hat = (np.asarray(x, dtype=np.float64) - self.running_mean.reshape(view)) * rstd.reshape(view)
             out = x_hat if w is None else x_hat * w.reshape(view)
@@ -176,8 +189,9 @@ class _BatchRenorm(Module):
         if m == 0:
             self._cache = ("empty", {"shape": x.shape, "dtype": x.dtype})
             return np.array(x, copy=True)
-        out, cache = batch_renorm_forward(x, w, b, self.running_mean, self.running_std, self.rmax, self.dmax,
-                                          self.eps)
+        forward = pick(self.backend, batch_renorm_forward, _kernels.batch_renorm_forward)
+        out, cache = run_reusing(forward, _kernels.batch_renorm_forward, self._cache, x, w, b, self.running_mean,
+                                 self.running_std, self.rmax, self.dmax, self.eps)
         a = self.momentum
         self.running_mean = (self.running_mean + a * (cache["mean"] - self.running_mean)).astype(self.dtype)
         self.running_std = (self.running_std + a * (cache["std"] - self.running_std)).astype(self.dtype)
@@ -188,8 +202,12 @@ class _BatchRenorm(Module):
         mode, cache = self._require_cache()
         where = f"{type(self).__name__}.backward"
         if mode == "train":
-            check_dout(dout, cache["x_hat"].shape, where=where)
-            dx, dweight, dbias = batch_renorm_backward(dout, cache)
+            check_dout(dout, cache["out_shape"], where=where)
+            backward = pick_for_cache(cache, batch_renorm_backward, _kernels.batch_renorm_backward)
+            dx, dweight, dbias = backward(dout, cache)
+        elif cache.get("backend") == "numba":                      # evaluation mode, Numba twin
+            check_dout(dout, cache["shape"], where=where)
+            dx, dweight, dbias = _kernels.batch_renorm_eval_backward(dout, cache)
         elif mode == "empty":
             dy = check_dout(dout, cache["shape"], where=where)
             dx, dweight = np.array(dy, dtype=cache["dtype"]), np.zeros(self.num_features)
@@ -209,7 +227,7 @@ class _BatchRenorm(Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"rmax={self.rmax}, dmax={self.dmax}")
+                f"rmax={self.rmax}, dmax={self.dmax}" + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 class BatchRenorm1d(_BatchRenorm):
@@ -220,8 +238,11 @@ class BatchRenorm1d(_BatchRenorm):
     ``layer.rmax`` / ``layer.dmax`` during training (or :meth:`set_schedule`) for the paper's
     schedule, or pass ``schedule=(warmup, r_ramp_end, d_ramp_end)`` (keyword-only, in training
     steps) to have each training forward set them from :func:`batch_renorm_schedule` at
-    ``num_batches_tracked``, ramping to the ``rmax`` and ``dmax`` given. Parameters ``weight``, ``bias``; buffers ``running_mean``, ``running_std`` (the running
-    standard deviation, eps included, as in the paper), ``num_batches_tracked``.
+    ``num_batches_tracked``, ramping to the ``rmax`` and ``dmax`` given. Parameters ``weight``,
+    ``bias``; buffers ``running_mean``, ``running_std`` (the running standard deviation, eps
+    included, as in the paper), ``num_batches_tracked``. ``backend`` (keyword-only): ``"numba"``
+    (the kernels of :mod:`npnorm.kernels.statistics.batchrenorm`, training and evaluation),
+    ``"numpy"`` (the reference functions of this module) or ``None`` (the global default).
 
     PyTorch has no batch renormalization. Differences from the other references: Keras
     (``BatchNormalization(renorm=True)``) and torchrl (``BatchRenorm1d``) track the running
@@ -272,7 +293,7 @@ _BR_DIFF = "no PyTorch equivalent; running std (not var) as in the paper; float6
 register(Spec(
     name="BatchRenorm1d", cls=BatchRenorm1d, pytorch=None, reference="Ioffe, 2017",
     reduces_over="N (and L), per channel; corrected towards the running statistics by r, d",
-    differences=_BR_DIFF, setup=_far_running_stats,
+    differences=_BR_DIFF, setup=_far_running_stats, backends=("numpy", "numba"),
     cases=(
         Case("clipped", {"num_features": 3}, ((6, 3),)),
         Case("NCL-clipped", {"num_features": 2, "rmax": 2.0, "dmax": 1.0}, ((4, 2, 3),)),
@@ -282,7 +303,7 @@ register(Spec(
 register(Spec(
     name="BatchRenorm2d", cls=BatchRenorm2d, pytorch=None, reference="Ioffe, 2017",
     reduces_over="N, H, W per channel; corrected towards the running statistics by r, d",
-    differences=_BR_DIFF, setup=_far_running_stats,
+    differences=_BR_DIFF, setup=_far_running_stats, backends=("numpy", "numba"),
     cases=(
         Case("clipped", {"num_features": 2}, ((3, 2, 2, 3),)),
         Case("no-affine", {"num_features": 2, "affine": False}, ((3, 2, 2, 2),)),

@@ -34,8 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_dout, check_eps, check_momentum, check_ndim, check_positive_int
+from .._checks import (as_float_array, check_cache, check_channels, check_dout,
+                       check_eps, check_momentum, check_ndim, check_positive_int)
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import check_groups, run_reusing
+from ..kernels.statistics import evonorm as _kernels
 
 __all__ = ["evonorm_b0_forward", "evonorm_b0_backward", "evonorm_s0_forward", "evonorm_s0_backward",
            "EvoNorm2dB0", "EvoNorm2dS0"]
@@ -70,14 +74,15 @@ def evonorm_b0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     z = x64 / u
     out = z * weight.reshape(_V) + bias.reshape(_V)                             # (EB2)
     cache = {"x": x64, "z": z, "u": u, "use_left": use_left, "left": left, "s": s, "xc_i": xc_i, "xc_b": xc_b,
-             "weight": weight, "v": v, "dtype": x.dtype, "batch_var": var_b.reshape(-1)}
+             "weight": weight, "v": v, "dtype": x.dtype, "batch_var": var_b.reshape(-1), "out_shape": x64.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def evonorm_b0_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Returns ``(dx, dweight, dbias, dv)``; see the module docstring."""
+    dy = np.asarray(check_cache(dout, cache, "evonorm_b0_backward"),
+                    dtype=np.float64)
     x, z, u = cache["x"], cache["z"], cache["u"]
-    dy = np.asarray(check_dout(dout, x.shape, where="evonorm_b0_backward"), dtype=np.float64)
     dweight, dbias = np.sum(dy * z, axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
     g = dy * cache["weight"].reshape(_V)
     dx = g / u
@@ -89,7 +94,8 @@ def evonorm_b0_backward(dout: np.ndarray, cache: dict[str, Any]):
     n, _, h, w = x.shape
     ds = d_right.sum(axis=(2, 3), keepdims=True)
     dx = dx + _std_grad(ds, cache["xc_i"], cache["s"], h * w)
-    if cache["xc_b"] is not None:                      # training: the batch std depends on x
+    # training: the batch std depends on x
+    if cache["xc_b"] is not None:
         dleft = d_left.sum(axis=(0, 2, 3), keepdims=True)
         dx = dx + _std_grad(dleft, cache["xc_b"], cache["left"], n * h * w)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias, dv
@@ -101,6 +107,7 @@ def evonorm_s0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     Returns ``(out, cache)``."""
     x64 = np.array(x, dtype=np.float64)  # a copy (the cache keeps it)
     n, c, h, w = x64.shape
+    check_groups(groups, c, "evonorm_s0_forward", x64.shape)
     xg = x64.reshape(n, groups, c // groups, h, w)
     xc = xg - xg.mean(axis=(2, 3, 4), keepdims=True)
     std = np.sqrt(np.mean(xc * xc, axis=(2, 3, 4), keepdims=True) + eps)
@@ -109,14 +116,14 @@ def evonorm_s0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     z = (a.reshape(xg.shape) / std).reshape(x64.shape)
     out = z * weight.reshape(_V) + bias.reshape(_V)                               # (ES1)
     cache = {"x": x64, "sig": sig, "a": a, "z": z, "xc": xc, "std": std, "weight": weight, "v": v,
-             "dtype": x.dtype}
+             "dtype": x.dtype, "out_shape": x64.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def evonorm_s0_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Returns ``(dx, dweight, dbias, dv)``; see the module docstring."""
+    dy = np.asarray(check_cache(dout, cache, "evonorm_s0_backward"), dtype=np.float64)
     x, sig, a, z, xc, std = cache["x"], cache["sig"], cache["a"], cache["z"], cache["xc"], cache["std"]
-    dy = np.asarray(check_dout(dout, x.shape, where="evonorm_s0_backward"), dtype=np.float64)
     dweight, dbias = np.sum(dy * z, axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
     g = dy * cache["weight"].reshape(_V)
     shape_g = xc.shape
@@ -134,7 +141,8 @@ def evonorm_s0_backward(dout: np.ndarray, cache: dict[str, Any]):
 class _EvoNorm(Module):
     _where = ""
 
-    def _init_params(self, num_features: int, apply_act: bool, dtype: Any) -> None:
+    def _init_params(self, num_features: int, apply_act: bool, dtype: Any, backend: str | None) -> None:
+        self.backend = check_backend(backend, self._where, allow_none=True)
         self.num_features = check_positive_int(num_features, "num_features", self._where)
         self.apply_act = bool(apply_act)
         self.dtype = np.dtype(dtype)
@@ -160,14 +168,15 @@ class _EvoNorm(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         kind, cache = self._require_cache()
-        check_dout(dout, cache["x"].shape, where=f"{self._where}.backward")
+        check_dout(dout, cache.get("shape", cache["x"].shape), where=f"{self._where}.backward")
         if kind == "affine":
             dy = np.asarray(dout, dtype=np.float64)
             dx = (dy * cache["weight"].reshape(_V)).astype(cache["dtype"], copy=False)
             dweight, dbias = np.sum(dy * cache["x"], axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
             dv = np.zeros(self.num_features) if "v" in self.params else None   # (an empty batch)
         else:
-            dx, dweight, dbias, dv = self._backward_fn(dout, cache)
+            backward = pick_for_cache(cache, self._backward_fn, self._kernel_backward)
+            dx, dweight, dbias, dv = backward(dout, cache)
         self.grads["weight"] = dweight.astype(self.dtype, copy=False)
         self.grads["bias"] = dbias.astype(self.dtype, copy=False)
         if dv is not None:
@@ -181,7 +190,10 @@ class EvoNorm2dB0(_EvoNorm):
     Input ``(N, C, H, W)``. Parameters ``weight`` (ones), ``bias`` (zeros), ``v`` (ones, only with
     ``apply_act``); buffer ``running_var`` (ones; updated in training with the unbiased batch
     variance, ``(1 - momentum) * running_var + momentum * var * n / (n - 1)``, used in evaluation).
-    Equations (EB1)-(EB2). ``eps`` (1e-3) is used in both square roots, as timm.
+    Equations (EB1)-(EB2). ``eps`` (1e-3) is used in both square roots, as timm. ``backend``
+    (keyword-only): ``"numba"`` (the fused kernels of :mod:`npnorm.kernels.statistics.evonorm`),
+    ``"numpy"`` (:func:`evonorm_b0_forward` / :func:`evonorm_b0_backward`) or ``None`` (the global
+    default); ``apply_act=False`` and an empty batch use the NumPy affine map either way.
 
     Differences from timm: none in the values; float64 parameters; ``num_batches_tracked`` is not
     kept (timm has none either). Raises ``ValueError`` for one value per channel in training. An
@@ -195,9 +207,9 @@ class EvoNorm2dB0(_EvoNorm):
     _where = "EvoNorm2dB0"
 
     def __init__(self, num_features: int, apply_act: bool = True, momentum: float = 0.1, eps: float = 1e-3, *,
-                 dtype: Any = np.float64) -> None:
+                 dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
-        self._init_params(num_features, apply_act, dtype)
+        self._init_params(num_features, apply_act, dtype, backend)
         self.momentum = check_momentum(momentum, where=self._where)
         if self.momentum is None:
             raise ValueError("EvoNorm2dB0: momentum must be a float in [0, 1], got None")
@@ -205,6 +217,7 @@ class EvoNorm2dB0(_EvoNorm):
         self.running_var = np.ones(num_features, dtype=self.dtype)
 
     _backward_fn = staticmethod(evonorm_b0_backward)
+    _kernel_backward = staticmethod(_kernels.evonorm_b0_backward)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self._validate(x)
@@ -218,16 +231,21 @@ class EvoNorm2dB0(_EvoNorm):
                     return self._affine_only(x)
                 raise ValueError(f"EvoNorm2dB0: expected more than 1 value per channel when training, got "
                                  f"input of shape {x.shape}")
-            out, cache = evonorm_b0_forward(x, p["weight"], p["bias"], p["v"], None, self.eps)
+            forward = pick(self.backend, evonorm_b0_forward, _kernels.evonorm_b0_forward)
+            out, cache = run_reusing(forward, _kernels.evonorm_b0_forward, self._cache, x, p["weight"], p["bias"],
+                                     p["v"], None, self.eps)
             a = self.momentum
             self.running_var = (self.running_var * (1 - a) + cache["batch_var"] * a * m / (m - 1)).astype(self.dtype)
         else:
-            out, cache = evonorm_b0_forward(x, p["weight"], p["bias"], p["v"], self.running_var, self.eps)
+            forward = pick(self.backend, evonorm_b0_forward, _kernels.evonorm_b0_forward)
+            out, cache = run_reusing(forward, _kernels.evonorm_b0_forward, self._cache, x, p["weight"], p["bias"],
+                                     p["v"], self.running_var, self.eps)
         self._cache = ("b0", cache)
         return out
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, apply_act={self.apply_act}, momentum={self.momentum}, eps={self.eps}"
+        return (f"{self.num_features}, apply_act={self.apply_act}, momentum={self.momentum}, eps={self.eps}"
+                + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 class EvoNorm2dS0(_EvoNorm):
@@ -236,7 +254,9 @@ class EvoNorm2dS0(_EvoNorm):
 
     ``group_size`` (channels per group), when given, overrides ``groups``; ``num_features`` must be
     divisible by the number of groups. Parameters ``weight`` (ones), ``bias`` (zeros), ``v`` (ones,
-    with ``apply_act``). Differences from timm: none in the values; float64 parameters; ``eps <= 0``
+    with ``apply_act``). ``backend`` (keyword-only): ``"numba"`` (the fused kernels of
+    :mod:`npnorm.kernels.statistics.evonorm`), ``"numpy"`` or ``None`` (the global default), as
+    :class:`EvoNorm2dB0`. Differences from timm: none in the values; float64 parameters; ``eps <= 0``
     is rejected on purpose (``ValueError``; it keeps the division by the group standard deviation
     finite).
     """
@@ -244,9 +264,9 @@ class EvoNorm2dS0(_EvoNorm):
     _where = "EvoNorm2dS0"
 
     def __init__(self, num_features: int, groups: int = 32, group_size: int | None = None, apply_act: bool = True,
-                 eps: float = 1e-5, *, dtype: Any = np.float64) -> None:
+                 eps: float = 1e-5, *, dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
-        self._init_params(num_features, apply_act, dtype)
+        self._init_params(num_features, apply_act, dtype, backend)
         if group_size:
             group_size = check_positive_int(group_size, "group_size", self._where)
             if num_features % group_size:
@@ -259,18 +279,22 @@ class EvoNorm2dS0(_EvoNorm):
         self.eps = check_eps(eps, where=self._where)
 
     _backward_fn = staticmethod(evonorm_s0_backward)
+    _kernel_backward = staticmethod(_kernels.evonorm_s0_backward)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self._validate(x)
         if not self.apply_act:
             return self._affine_only(x)
         p = self.params
-        out, cache = evonorm_s0_forward(x, p["weight"], p["bias"], p["v"], self.groups, self.eps)
+        forward = pick(self.backend, evonorm_s0_forward, _kernels.evonorm_s0_forward)
+        out, cache = run_reusing(forward, _kernels.evonorm_s0_forward, self._cache, x, p["weight"], p["bias"], p["v"],
+                                 self.groups, self.eps)
         self._cache = ("s0", cache)
         return out
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, groups={self.groups}, apply_act={self.apply_act}, eps={self.eps}"
+        return (f"{self.num_features}, groups={self.groups}, apply_act={self.apply_act}, eps={self.eps}"
+                + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -280,7 +304,7 @@ register(Spec(
     name="EvoNorm2dB0", cls=EvoNorm2dB0, pytorch=None, reference="Liu et al., 2020",
     reduces_over="N, H, W per channel (batch std) and H, W per sample and channel (instance std)",
     differences="timm's layer (no PyTorch one); float64 parameters",
-    input_offset=0.5, input_scale=1.5,
+    input_offset=0.5, input_scale=1.5, backends=("numpy", "numba"),
     cases=(
         Case("NCHW", {"num_features": 3}, ((3, 3, 2, 3),)),
         Case("no-act", {"num_features": 2, "apply_act": False}, ((2, 2, 2, 2),)),
@@ -290,7 +314,7 @@ register(Spec(
     name="EvoNorm2dS0", cls=EvoNorm2dS0, pytorch=None, reference="Liu et al., 2020",
     reduces_over="each sample's group of channels and their positions (the denominator)",
     differences="timm's layer (no PyTorch one); float64 parameters",
-    input_offset=0.5, input_scale=1.5,
+    input_offset=0.5, input_scale=1.5, backends=("numpy", "numba"),
     cases=(
         Case("groups-2", {"num_features": 4, "groups": 2}, ((2, 4, 2, 3),)),
         Case("group-size-1", {"num_features": 3, "group_size": 1}, ((2, 3, 3, 2),), modes=("eval",)),

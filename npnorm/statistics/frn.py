@@ -56,10 +56,11 @@ def frn_tlu_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, tau: np
 
 
 def frn_tlu_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Eq. (frn-backward) and the TLU's routing. Returns ``(dx, dweight, dbias, dtau)`` (``dtau`` None
-    without the TLU)."""
+    """Eq. (frn-backward) and the TLU's routing. Returns
+    ``(dx, dweight, dbias, dtau)`` (``dtau`` None without the TLU)."""
     x_hat, r, passed = cache["x_hat"], cache["r"], cache["passed"]
-    dz = np.asarray(check_dout(dout, x_hat.shape, where="frn_tlu_backward"), dtype=np.float64)
+    dz = np.asarray(check_dout(dout, x_hat.shape, where="frn_tlu_backward"),
+                    dtype=np.float64)
     if passed is None:
         dy, dtau = dz, None
     else:
@@ -68,7 +69,8 @@ def frn_tlu_backward(dout: np.ndarray, cache: dict[str, Any]):
     dweight = np.sum(dy * x_hat, axis=(0, 2, 3))
     dbias = dy.sum(axis=(0, 2, 3))
     g = dy * cache["weight"].reshape(_V)
-    dx = r * (g - x_hat * np.mean(g * x_hat, axis=(2, 3), keepdims=True))    # eq. (frn-backward)
+    # eq. (frn-backward)
+    dx = r * (g - x_hat * np.mean(g * x_hat, axis=(2, 3), keepdims=True))
     return dx.astype(cache["dtype"], copy=False), dweight, dbias, dtau
 
 

@@ -52,7 +52,8 @@ def ghost_batch_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.
 
 
 def ghost_batch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """BatchNorm's backward in each virtual batch. Returns ``(dx, dweight, dbias)``."""
+    """BatchNorm's backward in each virtual batch. Returns
+    ``(dx, dweight, dbias)``."""
     dout = check_dout(dout, cache["shape"], where="ghost_batch_norm_backward")
     dx = np.empty(cache["shape"], dtype=cache["dtype"])
     dweight = dbias = None

@@ -28,8 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_dout, check_eps, check_ndim, check_positive_int
+from .._checks import (as_float_array, check_cache, check_channels, check_dout,
+                       check_eps, check_ndim, check_positive_int)
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
+from ..kernels.statistics import grn as _kernels
 
 __all__ = ["grn_forward", "grn_backward", "GlobalResponseNorm"]
 
@@ -49,24 +53,25 @@ def grn_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float 
     nrm = g / d
     out = x64 + weight.reshape(view) * (x64 * nrm) + bias.reshape(view)        # eq. (grn-forward)
     cache = {"x": x64, "g": g, "d": d, "n": nrm, "weight": weight, "channels_last": channels_last,
-             "dtype": x.dtype}
+             "dtype": x.dtype, "out_shape": x64.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def grn_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Eq. (grn-backward). Returns ``(dx, dweight, dbias)``."""
+    dy = np.asarray(check_cache(dout, cache, "grn_backward"), dtype=np.float64)
     x, g, d, nrm = cache["x"], cache["g"], cache["d"], cache["n"]
     spatial, chan, view = _layout(cache["channels_last"])
-    dy = np.asarray(check_dout(dout, x.shape, where="grn_backward"), dtype=np.float64)
     param_axes = tuple(a for a in range(4) if a != chan)
     dweight = np.sum(dy * x * nrm, axis=param_axes)
     dbias = dy.sum(axis=param_axes)
     w = cache["weight"].reshape(view)
-    q = np.sum(dy * w * x, axis=spatial, keepdims=True)                        # dL/dN
+    q = np.sum(dy * w * x, axis=spatial, keepdims=True)        # dL/dN
     c = x.shape[chan]
     dg = q / d - np.sum(q * g, axis=chan, keepdims=True) / (c * d * d)
     safe = np.where(g > 0, g, 1.0)
-    dx = dy * (1.0 + w * nrm) + np.where(g > 0, dg / safe, 0.0) * x           # eq. (grn-backward)
+    # eq. (grn-backward)
+    dx = dy * (1.0 + w * nrm) + np.where(g > 0, dg / safe, 0.0) * x
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
@@ -75,6 +80,8 @@ class GlobalResponseNorm(Module):
     channels_last=True)`` (ConvNeXt V2's ``GRN``).
 
     Input ``(N, H, W, C)`` with ``channels_last=True`` (default), ``(N, C, H, W)`` otherwise.
+    ``backend`` (keyword-only): ``"numba"`` (the fused kernels of :mod:`npnorm.kernels.statistics.grn`),
+    ``"numpy"`` (:func:`grn_forward` / :func:`grn_backward`) or ``None`` (the global default).
     Parameters ``weight`` (:math:`\\gamma`) and ``bias`` (:math:`\\beta`), zeros of shape ``(C,)``:
     the layer starts as the identity. Eqs. (grn-forward) and (grn-backward) in the module docstring.
 
@@ -84,8 +91,10 @@ class GlobalResponseNorm(Module):
     the channels' mean norm finite for an all-zero sample.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6, channels_last: bool = True, *, dtype: Any = np.float64) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, channels_last: bool = True, *, dtype: Any = np.float64,
+                 backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "GlobalResponseNorm", allow_none=True)
         self.dim = check_positive_int(dim, "dim", "GlobalResponseNorm")
         self.eps = check_eps(eps, where="GlobalResponseNorm")
         self.channels_last = bool(channels_last)
@@ -98,19 +107,23 @@ class GlobalResponseNorm(Module):
         layout = "(N, H, W, C)" if self.channels_last else "(N, C, H, W)"
         check_ndim(x, (4,), layout, "x", "GlobalResponseNorm")
         check_channels(x, self.dim, "dim", 3 if self.channels_last else 1, "x", "GlobalResponseNorm")
-        out, self._cache = grn_forward(x, self.params["weight"], self.params["bias"], self.eps, self.channels_last)
+        forward = pick(self.backend, grn_forward, _kernels.grn_forward)
+        out, cache = run_reusing(forward, _kernels.grn_forward, self._cache, x,
+                                 self.params["weight"], self.params["bias"], self.eps, self.channels_last)
+        self._cache = (x.shape, cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        cache = self._require_cache()
-        check_dout(dout, cache["x"].shape, where="GlobalResponseNorm.backward")
-        dx, dweight, dbias = grn_backward(dout, cache)
+        shape, cache = self._require_cache()
+        check_dout(dout, shape, where="GlobalResponseNorm.backward")
+        dx, dweight, dbias = pick_for_cache(cache, grn_backward, _kernels.grn_backward)(dout, cache)
         self.grads["weight"] = dweight.astype(self.dtype, copy=False)
         self.grads["bias"] = dbias.astype(self.dtype, copy=False)
         return dx
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}, channels_last={self.channels_last}"
+        return (f"{self.dim}, eps={self.eps}, channels_last={self.channels_last}"
+                + (f", backend={self.backend!r}" if self.backend else ""))
 
 
 # -- registry ------------------------------------------------------------------------------------
@@ -120,7 +133,7 @@ register(Spec(
     name="GlobalResponseNorm", cls=GlobalResponseNorm, pytorch=None, reference="Woo et al., 2023",
     reduces_over="H, W per sample and channel (L2 norm), then the mean over channels",
     differences="timm's layer and parameter names (ConvNeXt V2: gamma, beta); float64 parameters",
-    input_offset=0.5, input_scale=1.5,
+    input_offset=0.5, input_scale=1.5, backends=("numpy", "numba"),
     cases=(
         Case("channels-last", {"dim": 4}, ((2, 3, 2, 4),), modes=("train",)),
         Case("channels-first", {"dim": 3, "channels_last": False}, ((2, 3, 2, 3),), modes=("eval",)),

@@ -31,45 +31,57 @@ __all__ = ["group_norm_forward", "group_norm_backward", "GroupNorm"]
 
 
 def group_norm_forward(
-    x: np.ndarray, num_groups: int, weight: np.ndarray | None, bias: np.ndarray | None, eps: float = 1e-5
+    x: np.ndarray, num_groups: int, weight: np.ndarray | None,
+    bias: np.ndarray | None, eps: float = 1e-5,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Group norm of ``x`` of shape ``(N, C, *)``, equation (GN). Returns ``(out, cache)``.
+    """Group norm of ``x`` of shape ``(N, C, *)``, equation (GN). Returns
+    ``(out, cache)``.
 
     Raises
     ------
     TypeError
-        ``x`` or a parameter is not a floating-point array; ``num_groups`` is not an int.
+        ``x`` or a parameter is not a floating-point array; ``num_groups``
+        is not an int.
     ValueError
-        ``x`` has fewer than 2 dimensions, ``num_groups`` does not divide ``C``, a parameter's shape
-        is not ``(C,)``, ``eps <= 0``, or the input holds one value per group in total (PyTorch's
-        rule, see :func:`npnorm._checks.check_groups`). An empty batch gives an empty output.
+        ``x`` has fewer than 2 dimensions, ``num_groups`` does not divide
+        ``C``, a parameter's shape is not ``(C,)``, ``eps <= 0``, or the
+        input holds one value per group in total (PyTorch's rule, see
+        :func:`npnorm._checks.check_groups`). An empty batch gives an
+        empty output.
     """
     where = "group_norm_forward"
     x, weight, bias, eps = check_nc_input(x, weight, bias, eps, where)
     num_groups = check_groups(x, num_groups, where)
     n, c = x.shape[:2]
     view = (1, c) + (1,) * (x.ndim - 2)
-    per_group = (c // num_groups) * int(np.prod(x.shape[2:], dtype=np.int64))
-    grouped = np.asarray(x, dtype=np.float64).reshape(n, num_groups, per_group)
+    per_group = ((c // num_groups)
+                 * int(np.prod(x.shape[2:], dtype=np.int64)))
+    grouped = np.asarray(x, dtype=np.float64).reshape(
+        n, num_groups, per_group)
     x_hat_g, cache = standardize_forward(grouped, (2,), eps)
     x_hat = x_hat_g.reshape(x.shape)
     out = x_hat.copy() if weight is None else x_hat * weight.reshape(view)
     if bias is not None:
         out = out + bias.reshape(view)
-    cache.update(x_hat_full=x_hat, weight=weight, has_bias=bias is not None, view=view, dtype=x.dtype,
-                 shape=x.shape, out_shape=x.shape, param_axes=(0,) + tuple(range(2, x.ndim)),
+    cache.update(x_hat_full=x_hat, weight=weight, has_bias=bias is not None,
+                 view=view, dtype=x.dtype, shape=x.shape, out_shape=x.shape,
+                 param_axes=(0,) + tuple(range(2, x.ndim)),
                  num_groups=num_groups)
     return out.astype(x.dtype, copy=False), cache
 
 
 def group_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Backward pass of :func:`group_norm_forward`: returns ``(dx, dweight, dbias)``."""
-    dy = np.asarray(check_cache(dout, cache, "group_norm_backward"), dtype=np.float64)
+    """Backward pass of :func:`group_norm_forward`: returns
+    ``(dx, dweight, dbias)``."""
+    dy = np.asarray(check_cache(dout, cache, "group_norm_backward"),
+                    dtype=np.float64)
     axes, weight, shape = cache["param_axes"], cache["weight"], cache["shape"]
     dbias = dy.sum(axis=axes) if cache["has_bias"] else None
-    dweight = (dy * cache["x_hat_full"]).sum(axis=axes) if weight is not None else None
+    dweight = ((dy * cache["x_hat_full"]).sum(axis=axes)
+               if weight is not None else None)
     g = dy if weight is None else dy * weight.reshape(cache["view"])
-    dx = standardize_backward(g.reshape(cache["x_hat"].shape), cache).reshape(shape)
+    dx = standardize_backward(g.reshape(cache["x_hat"].shape),
+                              cache).reshape(shape)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 

@@ -41,9 +41,13 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_channels, check_dout, check_eps, check_momentum, check_ndim, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import check_groups, run_reusing
+from ..kernels.statistics import iternorm as _kernels
 
-__all__ = ["iter_norm_forward", "iter_norm_backward", "newton_whitening", "IterNorm"]
+__all__ = ["iter_norm_forward", "iter_norm_backward", "iter_norm_eval_forward", "iter_norm_eval_backward",
+           "newton_whitening", "newton_whitening_backward", "IterNorm"]
 
 
 def _to_groups(x: np.ndarray, groups: int) -> np.ndarray:
@@ -76,6 +80,7 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
     Returns ``(out, cache)``; the cache has the batch ``mean`` (C,) and whitening matrices ``wm``
     (G, d, d) for the running averages."""
     x64 = np.asarray(x, dtype=np.float64)
+    check_groups(groups, x64.shape[1], "iter_norm_forward", x64.shape)
     xg = _to_groups(x64, groups)
     m = xg.shape[2]
     mean = xg.mean(axis=2, keepdims=True)
@@ -90,15 +95,16 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
         out = out + bias.reshape(view)
     cache = {"x_hat": x_hat, "xc": xc, "wm": wm, "ps": ps, "s_n": s_n, "sigma": sigma, "tr": tr,
              "weight": weight, "has_bias": bias is not None, "groups": groups, "dtype": x.dtype,
-             "mean": mean.reshape(-1)}
+             "mean": mean.reshape(-1), "out_shape": x64.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def iter_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Reverse mode through :func:`iter_norm_forward`, eq. (iternorm-backward). Returns
-    ``(dx, dweight, dbias)``."""
+    """Reverse mode through :func:`iter_norm_forward`,
+    eq. (iternorm-backward). Returns ``(dx, dweight, dbias)``."""
     x_hat = cache["x_hat"]
-    dy = np.asarray(check_dout(dout, x_hat.shape, where="iter_norm_backward"), dtype=np.float64)
+    dy = np.asarray(check_dout(dout, x_hat.shape, where="iter_norm_backward"),
+                    dtype=np.float64)
     axes = (0,) + tuple(range(2, dy.ndim))
     view = (1, -1) + (1,) * (dy.ndim - 2)
     weight = cache["weight"]
@@ -106,26 +112,73 @@ def iter_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     dbias = dy.sum(axis=axes) if cache["has_bias"] else None
     g = dy if weight is None else dy * weight.reshape(view)
     dxh = _to_groups(g, cache["groups"])
-    xc, wm, ps, s_n, sigma, tr = cache["xc"], cache["wm"], cache["ps"], cache["s_n"], cache["sigma"], cache["tr"]
+    xc, wm = cache["xc"], cache["wm"]
     m = xc.shape[2]
     t_ = lambda a: a.transpose(0, 2, 1)  # noqa: E731
     dwm = dxh @ t_(xc)
     dxc = t_(wm) @ dxh
+    dsigma = newton_whitening_backward(dwm, cache["ps"], cache["s_n"],
+                                       cache["sigma"], cache["tr"])
+    dxc = dxc + (dsigma + t_(dsigma)) @ xc / m
+    dxg = dxc - dxc.mean(axis=2, keepdims=True)
+    dx = _from_groups(dxg, dy.shape)
+    return dx.astype(cache["dtype"], copy=False), dweight, dbias
+
+
+def newton_whitening_backward(dwm: np.ndarray, ps: list[np.ndarray],
+                              s_n: np.ndarray, sigma: np.ndarray,
+                              tr: np.ndarray) -> np.ndarray:
+    """Reverse mode through :func:`newton_whitening`,
+    eq. (iternorm-backward): from the gradient ``dwm`` (G, d, d) of the
+    whitening matrix ``W`` to the gradient of the covariance ``Sigma``."""
+    t_ = lambda a: a.transpose(0, 2, 1)  # noqa: E731
     # W = P_T / sqrt(tr)
     dp = dwm / np.sqrt(tr)
     dtr = -0.5 * tr ** -1.5 * np.sum(dwm * ps[-1], axis=(1, 2), keepdims=True)
     ds_n = np.zeros_like(s_n)
-    for p in reversed(ps[:-1]):                                                   # eq. (iternorm-backward)
+    # eq. (iternorm-backward)
+    for p in reversed(ps[:-1]):
         p2 = p @ p
         ds_n = ds_n - 0.5 * t_(p2 @ p) @ dp
-        dp = 1.5 * dp - 0.5 * (dp @ t_(p2 @ s_n) + t_(p) @ dp @ t_(p @ s_n) + t_(p2) @ dp @ t_(s_n))
+        dp = 1.5 * dp - 0.5 * (dp @ t_(p2 @ s_n)
+                               + t_(p) @ dp @ t_(p @ s_n)
+                               + t_(p2) @ dp @ t_(s_n))
     # Sigma_N = Sigma / tr, tr = trace(Sigma)
     dsigma = ds_n / tr
     dtr = dtr - np.sum(ds_n * sigma, axis=(1, 2), keepdims=True) / tr**2
-    dsigma = dsigma + dtr * np.eye(sigma.shape[1])
-    dxc = dxc + (dsigma + t_(dsigma)) @ xc / m
-    dxg = dxc - dxc.mean(axis=2, keepdims=True)
-    dx = _from_groups(dxg, dy.shape)
+    return dsigma + dtr * np.eye(sigma.shape[1])
+
+
+def iter_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_wm: np.ndarray,
+                           weight: np.ndarray | None, bias: np.ndarray | None, groups: int = 1):
+    r"""Evaluation-mode IterNorm: :math:`y = \gamma\,\hat W (x - \hat\mu) + \beta` with the running
+    mean (C,) and running whitening matrices (G, d, d). Returns ``(out, cache)``; the cache holds
+    copies of the whitening matrix and the weight, so that later updates of the buffers or the
+    parameters cannot change the gradient."""
+    x64 = np.asarray(x, dtype=np.float64)
+    check_groups(groups, x64.shape[1], "iter_norm_eval_forward", x64.shape)
+    wm = np.array(running_wm, dtype=np.float64)
+    xc = _to_groups(x64, groups) - np.asarray(running_mean, dtype=np.float64).reshape(groups, -1, 1)
+    x_hat = _from_groups(wm @ xc, x64.shape)
+    view = (1, -1) + (1,) * (x64.ndim - 2)
+    out = x_hat if weight is None else x_hat * weight.reshape(view)
+    out = out if bias is None else out + bias.reshape(view)
+    cache = {"x_hat": x_hat, "dtype": x.dtype, "wm": wm, "groups": groups, "out_shape": x64.shape,
+             "weight": None if weight is None else np.array(weight, dtype=np.float64)}
+    return out.astype(x.dtype, copy=False), cache
+
+
+def iter_norm_eval_backward(dout: np.ndarray, cache: dict[str, Any]):
+    r"""Backward of :func:`iter_norm_eval_forward`: :math:`dx = \hat W^\top (\gamma\,dy)`; returns
+    ``(dx, dweight, dbias)`` (the parameter gradients always, as sums over every axis but C)."""
+    x_hat = cache["x_hat"]
+    dy = np.asarray(check_dout(dout, x_hat.shape, where="iter_norm_eval_backward"), dtype=np.float64)
+    axes = (0,) + tuple(range(2, dy.ndim))
+    view = (1, -1) + (1,) * (dy.ndim - 2)
+    dweight, dbias = np.sum(dy * x_hat, axis=axes), dy.sum(axis=axes)
+    w = cache["weight"]
+    g = dy if w is None else dy * w.reshape(view)
+    dx = _from_groups(cache["wm"].transpose(0, 2, 1) @ _to_groups(g, cache["groups"]), dy.shape)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
 
 
@@ -137,7 +190,9 @@ class IterNorm(Module):
     ``num_channels`` channels, which overrides ``num_groups``), each whitened over the batch positions
     with ``T`` Newton iterations, eq. (iternorm-forward). Parameters ``weight`` (ones), ``bias``
     (zeros), per channel; buffers ``running_mean`` (C,) and ``running_wm`` (G, d, d) (identity),
-    updated with ``momentum`` as BatchNorm and used in evaluation.
+    updated with ``momentum`` as BatchNorm and used in evaluation. ``backend`` (keyword-only):
+    ``"numba"`` (the fused passes of :mod:`npnorm.kernels.statistics.iternorm`), ``"numpy"`` (the
+    reference functions above) or ``None`` (the global default when the layer runs).
 
     Differences from the reference code: its ``dim`` argument (2 or 4) is read from the input here;
     the affine parameters are ``(C,)`` vectors (reference: ``(1, C, 1, 1)``); float64. PyTorch has
@@ -150,9 +205,11 @@ class IterNorm(Module):
     """
 
     def __init__(self, num_features: int, num_groups: int = 1, num_channels: int | None = None, T: int = 5,
-                 eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, *, dtype: Any = np.float64) -> None:
+                 eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, *, dtype: Any = np.float64,
+                 backend: str | None = None) -> None:
         super().__init__()
         name = "IterNorm"
+        self.backend = check_backend(backend, name, allow_none=True)
         self.num_features = check_positive_int(num_features, "num_features", name)
         if num_channels is not None:
             num_channels = check_positive_int(num_channels, "num_channels", name)
@@ -181,27 +238,24 @@ class IterNorm(Module):
         check_ndim(x, (2, 3, 4, 5), "(N, C, *)", "x", "IterNorm")
         check_channels(x, self.num_features, "num_features", 1, "x", "IterNorm")
         w, b = self.params.get("weight"), self.params.get("bias")
-        view = (1, -1) + (1,) * (x.ndim - 2)
         if not self.training:
-            xg = _to_groups(np.asarray(x, dtype=np.float64), self.num_groups)
-            wm = np.array(self.running_wm, dtype=np.float64)
-            xc = xg - self.running_mean.reshape(self.num_groups, -1, 1)
-            x_hat = _from_groups(wm @ xc, x.shape)
-            out = x_hat if w is None else x_hat * w.reshape(view)
-            out = out if b is None else out + b.reshape(view)
-            # the whitening matrix and weight of this pass (copies): backward must not read
+            # the eval functions copy the whitening matrix and the weight: backward must not read
             # self.running_wm or self.params, which may change in between
-            self._cache = ("eval", {"x_hat": x_hat, "dtype": x.dtype, "wm": wm,
-                                    "weight": None if w is None else np.array(w, dtype=np.float64)})
-            return out.astype(x.dtype, copy=False)
+            forward = pick(self.backend, iter_norm_eval_forward, _kernels.iter_norm_eval_forward)
+            out, cache = run_reusing(forward, _kernels.iter_norm_eval_forward, self._cache, x, self.running_mean,
+                                     self.running_wm, w, b, self.num_groups)
+            self._cache = ("eval", cache)
+            return out
         m = x.size // self.num_features
         if m <= 1:
             if m == 0:
-                self._cache = ("empty", {"x_hat": np.zeros(x.shape), "dtype": x.dtype})
+                self._cache = ("empty", {"out_shape": x.shape, "dtype": x.dtype})
                 return np.array(x, copy=True)
             raise ValueError(f"IterNorm: expected more than 1 value per channel when training, got input of "
                              f"shape {x.shape}")
-        out, cache = iter_norm_forward(x, w, b, self.num_groups, self.T, self.eps)
+        forward = pick(self.backend, iter_norm_forward, _kernels.iter_norm_forward)
+        out, cache = run_reusing(forward, _kernels.iter_norm_forward, self._cache, x, w, b, self.num_groups,
+                                 self.T, self.eps)
         a = self.momentum
         self.running_mean = ((1 - a) * self.running_mean + a * cache["mean"]).astype(self.dtype)
         self.running_wm = ((1 - a) * self.running_wm + a * cache["wm"]).astype(self.dtype)
@@ -210,22 +264,17 @@ class IterNorm(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         mode, cache = self._require_cache()
-        dy = check_dout(dout, cache["x_hat"].shape, where="IterNorm.backward")
+        dy = check_dout(dout, cache["out_shape"], where="IterNorm.backward")
         if mode == "train":
-            dx, dweight, dbias = iter_norm_backward(dout, cache)
-        else:
-            dy64 = np.asarray(dy, dtype=np.float64)
-            axes = (0,) + tuple(range(2, dy64.ndim))
-            view = (1, -1) + (1,) * (dy64.ndim - 2)
-            dweight, dbias = np.sum(dy64 * cache["x_hat"], axis=axes), dy64.sum(axis=axes)
-            if mode == "empty":
-                dx = np.array(dy64)
-            else:
-                w = cache["weight"]
-                g = dy64 if w is None else dy64 * w.reshape(view)
-                wm_t = cache["wm"].transpose(0, 2, 1)
-                dx = _from_groups(wm_t @ _to_groups(g, self.num_groups), dy64.shape)
-            dx = dx.astype(cache["dtype"], copy=False)
+            backward = pick_for_cache(cache, iter_norm_backward, _kernels.iter_norm_backward)
+        elif mode == "eval":
+            backward = pick_for_cache(cache, iter_norm_eval_backward, _kernels.iter_norm_eval_backward)
+        else:                                        # an empty batch: nothing flows anywhere
+            c = self.num_features
+            dx, dweight, dbias = np.array(dy, dtype=cache["dtype"]), np.zeros(c), np.zeros(c)
+            backward = None
+        if backward is not None:
+            dx, dweight, dbias = backward(dout, cache)
         if self.affine:
             self.grads["weight"] = np.asarray(dweight).astype(self.dtype, copy=False)
             self.grads["bias"] = np.asarray(dbias).astype(self.dtype, copy=False)
@@ -249,7 +298,7 @@ register(Spec(
     name="IterNorm", cls=IterNorm, pytorch=None, reference="Huang et al., 2019",
     reduces_over="N (and every spatial axis), jointly over each group's channels (covariance)",
     differences="reference implementation's arguments without dim; (C,) affine vectors; float64",
-    setup=_random_whitening,
+    setup=_random_whitening, backends=("numpy", "numba"),
     cases=(
         Case("NC-one-group", {"num_features": 3}, ((7, 3),)),
         Case("NCHW-2-groups", {"num_features": 4, "num_groups": 2, "T": 3}, ((3, 4, 2, 2),)),

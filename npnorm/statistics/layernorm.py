@@ -78,11 +78,14 @@ def layer_norm_forward(
 
 
 def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Backward pass of :func:`layer_norm_forward`: returns ``(dx, dweight, dbias)``."""
-    dy = np.asarray(check_cache(dout, cache, "layer_norm_backward"), dtype=np.float64)
+    """Backward pass of :func:`layer_norm_forward`: returns
+    ``(dx, dweight, dbias)``."""
+    dy = np.asarray(check_cache(dout, cache, "layer_norm_backward"),
+                    dtype=np.float64)
     batch_axes, weight = cache["batch_axes"], cache["weight"]
     dbias = dy.sum(axis=batch_axes) if cache["has_bias"] else None
-    dweight = (dy * cache["x_hat"]).sum(axis=batch_axes) if weight is not None else None
+    dweight = ((dy * cache["x_hat"]).sum(axis=batch_axes)
+               if weight is not None else None)
     g = dy if weight is None else dy * weight
     dx = standardize_backward(g, cache)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias
@@ -114,10 +117,14 @@ def rms_norm_forward(
 
 
 def rms_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Backward pass of :func:`rms_norm_forward`: returns ``(dx, dweight)``."""
-    dy = np.asarray(check_cache(dout, cache, "rms_norm_backward"), dtype=np.float64)
-    x_hat, rstd, axes, weight = cache["x_hat"], cache["rstd"], cache["axes"], cache["weight"]
-    dweight = (dy * x_hat).sum(axis=cache["batch_axes"]) if weight is not None else None
+    """Backward pass of :func:`rms_norm_forward`: returns
+    ``(dx, dweight)``."""
+    dy = np.asarray(check_cache(dout, cache, "rms_norm_backward"),
+                    dtype=np.float64)
+    x_hat, rstd, axes, weight = (cache["x_hat"], cache["rstd"],
+                                 cache["axes"], cache["weight"])
+    dweight = ((dy * x_hat).sum(axis=cache["batch_axes"])
+               if weight is not None else None)
     g = dy if weight is None else dy * weight
     dx = rstd * (g - x_hat * np.mean(g * x_hat, axis=axes, keepdims=True))
     return dx.astype(cache["dtype"], copy=False), dweight

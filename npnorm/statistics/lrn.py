@@ -89,14 +89,19 @@ def local_response_norm_forward(x: np.ndarray, size: int, alpha: float = 1e-4, b
     return out.astype(x.dtype, copy=False), cache
 
 
-def local_response_norm_backward(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    """Eq. (lrn-backward): the window sum of ``g x s^(-beta-1)`` over the transposed window."""
+def local_response_norm_backward(dout: np.ndarray,
+                                 cache: dict[str, Any]) -> np.ndarray:
+    """Eq. (lrn-backward): the window sum of ``g x s^(-beta-1)`` over the
+    transposed window."""
     x, s, s_pow = cache["x"], cache["s"], cache["s_pow"]
-    g = np.asarray(check_dout(dout, x.shape, where="local_response_norm_backward"), dtype=np.float64)
+    g = np.asarray(check_dout(dout, x.shape,
+                              where="local_response_norm_backward"),
+                   dtype=np.float64)
     lo, hi = cache["window"]
-    ratio = g * x * s_pow / s                                         # g_c x_c s_c^(-beta-1)
-    back = _window_sum(ratio, -hi, -lo)                               # c in W^T(j)
-    dx = g * s_pow - (2.0 * cache["alpha"] * cache["beta"] / cache["size"]) * x * back
+    ratio = g * x * s_pow / s                   # g_c x_c s_c^(-beta-1)
+    back = _window_sum(ratio, -hi, -lo)         # c in W^T(j)
+    dx = (g * s_pow
+          - (2.0 * cache["alpha"] * cache["beta"] / cache["size"]) * x * back)
     return dx.astype(cache["dtype"], copy=False)
 
 

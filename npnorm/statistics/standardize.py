@@ -43,8 +43,10 @@ def standardize_forward(x: np.ndarray, axes: tuple[int, ...], eps: float) -> tup
     return x_hat, {"x_hat": x_hat, "rstd": rstd, "mean": mean, "var": var, "axes": axes}
 
 
-def standardize_backward(dx_hat: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    """Gradient with respect to ``x`` given the gradient with respect to ``x_hat`` (float64)."""
+def standardize_backward(dx_hat: np.ndarray,
+                         cache: dict[str, Any]) -> np.ndarray:
+    """Gradient with respect to ``x`` given the gradient with respect to
+    ``x_hat`` (float64)."""
     x_hat, rstd, axes = cache["x_hat"], cache["rstd"], cache["axes"]
     g = np.asarray(dx_hat, dtype=np.float64)
     m = max(int(np.prod([g.shape[a] for a in axes], dtype=np.int64)), 1)

@@ -34,10 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_dout, check_eps, check_ndim, check_positive_int
+from .._checks import as_float_array, check_cache, check_channels, check_dout, check_eps, check_ndim, check_positive_int
+from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
+from ..kernels.statistics import switchnorm as _kernels
 
-__all__ = ["switch_norm_forward", "switch_norm_backward", "SwitchNorm2d"]
+__all__ = ["switch_norm_forward", "switch_norm_backward", "switch_mixture", "switch_mixture_backward",
+           "SwitchNorm2d"]
 
 _V = (1, -1, 1, 1)
 
@@ -45,6 +49,73 @@ _V = (1, -1, 1, 1)
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max())
     return e / e.sum()
+
+
+def switch_mixture(mu: np.ndarray, v: np.ndarray, mean_weight: np.ndarray, var_weight: np.ndarray,
+                   running: tuple[np.ndarray, np.ndarray] | None = None):
+    """Equations (SN2)-(SN3): the mixed ``(mean, var)`` from the instance statistics ``mu``, ``v``
+    (the unbiased variance of (SN1)), arrays of shape (N, C) or (N, C, 1, 1), and the logits
+    ``mean_weight`` / ``var_weight`` (3: IN, LN, BN; 2: no BN branch). ``running=(mean, var)``
+    replaces the BN branch's batch statistics (evaluation). Returns ``(mean, var, mix)``, ``mix``
+    the dict :func:`switch_mixture_backward` needs (the branch statistics ``means`` / ``vars``,
+    the softmax weights ``wm`` / ``wv``, ``mu``, ``mu_ln``, ``train_bn``); shared by the NumPy
+    reference and the Numba twin."""
+    t = v + mu * mu
+    mu_ln = mu.mean(axis=1, keepdims=True)
+    v_ln = t.mean(axis=1, keepdims=True) - mu_ln * mu_ln                             # (SN2)
+    means, vars_ = [mu, mu_ln], [v, v_ln]
+    use_bn = len(mean_weight) == 3
+    if use_bn:
+        if running is None:
+            mu_bn = mu.mean(axis=0, keepdims=True)
+            v_bn = t.mean(axis=0, keepdims=True) - mu_bn * mu_bn
+        else:                           # private copies, in the layout of mu: (1, C) or (1, C, 1, 1)
+            view = (1, -1) + (1,) * (mu.ndim - 2)
+            mu_bn = np.array(running[0], dtype=np.float64).reshape(view)
+            v_bn = np.array(running[1], dtype=np.float64).reshape(view)
+        means.append(mu_bn)
+        vars_.append(v_bn)
+    wm, wv = _softmax(np.asarray(mean_weight, dtype=np.float64)), _softmax(np.asarray(var_weight, dtype=np.float64))
+    mean = sum(a * s for a, s in zip(wm, means))                                      # (SN3)
+    var = sum(b * s for b, s in zip(wv, vars_))
+    mix = {"mu": mu, "mu_ln": mu_ln, "means": means, "vars": vars_, "wm": wm, "wv": wv,
+           "train_bn": use_bn and running is None}
+    return mean, var, mix
+
+
+def switch_mixture_backward(dmean: np.ndarray, dvar: np.ndarray, mix: dict[str, Any]):
+    """Backward of :func:`switch_mixture`: from ``dL/dmean`` and ``dL/dvar`` (the shape of ``mu``)
+    to ``(dmu, dv, dmean_weight, dvar_weight)``: the gradients of the instance statistics ``mu``
+    and ``v`` (through (SN3), (SN2) and (SN1)'s ``t = v + mu^2``) and of the logits (through the
+    softmax). ``mix`` is the dict :func:`switch_mixture` returned (or a cache holding its keys)."""
+    n, c = dmean.shape[:2]
+    wm, wv, means, vars_ = mix["wm"], mix["wv"], mix["means"], mix["vars"]
+    # (SN3): to the branch statistics and to the mixture weights (then through the softmax)
+    dwm = np.array([np.sum(dmean * s) for s in means])
+    dwv = np.array([np.sum(dvar * s) for s in vars_])
+    dlam_m = wm * (dwm - np.sum(wm * dwm))
+    dlam_v = wv * (dwv - np.sum(wv * dwv))
+    mu, mu_ln = mix["mu"], mix["mu_ln"]
+    dmu = wm[0] * dmean
+    dv = wv[0] * dvar
+    # (SN2), LN branch
+    dmu_ln = wm[1] * dmean.sum(axis=1, keepdims=True)
+    dv_ln = wv[1] * dvar.sum(axis=1, keepdims=True)
+    dt = np.broadcast_to(dv_ln / c, dmu.shape).copy()
+    dmu_ln = dmu_ln - 2.0 * mu_ln * dv_ln
+    dmu = dmu + dmu_ln / c
+    # BN branch (only when its statistics come from this batch)
+    if mix["train_bn"]:
+        mu_bn = means[2]
+        dmu_bn = wm[2] * dmean.sum(axis=0, keepdims=True)
+        dv_bn = wv[2] * dvar.sum(axis=0, keepdims=True)
+        dt = dt + dv_bn / n
+        dmu_bn = dmu_bn - 2.0 * mu_bn * dv_bn
+        dmu = dmu + dmu_bn / n
+    # (SN1): t = v + mu^2
+    dv = dv + dt
+    dmu = dmu + 2.0 * mu * dt
+    return dmu, dv, dlam_m, dlam_v
 
 
 def switch_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, mean_weight: np.ndarray,
@@ -58,73 +129,30 @@ def switch_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, mea
     mu = x64.mean(axis=(2, 3), keepdims=True)
     xc_in = x64 - mu
     v = np.sum(xc_in * xc_in, axis=(2, 3), keepdims=True) / (m - 1)                 # (SN1)
-    t = v + mu * mu
-    mu_ln = mu.mean(axis=1, keepdims=True)
-    v_ln = t.mean(axis=1, keepdims=True) - mu_ln * mu_ln                             # (SN2)
-    means, vars_ = [mu, mu_ln], [v, v_ln]
-    use_bn = len(mean_weight) == 3
-    if use_bn:
-        if running is None:
-            mu_bn = mu.mean(axis=0, keepdims=True)
-            v_bn = t.mean(axis=0, keepdims=True) - mu_bn * mu_bn
-        else:
-            mu_bn = np.asarray(running[0], dtype=np.float64).reshape(_V)
-            v_bn = np.asarray(running[1], dtype=np.float64).reshape(_V)
-        means.append(mu_bn)
-        vars_.append(v_bn)
-    wm, wv = _softmax(np.asarray(mean_weight, dtype=np.float64)), _softmax(np.asarray(var_weight, dtype=np.float64))
-    mean = sum(a * s for a, s in zip(wm, means))                                      # (SN3)
-    var = sum(b * s for b, s in zip(wv, vars_))
+    mean, var, mix = switch_mixture(mu, v, mean_weight, var_weight, running)   # (SN2)-(SN3)
     r = 1.0 / np.sqrt(var + eps)
     xc = x64 - mean
     x_hat = xc * r
     out = x_hat * weight.reshape(_V) + bias.reshape(_V)                              # (SN4)
-    cache = {"x_hat": x_hat, "xc": xc, "r": r, "xc_in": xc_in, "mu": mu, "mu_ln": mu_ln, "means": means,
-             "vars": vars_, "wm": wm, "wv": wv, "weight": weight, "train_bn": use_bn and running is None,
-             "m": m, "dtype": x.dtype}
-    if use_bn:
-        cache["mean_bn"], cache["var_bn"] = means[2].reshape(-1), vars_[2].reshape(-1)
+    cache = {"x_hat": x_hat, "xc": xc, "r": r, "xc_in": xc_in, **mix, "weight": weight,
+             "m": m, "dtype": x.dtype, "out_shape": x64.shape}
+    if len(mix["means"]) == 3:
+        cache["mean_bn"], cache["var_bn"] = mix["means"][2].reshape(-1), mix["vars"][2].reshape(-1)
     return out.astype(x.dtype, copy=False), cache
 
 
 def switch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     """Backward of :func:`switch_norm_forward` (module docstring). Returns
     ``(dx, dweight, dbias, dmean_weight, dvar_weight)``."""
+    dy = np.asarray(check_cache(dout, cache, "switch_norm_backward"), dtype=np.float64)
     x_hat, xc, r = cache["x_hat"], cache["xc"], cache["r"]
-    dy = np.asarray(check_dout(dout, x_hat.shape, where="switch_norm_backward"), dtype=np.float64)
-    n, c = x_hat.shape[:2]
     m = cache["m"]
     dweight, dbias = np.sum(dy * x_hat, axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
     g = dy * cache["weight"].reshape(_V)
     dx = g * r
     dmean = -np.sum(g * r, axis=(2, 3), keepdims=True)
     dvar = -0.5 * np.sum(g * xc, axis=(2, 3), keepdims=True) * r**3
-    wm, wv, means, vars_ = cache["wm"], cache["wv"], cache["means"], cache["vars"]
-    # (SN3): to the branch statistics and to the mixture weights (then through the softmax)
-    dwm = np.array([np.sum(dmean * s) for s in means])
-    dwv = np.array([np.sum(dvar * s) for s in vars_])
-    dlam_m = wm * (dwm - np.sum(wm * dwm))
-    dlam_v = wv * (dwv - np.sum(wv * dwv))
-    mu, mu_ln = cache["mu"], cache["mu_ln"]
-    dmu = wm[0] * dmean
-    dv = wv[0] * dvar
-    # (SN2), LN branch
-    dmu_ln = wm[1] * dmean.sum(axis=1, keepdims=True)
-    dv_ln = wv[1] * dvar.sum(axis=1, keepdims=True)
-    dt = np.broadcast_to(dv_ln / c, dmu.shape).copy()
-    dmu_ln = dmu_ln - 2.0 * mu_ln * dv_ln
-    dmu = dmu + dmu_ln / c
-    # BN branch (only when its statistics come from this batch)
-    if cache["train_bn"]:
-        mu_bn = means[2]
-        dmu_bn = wm[2] * dmean.sum(axis=0, keepdims=True)
-        dv_bn = wv[2] * dvar.sum(axis=0, keepdims=True)
-        dt = dt + dv_bn / n
-        dmu_bn = dmu_bn - 2.0 * mu_bn * dv_bn
-        dmu = dmu + dmu_bn / n
-    # (SN1): t = v + mu^2
-    dv = dv + dt
-    dmu = dmu + 2.0 * mu * dt
+    dmu, dv, dlam_m, dlam_v = switch_mixture_backward(dmean, dvar, cache)   # (SN3)-(SN1)
     dx = dx + dmu / m + dv * 2.0 * cache["xc_in"] / (m - 1)
     return dx.astype(cache["dtype"], copy=False), dweight, dbias, dlam_m, dlam_v
 
@@ -132,6 +160,10 @@ def switch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
 class SwitchNorm2d(Module):
     """Switchable normalization of ``(N, C, H, W)`` input, as the reference implementation's
     ``SwitchNorm2d(num_features, eps=1e-5, momentum=0.997, using_bn=True, last_gamma=False)``.
+
+    ``backend`` (keyword-only): ``"numba"`` (the fused kernels of
+    :mod:`npnorm.kernels.statistics.switchnorm`), ``"numpy"`` (the reference functions above) or
+    ``None`` (the global default when the layer runs).
 
     Parameters: ``weight`` (ones; zeros with ``last_gamma=True``), ``bias`` (zeros), ``mean_weight``
     and ``var_weight`` (the logits :math:`\\lambda, \\lambda'`, ones: 3 of them, or 2 with
@@ -149,8 +181,9 @@ class SwitchNorm2d(Module):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.997, using_bn: bool = True,
-                 last_gamma: bool = False, *, dtype: Any = np.float64) -> None:
+                 last_gamma: bool = False, *, dtype: Any = np.float64, backend: str | None = None) -> None:
         super().__init__()
+        self.backend = check_backend(backend, "SwitchNorm2d", allow_none=True)
         self.num_features = check_positive_int(num_features, "num_features", "SwitchNorm2d")
         self.eps = check_eps(eps, where="SwitchNorm2d")
         if not 0.0 <= float(momentum) <= 1.0:
@@ -179,8 +212,9 @@ class SwitchNorm2d(Module):
             self._cache = ("empty", {"shape": x.shape, "dtype": x.dtype})
             return np.array(x, copy=True)
         running = None if (self.training or not self.using_bn) else (self.running_mean, self.running_var)
-        out, cache = switch_norm_forward(x, p["weight"], p["bias"], p["mean_weight"], p["var_weight"], self.eps,
-                                         running)
+        forward = pick(self.backend, switch_norm_forward, _kernels.switch_norm_forward)
+        out, cache = run_reusing(forward, _kernels.switch_norm_forward, self._cache, x, p["weight"], p["bias"],
+                                 p["mean_weight"], p["var_weight"], self.eps, running)
         if self.training and self.using_bn:
             k = self.momentum
             self.running_mean = (k * self.running_mean + (1 - k) * cache["mean_bn"]).astype(self.dtype)
@@ -194,8 +228,9 @@ class SwitchNorm2d(Module):
             dx = np.array(check_dout(dout, cache["shape"], where="SwitchNorm2d.backward"), dtype=cache["dtype"])
             grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         else:
-            check_dout(dout, cache["x_hat"].shape, where="SwitchNorm2d.backward")
-            dx, dw, db, dlm, dlv = switch_norm_backward(dout, cache)
+            check_dout(dout, cache["out_shape"], where="SwitchNorm2d.backward")
+            backward = pick_for_cache(cache, switch_norm_backward, _kernels.switch_norm_backward)
+            dx, dw, db, dlm, dlv = backward(dout, cache)
             grads = {"weight": dw, "bias": db, "mean_weight": dlm, "var_weight": dlv}
         self.grads = {k: np.asarray(v).astype(self.dtype, copy=False) for k, v in grads.items()}
         return dx
@@ -219,7 +254,7 @@ register(Spec(
     reduces_over="a softmax mixture of the IN (H, W), LN (C, H, W) and BN (N, H, W) statistics",
     differences="reference implementation's conventions (unbiased instance variance, momentum = fraction kept); "
                 "no using_moving_average=False; float64",
-    setup=_running_near_batch,
+    setup=_running_near_batch, backends=("numpy", "numba"),
     cases=(
         Case("in-ln-bn", {"num_features": 3}, ((3, 3, 2, 3),)),
         Case("in-ln", {"num_features": 2, "using_bn": False}, ((2, 2, 3, 2),), modes=("train",)),

@@ -92,8 +92,11 @@ def local_moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     return n, mean, np.sum(xc * xc, axis=axes)
 
 
-def chan_merge(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """Merge per-set ``(count, mean, M2)`` triples into those of the union, eq. (chan-merge).
+def chan_merge(
+    counts: np.ndarray, means: np.ndarray, m2s: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Merge per-set ``(count, mean, M2)`` triples into those of the union,
+    eq. (chan-merge).
 
     Parameters
     ----------
@@ -104,9 +107,9 @@ def chan_merge(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[
 
     Returns
     -------
-    (n, mean, M2) of the union: an int and two ``(C,)`` float64 arrays (zeros when ``n == 0``).
-    The sets are merged in the order given, so every process that merges the same table gets the
-    same bits.
+    (n, mean, M2) of the union: an int and two ``(C,)`` float64 arrays
+    (zeros when ``n == 0``). The sets are merged in the order given, so
+    every process that merges the same table gets the same bits.
     """
     counts = np.asarray(counts, dtype=np.float64)
     means = np.asarray(means, dtype=np.float64)
@@ -118,9 +121,10 @@ def chan_merge(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[
         if n_b == 0:
             continue
         total = n + n_b
-        delta = mean_b - mean                              # eq. (chan-merge)
-        mean = mean + delta * (n_b / total)                # eq. (chan-merge)
-        m2 = m2 + m2_b + delta * delta * (n * n_b / total)  # eq. (chan-merge)
+        # eq. (chan-merge)
+        delta = mean_b - mean
+        mean = mean + delta * (n_b / total)
+        m2 = m2 + m2_b + delta * delta * (n * n_b / total)
         n = total
     return int(n), mean, m2
 
@@ -177,17 +181,21 @@ def sync_batch_norm_forward(
 
 
 def sync_batch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Backward of :func:`sync_batch_norm_forward`, eq. (syncbn-backward): one ``Allreduce`` (sum) of the
-    per-channel :math:`\\sum dy` and :math:`\\sum dy\\,\\hat x` (``2C`` doubles), which are also the
+    """Backward of :func:`sync_batch_norm_forward`, eq. (syncbn-backward):
+    one ``Allreduce`` (sum) of the per-channel :math:`\\sum dy` and
+    :math:`\\sum dy\\,\\hat x` (``2C`` doubles), which are also the
     *global* ``dbias`` and ``dweight``. Every process must call it.
 
-    Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter); ``dx`` has this process's
-    shape.
+    Returns ``(dx, dweight, dbias)`` (``None`` for a missing parameter);
+    ``dx`` has this process's shape.
     """
-    x_hat, rstd, count, view, axes = cache["x_hat"], cache["rstd"], cache["count"], cache["view"], cache["axes"]
+    x_hat, rstd, count, view, axes = (cache["x_hat"], cache["rstd"],
+                                      cache["count"], cache["view"],
+                                      cache["axes"])
     dout = check_dout(dout, x_hat.shape, where="sync_batch_norm_backward")
     dy = np.asarray(dout, dtype=np.float64)
-    local = np.concatenate((dy.sum(axis=axes), np.sum(dy * x_hat, axis=axes)))
+    local = np.concatenate((dy.sum(axis=axes),
+                            np.sum(dy * x_hat, axis=axes)))
     total = np.empty_like(local)
     cache["comm"].Allreduce(local, total, op=_sum_op())
     c = local.size // 2
@@ -195,7 +203,8 @@ def sync_batch_norm_backward(dout: np.ndarray, cache: dict[str, Any]):
     weight = cache["weight"]
     scale = rstd if weight is None else rstd * weight.reshape(view)
     if count:
-        dx = scale * (dy - (sum_dy / count).reshape(view) - x_hat * (sum_dy_xhat / count).reshape(view))
+        dx = scale * (dy - (sum_dy / count).reshape(view)
+                      - x_hat * (sum_dy_xhat / count).reshape(view))
     else:
         dx = dy.copy()
     dweight = sum_dy_xhat.copy() if weight is not None else None

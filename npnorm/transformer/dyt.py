@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_dout, check_positive_int
+from .._checks import as_float_array, check_cache, check_dout, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.transformer import dyt as _kernels
 
 __all__ = ["dyt_forward", "dyt_backward", "DyT"]
@@ -53,13 +54,16 @@ def dyt_forward(x: np.ndarray, alpha: np.ndarray | float, weight: np.ndarray, bi
         red = tuple(range(x.ndim - 1)) if channels_last else (0,)
     else:
         red = (0,) + tuple(range(2, x.ndim))
-    cache = {"x": x64.copy(), "t": t, "alpha": a, "weight": w, "reduce": red, "dtype": x.dtype}
+    cache = {"x": x64.copy(), "t": t, "alpha": a, "weight": w, "reduce": red, "dtype": x.dtype,
+             "out_shape": x.shape}
     return out.astype(x.dtype, copy=False), cache
 
 
 def dyt_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Equation (DyT-back): returns ``(dx, dalpha, dweight, dbias)``; ``dalpha`` has shape ``(1,)``."""
-    dy = np.asarray(check_dout(dout, cache["t"].shape, "dyt_backward"), dtype=np.float64)
+    """Equation (DyT-back): returns ``(dx, dalpha, dweight, dbias)``;
+    ``dalpha`` has shape ``(1,)``."""
+    dy = np.asarray(check_cache(dout, cache, "dyt_backward"),
+                    dtype=np.float64)
     t, red = cache["t"], cache["reduce"]
     u = cache["weight"] * dy * (1.0 - t * t)
     dx = cache["alpha"] * u
@@ -110,8 +114,9 @@ class DyT(Module):
             raise ValueError(f"DyT: expected {self.normalized_shape} channels on the {where} of x, "
                              f"got shape {x.shape}")
         forward = pick(self.backend if self.channels_last else "numpy", dyt_forward, _kernels.dyt_forward)
-        out, self._cache = forward(x, self.params["alpha"], self.params["weight"], self.params["bias"],
-                                   self.channels_last)
+        # the Numba kernel may write its private copy of x into the one of the cache it replaces
+        out, self._cache = run_reusing(forward, _kernels.dyt_forward, self._cache, x, self.params["alpha"],
+                                       self.params["weight"], self.params["bias"], self.channels_last)
         self._shape = x.shape
         return out
 

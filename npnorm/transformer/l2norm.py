@@ -19,6 +19,19 @@ where the floor is active, :math:`d = \epsilon` is a constant:
 (at exactly :math:`n = \epsilon` PyTorch's ``clamp_min`` sends the gradient through the
 constant branch; so does this code).
 
+**The other convention, eps under the root.** ``eps_mode="sqrt"`` divides by
+:math:`d = \sqrt{\|x\|^2 + \epsilon}` instead (Flax's ``_l2_normalize``):
+
+.. math:: y = \frac{x}{\sqrt{\|x\|^2 + \epsilon}}, \qquad
+   \frac{\partial L}{\partial x} = \frac{g - y\,\langle y, g\rangle}{d}           \tag{L2-sqrt}
+
+(:math:`\partial d/\partial x = x/d`, so the Jacobian is :math:`(I - y y^\top)/d`: the first
+branch of (L2-back) with :math:`d` in place of :math:`n`, everywhere). The two agree to within
+:math:`\epsilon/(2\|x\|^2)` relative when :math:`\|x\|^2 \gg \epsilon`. The transformer layers
+keep PyTorch's floor; the affine-divergence layers (:mod:`npnorm.divergence.prenorm`) use this
+function with the root convention, for the reasons in :func:`l2_normalize_forward` - one forward,
+one backward for both families.
+
 **ScaleNorm** is L2 normalization over the features followed by one learned scalar :math:`g`:
 
 .. math:: y = g\,\frac{x}{\max(\lVert x\rVert_2, \epsilon)}, \qquad g_0 = \sqrt{d},
@@ -40,12 +53,13 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_dout, check_eps, check_positive_int
+from .._checks import as_float_array, check_cache, check_dout, check_eps, check_positive_int
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
+from ..kernels._common import run_reusing
 from ..kernels.transformer import l2norm as _kernels
 
-__all__ = ["normalize", "l2_normalize_forward", "l2_normalize_backward", "l2_normalize_backward_staged",
+__all__ = ["EPS_MODES", "normalize", "l2_normalize_forward", "l2_normalize_backward", "l2_normalize_backward_staged",
            "scale_norm_forward", "scale_norm_backward", "L2Norm", "ScaleNorm"]
 
 
@@ -57,8 +71,23 @@ def _check_dim(x: np.ndarray, dim: object, where: str) -> int:
     return int(dim) % x.ndim
 
 
-def l2_normalize_forward(x: np.ndarray, dim: int = -1, eps: float = 1e-12) -> tuple[np.ndarray, dict[str, Any]]:
-    """Equation (L2): ``x / max(||x||_2, eps)`` along ``dim``.
+#: The two conventions for the epsilon of an L2 normalization (see :func:`l2_normalize_forward`).
+EPS_MODES = ("floor", "sqrt")
+
+
+def l2_normalize_forward(x: np.ndarray, dim: int = -1, eps: float = 1e-12, *, eps_mode: str = "floor",
+                         where: str = "l2_normalize_forward") -> tuple[np.ndarray, dict[str, Any]]:
+    r"""Equation (L2): ``x / max(||x||_2, eps)`` along ``dim``, or equation (L2-sqrt):
+    ``x / sqrt(||x||^2 + eps)`` with ``eps_mode="sqrt"``.
+
+    The one L2 normalization of the library: the transformer layers (L2Norm, ScaleNorm, FixNorm,
+    QK-norm, nGPT) use the ``"floor"`` convention of ``F.normalize``; the affine-divergence layers
+    (:mod:`npnorm.divergence.prenorm`: L2PreNorm, RMSPreNorm, the patch-by-patch PatchNorm) use
+    ``"sqrt"``, because their derivation needs the divisor to be the norm of an augmented vector:
+    :math:`\sqrt{\|x\|^2 + k} = \|[x;\sqrt k]\|` is exactly the affine-like layer's
+    :math:`\|[x;1]\|` for :math:`k = 1`, is smooth in :math:`x` (no kink where the floor starts),
+    and is computed from the squared norm, which is what PatchNorm's convolution of :math:`x^2`
+    produces. Both conventions have the same backward formula (L2-back) with :math:`d` the divisor.
 
     Parameters
     ----------
@@ -66,7 +95,11 @@ def l2_normalize_forward(x: np.ndarray, dim: int = -1, eps: float = 1e-12) -> tu
     dim : int, default -1
         The axis whose vectors are normalized.
     eps : float, default 1e-12
-        Floor on the norm (``F.normalize``'s default).
+        ``"floor"``: floor on the norm (``F.normalize``'s default); ``"sqrt"``: added to the squared
+        norm under the root (Flax's ``_l2_normalize``).
+    eps_mode : {"floor", "sqrt"}, default "floor"
+    where : str
+        The name error messages start with (the calling layer's).
 
     Returns
     -------
@@ -76,43 +109,60 @@ def l2_normalize_forward(x: np.ndarray, dim: int = -1, eps: float = 1e-12) -> tu
     Raises
     ------
     TypeError : ``x`` is not floating point; ``dim`` is not an int.
-    ValueError : ``dim`` out of range; ``eps <= 0``.
+    ValueError : ``dim`` out of range; ``eps <= 0``; an unknown ``eps_mode``.
     """
-    x = as_float_array(x, "x", "l2_normalize_forward")
+    x = as_float_array(x, "x", where)
     if x.ndim == 0:
-        raise ValueError("l2_normalize_forward: x must have at least one dimension, got a scalar")
-    axis = _check_dim(x, dim, "l2_normalize_forward")
-    eps = check_eps(eps, where="l2_normalize_forward")
+        raise ValueError(f"{where}: x must have at least one dimension, got a scalar")
+    axis = _check_dim(x, dim, where)
+    eps = check_eps(eps, where=where)
+    if eps_mode not in EPS_MODES:
+        raise ValueError(f"{where}: eps_mode must be one of {EPS_MODES}, got {eps_mode!r}")
     x64 = np.asarray(x, dtype=np.float64)
-    norm = np.sqrt(np.sum(x64 * x64, axis=axis, keepdims=True))
-    floored = norm <= eps
-    denom = np.where(floored, eps, norm)
+    sq = np.sum(x64 * x64, axis=axis, keepdims=True)
+    if eps_mode == "floor":
+        norm = np.sqrt(sq)
+        floored = norm <= eps
+        denom = np.where(floored, eps, norm)
+    else:
+        denom = np.sqrt(sq + eps)
+        floored = np.zeros(denom.shape, dtype=bool)      # the divisor always moves with x
     y = x64 / denom
     return y.astype(x.dtype, copy=False), {"y": y, "denom": denom, "floored": floored, "axis": axis,
-                                           "dtype": x.dtype}
+                                           "eps_mode": eps_mode, "dtype": x.dtype,
+                                           "out_shape": x.shape}
 
 
-def l2_normalize_backward(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    """Equation (L2-back), simplified: ``(g - y <y, g>) / n`` (or ``g / eps`` where floored)."""
-    g = np.asarray(check_dout(dout, cache["y"].shape, "l2_normalize_backward"), dtype=np.float64)
+def l2_normalize_backward(dout: np.ndarray, cache: dict[str, Any], *,
+                          where: str = "l2_normalize_backward") -> np.ndarray:
+    """Equation (L2-back), simplified: ``(g - y <y, g>) / d`` (or ``g / eps``
+    where floored), for both conventions of :func:`l2_normalize_forward`
+    (``d`` is the divisor)."""
+    g = np.asarray(check_cache(dout, cache, where), dtype=np.float64)
     y, denom, axis = cache["y"], cache["denom"], cache["axis"]
-    radial = np.where(cache["floored"], 0.0, np.sum(g * y, axis=axis, keepdims=True))
+    radial = np.where(cache["floored"], 0.0,
+                      np.sum(g * y, axis=axis, keepdims=True))
     return ((g - y * radial) / denom).astype(cache["dtype"], copy=False)
 
 
-def l2_normalize_backward_staged(dout: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    """The same gradient, staged through the graph ``s = sum x^2 -> n = sqrt(s) -> d = max(n, eps)
-    -> r = 1/d -> y = x r`` (the book derives it this way, then simplifies to
-    :func:`l2_normalize_backward`)."""
-    g = np.asarray(check_dout(dout, cache["y"].shape, "l2_normalize_backward_staged"), dtype=np.float64)
+def l2_normalize_backward_staged(dout: np.ndarray,
+                                 cache: dict[str, Any]) -> np.ndarray:
+    """The same gradient, staged through the graph
+    ``s = sum x^2 -> d = max(sqrt(s), eps)`` (or ``d = sqrt(s + eps)``)
+    ``-> r = 1/d -> y = x r`` (the book derives it this way, then simplifies
+    to :func:`l2_normalize_backward`)."""
+    g = np.asarray(check_cache(dout, cache, "l2_normalize_backward_staged"),
+                   dtype=np.float64)
     y, d, axis = cache["y"], cache["denom"], cache["axis"]
     x = y * d                                    # the input, recovered
     r = 1.0 / d
     dx = g * r                                   # y = x * r, through x
     dr = np.sum(g * x, axis=axis, keepdims=True)  # ... and through r
     dd = -dr / (d * d)                           # r = 1/d
-    dn = np.where(cache["floored"], 0.0, dd)     # d = max(n, eps): only n > eps passes
-    ds = dn / (2.0 * np.where(cache["floored"], 1.0, d))   # n = sqrt(s), n = d there
+    # d = max(n, eps): only n > eps passes
+    dd = np.where(cache["floored"], 0.0, dd)
+    # d = sqrt(s) or sqrt(s + eps): dd/ds = 1/(2d)
+    ds = dd / (2.0 * d)
     dx = dx + 2.0 * x * ds                       # s = sum x^2
     return dx.astype(cache["dtype"], copy=False)
 
@@ -158,7 +208,8 @@ class L2Norm(Module):
             raise ValueError("L2Norm: x must have at least one dimension, got a scalar")
         _check_dim(x, self.dim, "L2Norm")
         forward = pick(self.backend, l2_normalize_forward, _kernels.l2_normalize_forward)
-        out, self._cache = forward(x, self.dim, self.eps)
+        # the Numba kernel may write its private copy of x into the one of the cache it replaces
+        out, self._cache = run_reusing(forward, _kernels.l2_normalize_forward, self._cache, x, self.dim, self.eps)
         self._shape = x.shape
         return out
 
@@ -185,8 +236,9 @@ def scale_norm_forward(x: np.ndarray, scale: np.ndarray | float, eps: float = 1e
 
 def scale_norm_backward(dout: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, float]:
     """Backward of :func:`scale_norm_forward`: ``(dx, dscale)``."""
+    dy = np.asarray(check_cache(dout, cache, "scale_norm_backward", key="shape"),
+                    dtype=np.float64)
     l2 = cache["l2"]
-    dy = np.asarray(check_dout(dout, l2["y"].shape, "scale_norm_backward"), dtype=np.float64)
     dscale = float(np.sum(dy * l2["y"]))
     dx = l2_normalize_backward(cache["scale"] * dy, l2)
     return dx.astype(cache["dtype"], copy=False), dscale
@@ -229,7 +281,8 @@ class ScaleNorm(Module):
         if x.ndim < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"ScaleNorm: expected x of shape (*, dim={self.dim}), got shape {x.shape}")
         forward = pick(self.backend, scale_norm_forward, _kernels.scale_norm_forward)
-        out, self._cache = forward(x, self.params["scale"], self.eps)
+        out, self._cache = run_reusing(forward, _kernels.scale_norm_forward, self._cache, x, self.params["scale"],
+                                       self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

@@ -159,14 +159,16 @@ class NGPTResidual(Module):
         self.grads["alpha"] = (da * c["sign"] * self.factor).astype(self.dtype)
         dh = l2_normalize_backward(dz * (1.0 - c["a"]), c["ch"])
         dsub = l2_normalize_backward(dz * c["a"], c["cs"])
-        return dh.astype(c["dtype"], copy=False), dsub.astype(c["dtype"], copy=False)
+        return (dh.astype(c["dtype"], copy=False),
+                dsub.astype(c["dtype"], copy=False))
 
     def extra_repr(self) -> str:
         return f"{self.dim}, alpha_init={self.alpha_init}"
 
 
 def _silu(v):
-    s = np.where(v >= 0, 1.0 / (1.0 + np.exp(-np.abs(v))), np.exp(-np.abs(v)) / (1.0 + np.exp(-np.abs(v))))
+    e = np.exp(-np.abs(v))                          # in (0, 1]: no overflow for either sign
+    s = np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     return v * s, s
 
 

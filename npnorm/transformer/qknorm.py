@@ -96,8 +96,8 @@ def qk_logits_forward(q: np.ndarray, k: np.ndarray, norm: str, params: dict[str,
 
 
 def qk_logits_backward(dout: np.ndarray, cache: dict[str, Any]):
-    """Backward of :func:`qk_logits_forward`: ``(dq, dk, dparams)`` with ``dparams`` keyed as the
-    params."""
+    """Backward of :func:`qk_logits_forward`: ``(dq, dk, dparams)`` with
+    ``dparams`` keyed as the params."""
     G = np.asarray(dout, dtype=np.float64)
     A, B, c, norm = cache["A"], cache["B"], cache["c"], cache["norm"]
     dA = c * (G @ B)
@@ -107,7 +107,8 @@ def qk_logits_backward(dout: np.ndarray, cache: dict[str, Any]):
         dparams["g"] = np.asarray(np.sum(G * cache["cos"]))
     if norm == "ngpt":
         s = cache["s"]
-        ds = np.sum(dA * cache["qh"] + dB * cache["kh"], axis=(0, 2))       # (H, dh)
+        # (H, dh)
+        ds = np.sum(dA * cache["qh"] + dB * cache["kh"], axis=(0, 2))
         dparams["s_qk"] = ds * cache["sqk_factor"]
         dA, dB = dA * s, dB * s
     if norm in ("l2", "ngpt"):
@@ -117,10 +118,13 @@ def qk_logits_backward(dout: np.ndarray, cache: dict[str, Any]):
         dq, dparams["q_weight"] = rms_norm_backward(dA, cache["nq"])
         dk, dparams["k_weight"] = rms_norm_backward(dB, cache["nk"])
     else:
-        dq, dparams["q_weight"], dparams["q_bias"] = layer_norm_backward(dA, cache["nq"])
-        dk, dparams["k_weight"], dparams["k_bias"] = layer_norm_backward(dB, cache["nk"])
+        dq, dparams["q_weight"], dparams["q_bias"] = layer_norm_backward(
+            dA, cache["nq"])
+        dk, dparams["k_weight"], dparams["k_bias"] = layer_norm_backward(
+            dB, cache["nk"])
     dt = cache["dtype"]
-    return np.asarray(dq).astype(dt, copy=False), np.asarray(dk).astype(dt, copy=False), dparams
+    return (np.asarray(dq).astype(dt, copy=False),
+            np.asarray(dk).astype(dt, copy=False), dparams)
 
 
 class QKNorm(Module):

@@ -79,13 +79,16 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 
 def power_iteration(
-    mat: np.ndarray, u: np.ndarray, v: np.ndarray, n_iterations: int = 1, eps: float = 1e-12
+    mat: np.ndarray, u: np.ndarray, v: np.ndarray, n_iterations: int = 1,
+    eps: float = 1e-12,
 ) -> tuple[np.ndarray, np.ndarray]:
-    r"""``n_iterations`` steps of eq. (sn-power) on the matrix ``mat``, in PyTorch's order: first
-    :math:`u \leftarrow \mathrm{normalize}(M v)`, then :math:`v \leftarrow \mathrm{normalize}(M^\top u)`.
+    r"""``n_iterations`` steps of eq. (sn-power) on the matrix ``mat``, in
+    PyTorch's order: first :math:`u \leftarrow \mathrm{normalize}(M v)`,
+    then :math:`v \leftarrow \mathrm{normalize}(M^\top u)`.
 
-    Returns new float64 arrays ``(u, v)``; the inputs are not modified. Each step multiplies the
-    error in the direction of :math:`v` by about :math:`(\sigma_2/\sigma_1)^2`.
+    Returns new float64 arrays ``(u, v)``; the inputs are not modified. Each
+    step multiplies the error in the direction of :math:`v` by about
+    :math:`(\sigma_2/\sigma_1)^2`.
     """
     mat = np.asarray(mat, dtype=np.float64)
     u = np.asarray(u, dtype=np.float64)
@@ -99,7 +102,8 @@ def power_iteration(
 def spectral_norm_forward(
     weight: np.ndarray, u: np.ndarray, v: np.ndarray, dim: int = 0
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Eq. (sn-sigma) and eq. (sn-forward) with the given ``u`` and ``v`` (no power iteration).
+    """Eq. (sn-sigma) and eq. (sn-forward) with the given ``u`` and ``v``
+    (no power iteration).
 
     Parameters
     ----------
@@ -114,21 +118,24 @@ def spectral_norm_forward(
     w_sn : ndarray
         ``weight / sigma`` in ``weight.dtype`` (computed in float64).
     cache : dict
-        ``w_sn`` (float64), ``u``, ``v``, ``sigma`` and what the backward pass needs.
+        ``w_sn`` (float64), ``u``, ``v``, ``sigma`` and what the backward
+        pass needs.
     """
     where = "spectral_norm_forward"
-    weight = as_weight(weight, where, 2, what="at least 2-D (a matrix or a higher-rank weight)")
+    weight = as_weight(weight, where, 2,
+                       what="at least 2-D (a matrix or a higher-rank weight)")
     dim = check_dim(dim, weight.ndim, where)
     w64 = np.asarray(weight, dtype=np.float64)
     h = weight.shape[dim]
     u = _vector(u, "u", h, where)
     v = _vector(v, "v", weight.size // h, where)
-    sigma = float(u @ weight_to_matrix(w64, dim) @ v)                 # eq. (sn-sigma)
+    sigma = float(u @ weight_to_matrix(w64, dim) @ v)     # eq. (sn-sigma)
     _check_sigma(sigma)
-    w_sn = w64 / sigma                                                # eq. (sn-forward)
-    cache = {"w_sn": w_sn, "u": u, "v": v, "sigma": sigma, "dim": dim, "dtype": weight.dtype,
-             "out_shape": weight.shape}
-    return w_sn.astype(weight.dtype), cache                           # a copy: the cache keeps its own
+    w_sn = w64 / sigma                                    # eq. (sn-forward)
+    cache = {"w_sn": w_sn, "u": u, "v": v, "sigma": sigma, "dim": dim,
+             "dtype": weight.dtype, "out_shape": weight.shape}
+    # astype makes a copy: the cache keeps its own
+    return w_sn.astype(weight.dtype), cache
 
 
 def _vector(value: object, name: str, size: int, where: str) -> np.ndarray:
@@ -159,20 +166,25 @@ def spectral_norm_exact_forward(weight: np.ndarray, dim: int = 0) -> tuple[np.nd
     return w_sn.astype(weight.dtype), cache
 
 
-def spectral_norm_backward(dw_sn: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    r"""Eq. (sn-backward): :math:`\partial L/\partial W = (G - \langle G, W_{SN}\rangle\, u v^\top)/\sigma`,
-    with :math:`u v^\top` reshaped back to the weight's shape.
+def spectral_norm_backward(dw_sn: np.ndarray,
+                           cache: dict[str, Any]) -> np.ndarray:
+    r"""Eq. (sn-backward): :math:`\partial L/\partial W
+    = (G - \langle G, W_{SN}\rangle\, u v^\top)/\sigma`, with
+    :math:`u v^\top` reshaped back to the weight's shape.
 
-    A cache whose ``u`` is ``None`` comes from a *pinned* sigma (a constant), where the gradient is
-    just :math:`G/\sigma`. Returned in the weight's dtype.
+    A cache whose ``u`` is ``None`` comes from a *pinned* sigma (a
+    constant), where the gradient is just :math:`G/\sigma`. Returned in the
+    weight's dtype.
     """
-    g = np.asarray(check_cache(dw_sn, cache, "spectral_norm_backward"), dtype=np.float64)
+    g = np.asarray(check_cache(dw_sn, cache, "spectral_norm_backward"),
+                   dtype=np.float64)
     sigma, u, v = cache["sigma"], cache["u"], cache["v"]
     if u is None:
         return (g / sigma).astype(cache["dtype"], copy=False)
     w_sn = cache["w_sn"]
-    inner = float(np.sum(g * w_sn))                                   # <G, W_SN>
-    d_sigma = _matrix_to_weight(np.outer(u, v), w_sn.shape, cache["dim"])  # d sigma / dW
+    inner = float(np.sum(g * w_sn))                         # <G, W_SN>
+    # d sigma / dW
+    d_sigma = _matrix_to_weight(np.outer(u, v), w_sn.shape, cache["dim"])
     dw = (g - inner * d_sigma) / sigma
     return dw.astype(cache["dtype"], copy=False)
 
@@ -340,14 +352,16 @@ class SpectralNorm(Module):
         if self._pinned_sigma is not None:
             sigma = self._pinned_sigma
             out = np.asarray(w, dtype=np.float64) / sigma
-            cache = {"u": None, "v": None, "sigma": sigma, "dtype": w.dtype, "out_shape": w.shape}
+            cache = {"u": None, "v": None, "sigma": sigma, "dtype": w.dtype,
+                     "out_shape": w.shape}
             out = out.astype(w.dtype, copy=False)
         elif self.exact:
             out, cache = spectral_norm_exact_forward(w, self.dim)
         else:
-            if self.training:
-                self._u, self._v = power_iteration(self._matrix(), self._u, self._v,
-                                                   self.n_power_iterations, self.eps)     # eq. (sn-power)
+            if self.training:                           # eq. (sn-power)
+                self._u, self._v = power_iteration(
+                    self._matrix(), self._u, self._v,
+                    self.n_power_iterations, self.eps)
             # eq. (sn-sigma), eq. (sn-forward)
             out, cache = spectral_norm_forward(w, self._u, self._v, self.dim)
         self._last_sigma = cache["sigma"]
@@ -444,25 +458,33 @@ def conv2d_operator_norm(
     seed: int | np.random.Generator | None = 0,
     return_history: bool = False,
 ) -> float | tuple[float, list[float]]:
-    r"""The largest singular value of the convolution :math:`x \mapsto \mathrm{conv2d}(x, W)` on
-    ``(C, H, W)`` inputs of the given spatial ``input_size``: its true Lipschitz constant in the
+    r"""The largest singular value of the convolution
+    :math:`x \mapsto \mathrm{conv2d}(x, W)` on ``(C, H, W)`` inputs of the
+    given spatial ``input_size``: its true Lipschitz constant in the
     Euclidean norm.
 
-    Power iteration on :math:`A^\top A` through :func:`conv2d` and :func:`conv2d_adjoint`,
-    :math:`x \leftarrow A^\top A x / \lVert A^\top A x\rVert`, with the estimate
-    :math:`\lVert A x\rVert` for unit :math:`x`; it stops when the estimate changes by less than
-    ``rtol`` (relative) or after ``max_iterations``. This depends on the input size, stride and
-    padding - none of which the reshaped ``(out, in*kh*kw)`` matrix of spectral normalization sees.
+    Power iteration on :math:`A^\top A` through :func:`conv2d` and
+    :func:`conv2d_adjoint`,
+    :math:`x \leftarrow A^\top A x / \lVert A^\top A x\rVert`, with the
+    estimate :math:`\lVert A x\rVert` for unit :math:`x`; it stops when the
+    estimate changes by less than ``rtol`` (relative) or after
+    ``max_iterations``. This depends on the input size, stride and
+    padding - none of which the reshaped ``(out, in*kh*kw)`` matrix of
+    spectral normalization sees.
     """
-    w = as_weight(weight, "conv2d_operator_norm", 4, what="a 4-D convolution weight (out, in, kh, kw)")
+    w = as_weight(weight, "conv2d_operator_norm", 4,
+                  what="a 4-D convolution weight (out, in, kh, kw)")
     if w.ndim != 4:
-        raise ValueError(f"conv2d_operator_norm: weight must be 4-D (out, in, kh, kw), got shape {w.shape}")
+        raise ValueError("conv2d_operator_norm: weight must be 4-D "
+                         f"(out, in, kh, kw), got shape {w.shape}")
     h, wd = _pair(input_size, "input_size")
     rng = as_rng(seed)
     x = rng.standard_normal((1, w.shape[1], h, wd))
     x /= np.linalg.norm(x)
     estimate, history = 0.0, []
-    for _ in range(check_positive_int(max_iterations, "max_iterations", "conv2d_operator_norm")):
+    n_max = check_positive_int(max_iterations, "max_iterations",
+                               "conv2d_operator_norm")
+    for _ in range(n_max):
         y = conv2d(x, w, stride, padding)
         new = float(np.linalg.norm(y))
         history.append(new)

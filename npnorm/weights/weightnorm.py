@@ -48,7 +48,9 @@ def norm_except_dim(v: np.ndarray, dim: int | None) -> np.ndarray:
     return np.sqrt(np.sum(v * v, axis=_other_axes(v.ndim, dim), keepdims=dim is not None))
 
 
-def weight_norm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tuple[np.ndarray, dict[str, Any]]:
+def weight_norm_forward(
+    v: np.ndarray, g: np.ndarray, dim: int | None = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Eq. (wn-norm) and eq. (wn-forward): ``w = g * v / ||v||``.
 
     Parameters
@@ -56,9 +58,11 @@ def weight_norm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tu
     v : ndarray
         The direction, any shape (at least 1-D).
     g : ndarray
-        The length: shape ``norm_except_dim(v, dim).shape`` (size 1 on every axis but ``dim``).
+        The length: shape ``norm_except_dim(v, dim).shape`` (size 1 on
+        every axis but ``dim``).
     dim : int or None
-        The axis whose slices are normalized separately (non-negative); ``None`` for the whole tensor.
+        The axis whose slices are normalized separately (non-negative);
+        ``None`` for the whole tensor.
 
     Returns
     -------
@@ -68,44 +72,57 @@ def weight_norm_forward(v: np.ndarray, g: np.ndarray, dim: int | None = 0) -> tu
     Raises
     ------
     TypeError
-        ``v`` or ``g`` is not a floating-point array; ``dim`` is not an int or None.
+        ``v`` or ``g`` is not a floating-point array; ``dim`` is not an int
+        or None.
     ValueError
-        ``v`` is not at least 1-D, empty or not finite; ``dim`` is out of range; ``g`` does not have
-        the shape above; or a slice of ``v`` is all zeros: its direction is undefined (PyTorch
-        returns NaN).
+        ``v`` is not at least 1-D, empty or not finite; ``dim`` is out of
+        range; ``g`` does not have the shape above; or a slice of ``v`` is
+        all zeros: its direction is undefined (PyTorch returns NaN).
     """
     where = "weight_norm_forward"
     v = as_weight(v, where, 1, name="v")
     dim = check_dim(dim, v.ndim, where, allow_none=True)
     g = as_float_array(g, "g", where)
-    g_shape = () if dim is None else tuple(s if a == dim else 1 for a, s in enumerate(v.shape))
+    g_shape = () if dim is None else tuple(s if a == dim else 1
+                                           for a, s in enumerate(v.shape))
     if g.shape != g_shape:
-        raise ValueError(f"{where}: g must have shape {g_shape} (size 1 on every axis but dim={dim}), "
-                         f"got {g.shape}")
+        raise ValueError(f"{where}: g must have shape {g_shape} (size 1 on "
+                         f"every axis but dim={dim}), got {g.shape}")
     v64 = np.asarray(v, dtype=np.float64)
-    g64 = np.array(g, dtype=np.float64)          # a private copy: the cache must not follow the caller's g
-    n = norm_except_dim(v64, dim)                              # eq. (wn-norm)
+    # a private copy: the cache must not follow the caller's g
+    g64 = np.array(g, dtype=np.float64)
+    n = norm_except_dim(v64, dim)                   # eq. (wn-norm)
     if np.any(n == 0.0):
         if dim is None:
-            raise ValueError("weight norm: v is all zeros, so its direction v / ||v|| is undefined")
+            raise ValueError("weight norm: v is all zeros, so its direction "
+                             "v / ||v|| is undefined")
         bad = [int(i) for i in np.flatnonzero(n.reshape(-1) == 0.0)]
-        raise ValueError(f"weight norm: v has all-zero slices along dim={dim} at indices {bad}, so their "
-                         "direction v / ||v|| is undefined")
+        raise ValueError("weight norm: v has all-zero slices along "
+                         f"dim={dim} at indices {bad}, so their direction "
+                         "v / ||v|| is undefined")
     direction = v64 / n
-    w = g64 * direction                                        # eq. (wn-forward)
-    cache = {"direction": direction, "n": n, "g": g64, "dim": dim, "dtype": np.asarray(v).dtype,
-             "g_dtype": np.asarray(g).dtype, "out_shape": v.shape}
+    w = g64 * direction                             # eq. (wn-forward)
+    cache = {"direction": direction, "n": n, "g": g64, "dim": dim,
+             "dtype": np.asarray(v).dtype, "g_dtype": np.asarray(g).dtype,
+             "out_shape": v.shape}
     return w.astype(np.asarray(v).dtype, copy=False), cache
 
 
-def weight_norm_backward(dw: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. (wn-dg) and eq. (wn-dv). Returns ``(dv, dg)`` in the dtypes of ``v`` and ``g``."""
-    G = np.asarray(check_cache(dw, cache, "weight_norm_backward"), dtype=np.float64)
-    direction, n, g, dim = cache["direction"], cache["n"], cache["g"], cache["dim"]
+def weight_norm_backward(
+    dw: np.ndarray, cache: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. (wn-dg) and eq. (wn-dv). Returns ``(dv, dg)`` in the dtypes of
+    ``v`` and ``g``."""
+    G = np.asarray(check_cache(dw, cache, "weight_norm_backward"),
+                   dtype=np.float64)
+    direction, n, g, dim = (cache["direction"], cache["n"], cache["g"],
+                            cache["dim"])
     axes = _other_axes(G.ndim, dim)
-    dg = np.sum(G * direction, axis=axes, keepdims=dim is not None)     # eq. (wn-dg): sum(G v) / n
-    dv = (g / n) * (G - direction * dg)                                 # eq. (wn-dv)
-    return dv.astype(cache["dtype"], copy=False), np.asarray(dg).astype(cache["g_dtype"], copy=False)
+    # eq. (wn-dg): sum(G v) / n
+    dg = np.sum(G * direction, axis=axes, keepdims=dim is not None)
+    dv = (g / n) * (G - direction * dg)             # eq. (wn-dv)
+    return (dv.astype(cache["dtype"], copy=False),
+            np.asarray(dg).astype(cache["g_dtype"], copy=False))
 
 
 class WeightNorm(Module):

@@ -83,18 +83,25 @@ def weight_standardization_forward(
     return w_hat.astype(np.asarray(weight).dtype), cache          # a copy: the cache keeps its own w_hat
 
 
-def weight_standardization_backward(dw_hat: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
-    """eq. (ln-backward) or eq. (ws-paper-backward); returns the gradient in the weight's dtype."""
-    G = np.asarray(check_cache(dw_hat, cache, "weight_standardization_backward"), dtype=np.float64)
+def weight_standardization_backward(dw_hat: np.ndarray,
+                                    cache: dict[str, Any]) -> np.ndarray:
+    """eq. (ln-backward) or eq. (ws-paper-backward); returns the gradient in
+    the weight's dtype."""
+    G = np.asarray(check_cache(dw_hat, cache,
+                               "weight_standardization_backward"),
+                   dtype=np.float64)
     if cache["convention"] == "timm":
-        dw = standardize_backward(G, cache)                                   # eq. (ln-backward)
+        dw = standardize_backward(G, cache)         # eq. (ln-backward)
     else:
-        w_hat, s, d, axes, m = cache["w_hat"], cache["s"], cache["d"], cache["axes"], cache["m"]
+        w_hat, s, d, axes, m = (cache["w_hat"], cache["s"], cache["d"],
+                                cache["axes"], cache["m"])
         g_mean = G.mean(axis=axes, keepdims=True)
         gw_mean = np.mean(G * w_hat, axis=axes, keepdims=True)
-        # d/s is infinite for a constant channel (s = 0), where w_hat = 0: that term is then 0.
+        # d/s is infinite for a constant channel (s = 0), where w_hat = 0:
+        # that term is then 0.
         ratio = np.divide(d, s, out=np.zeros_like(s), where=s > 0)
-        dw = (G - g_mean - w_hat * (m / (m - 1)) * gw_mean * ratio) / d      # eq. (ws-paper-backward)
+        # eq. (ws-paper-backward)
+        dw = (G - g_mean - w_hat * (m / (m - 1)) * gw_mean * ratio) / d
     return dw.astype(cache["dtype"], copy=False)
 
 

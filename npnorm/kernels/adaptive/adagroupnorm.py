@@ -8,9 +8,15 @@ per (sample, channel). AdaGN's output
    \qquad a = \gamma (1 + s), \quad b = \beta (1 + s) + t
 
 is one pass of that kernel after the group statistics (:math:`\gamma = 1, \beta = 0` without
-GroupNorm's own affine): statistics and modulation fused, the activation read twice and written
-once. The backward kernel with the same :math:`a` writes :math:`dx` and returns the per-(n, c) sums
-:math:`\Sigma^{dy}` and :math:`\Sigma^{dy(x-\mu)}`, from which every other gradient is a few
+GroupNorm's own affine): statistics and modulation fused. Each group's block (``C/G`` channels of one
+sample, 32 KiB for 8 channels of 32 x 32 float32) is read from memory once and stays in the cache for
+the two statistics passes and the output pass, which also writes the private copy of ``x`` that the
+backward pass reads (``keep_out=``: a layer passes the copy of its previous cache). Memory traffic:
+read ``x``, write ``y`` and the copy (3 ``x``-sized streams; 2 when ``x`` had to be converted to a
+private contiguous array anyway). The backward kernel with the same :math:`a` writes :math:`dx` and returns the per-(n, c) sums
+:math:`\Sigma^{dy}` and :math:`\Sigma^{dy(x-\mu)}` (per group: one pass for the sums, one for
+:math:`dx`, over a block that stays in the cache, so ``x`` and ``dy`` are read from memory once and
+``dx`` written once: 3 streams), from which every other gradient is a few
 ``(N, C)`` operations:
 
 .. math:: \partial L/\partial t = \Sigma^{dy}, \quad
@@ -27,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._checks import check_cache
 from .. import _common as C
 from ..statistics.groupnorm import grouped_backward, grouped_forward
 
@@ -40,8 +47,9 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
 def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.ndarray, linear_bias: np.ndarray,
                            num_groups: int, eps: float = 1e-5, act: str | None = None,
                            weight: np.ndarray | None = None, bias: np.ndarray | None = None,
-                           *, out: np.ndarray | None = None):
-    """Fused AdaGN forward, same signature and result as the NumPy reference (plus ``out=``)."""
+                           *, out: np.ndarray | None = None, keep_out: np.ndarray | None = None):
+    """Fused AdaGN forward, same signature and result as the NumPy reference (plus ``out=`` and
+    ``keep_out=``, a buffer the private copy of ``x`` may be written to)."""
     from ...adaptive._modulation import project_forward  # here, not at the top: no import cycle
 
     n, c, s = _shape3(x.shape)
@@ -55,11 +63,14 @@ def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.nda
     b = np.ascontiguousarray(beta * one_s + shift)
     x3 = C.as_input(x, (n, c, s))
     y = C.check_out(out, x3.shape, x3.dtype)
-    mean, _, rstd = grouped_forward(x3, num_groups, a, b, eps, y)
-    if np.shares_memory(x3, x):
-        x3 = x3.copy()             # the cache never aliases the caller's array (editing x must not change dx)
-    cache = {"backend": "numba", "x": x3, "groups": num_groups, "a": a, "one_s": one_s, "gamma": gamma,
-             "beta": beta, "mean": mean, "rstd": rstd, "proj": p_cache, "shape": x.shape, "dtype": x.dtype,
+    # the cache never aliases the caller's array (editing x must not change dx): when x3 is a view of
+    # x, the forward kernel copies each block into `keep` while the block is in the cache
+    keep = C.keep_buffer(x, x3, keep_out) if x3.size else None
+    mean, _, rstd = grouped_forward(x3, num_groups, a, b, eps, y, keep)
+    cache = {"backend": "numba", "x": x3 if keep is None else keep, "owns_x": keep is not None,
+             "groups": num_groups, "a": a, "one_s": one_s, "gamma": gamma,
+             "beta": beta, "mean": mean, "rstd": rstd, "proj": p_cache, "shape": x.shape,
+             "out_shape": x.shape, "dtype": x.dtype,
              "emb_dtype": emb.dtype, "has_weight": weight is not None, "has_bias": bias is not None}
     return C.restore(y, x.shape, x.dtype), cache
 
@@ -68,6 +79,7 @@ def ada_group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: 
     """Fused AdaGN backward: ``(dx, demb, dlinear_weight, dlinear_bias, dweight, dbias)``."""
     from ...adaptive._modulation import project_backward
 
+    dout = check_cache(dout, cache, "ada_group_norm_backward")
     x3, groups = cache["x"], cache["groups"]
     dy3 = C.as_upstream(dout, x3.dtype, x3.shape)
     dx = C.check_out(dx_out, x3.shape, x3.dtype, "dx_out")

@@ -1,5 +1,7 @@
 """Numba twins of :mod:`npnorm.statistics`: one module per layer, same function signatures."""
 
-from . import batchnorm, frn, ghostbatchnorm, groupnorm, instancenorm, layernorm
+from . import (batchnorm, batchrenorm, evonorm, frn, ghostbatchnorm, grn, groupnorm, instancenorm, iternorm,
+               layernorm, switchnorm)
 
-__all__ = ["batchnorm", "frn", "ghostbatchnorm", "groupnorm", "instancenorm", "layernorm"]
+__all__ = ["batchnorm", "batchrenorm", "evonorm", "frn", "ghostbatchnorm", "grn", "groupnorm", "instancenorm",
+           "iternorm", "layernorm", "switchnorm"]

@@ -42,21 +42,25 @@ __all__ = ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms
 # -- LayerNorm ------------------------------------------------------------------------------------
 @jit
 def _ln_fwd_rows(x, w, b, eps, out, mean, rstd, r0, r1):
-    """LayerNorm forward of rows ``r0 <= i < r1`` of ``x`` (R, M) into ``out``; saves mean and rstd."""
+    """LayerNorm forward of rows ``r0 <= i < r1`` of ``x`` (R, M) into
+    ``out``; saves mean and rstd."""
     m = x.shape[1]
     for i in range(r0, r1):
         row = x[i]
         s = np.float64(0.0)
-        for j in range(m):                      # pass 1: mean
+        # pass 1: mean
+        for j in range(m):
             s += row[j]
         mu = s / m
         ss = np.float64(0.0)
-        for j in range(m):                      # pass 2: biased variance, from deviations
+        # pass 2: biased variance, from deviations
+        for j in range(m):
             d = row[j] - mu
             ss += d * d
         r = 1.0 / np.sqrt(ss / m + eps)
         orow = out[i]
-        for j in range(m):                      # pass 3: normalize + affine
+        # pass 3: normalize + affine
+        for j in range(m):
             orow[j] = (row[j] - mu) * r * w[j] + b[j]
         mean[i] = mu
         rstd[i] = r
@@ -66,19 +70,22 @@ def _ln_fwd_rows(x, w, b, eps, out, mean, rstd, r0, r1):
 def _ln_fwd_parallel(x, w, b, eps, out, mean, rstd, nchunks):
     n = x.shape[0]
     for t in numba.prange(nchunks):
-        _ln_fwd_rows(x, w, b, eps, out, mean, rstd, t * n // nchunks, (t + 1) * n // nchunks)
+        _ln_fwd_rows(x, w, b, eps, out, mean, rstd, t * n // nchunks,
+                     (t + 1) * n // nchunks)
 
 
 @jit
 def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
-    """LayerNorm backward of rows ``r0 <= i < r1``; adds this range's dweight/dbias into ``dw``/``db`` (M,)."""
+    """LayerNorm backward of rows ``r0 <= i < r1``; adds this range's
+    dweight/dbias into ``dw``/``db`` (M,)."""
     m = x.shape[1]
     for i in range(r0, r1):
         row, drow = x[i], dy[i]
         mu, r = mean[i], rstd[i]
         sg = np.float64(0.0)
         sgx = np.float64(0.0)
-        for j in range(m):                      # pass 1: row sums and parameter-gradient shares
+        # pass 1: row sums and parameter-gradient shares
+        for j in range(m):
             xh = (row[j] - mu) * r
             g = drow[j] * w[j]
             sg += g
@@ -88,7 +95,8 @@ def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
         sg /= m
         sgx /= m
         dxrow = dx[i]
-        for j in range(m):                      # pass 2: dx = r (g - mean(g) - x_hat mean(g x_hat))
+        # pass 2: dx = r (g - mean(g) - x_hat mean(g x_hat))
+        for j in range(m):
             xh = (row[j] - mu) * r
             dxrow[j] = r * (drow[j] * w[j] - sg - xh * sgx)
 
