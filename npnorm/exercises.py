@@ -433,7 +433,8 @@ def run_self_checks(namespace: Mapping[str, Any], out: Callable[[str], None] = p
         verdict = "matches" if close else "DIFFERS"
         out(f"Task {task_id}: you got {got:.7g}; you should get about {want:.7g} ... {verdict}")
         wrong += not close
-    out(f"{wrong} of the self-checks above differ." if wrong else "No self-check differs.")
+    verb = "differs" if wrong == 1 else "differ"
+    out(f"{wrong} of the self-checks above {verb}." if wrong else "No self-check differs.")
     out(f"Full check (a gradient check and a diagnosis): {check_command()}")
     return wrong
 

@@ -139,6 +139,17 @@ def _lrn_backward_untransposed_window(dout, cache):
     return dout * s ** (-beta) - (2.0 * alpha * beta / size) * x * back
 
 
+def _lrn_backward_cross_term_added(dout, cache):
+    x, s, size, alpha, beta = cache["x"], cache["s"], cache["size"], cache["alpha"], cache["beta"]
+    c = x.shape[1]
+    ratio = dout * x * s ** (-beta - 1.0)
+    pad = [(0, 0)] * x.ndim
+    pad[1] = ((size - 1) // 2, size // 2)          # the mirrored window, as it should be
+    padded = np.pad(ratio, pad)
+    back = sum(padded[:, i:i + c] for i in range(size))
+    return dout * s ** (-beta) + (2.0 * alpha * beta / size) * x * back    # + where it should be -
+
+
 MISTAKES: list[Mistake] = [
     Mistake("13.1", "average-of-variances", "merge_moments", _merge_average_variances,
             "You averaged the two variances. That misses the spread between the two means and weights the "
@@ -158,6 +169,9 @@ MISTAKES: list[Mistake] = [
     Mistake("13.2", "own-term-only", "lrn_backward", _lrn_backward_own_term_only,
             "x_j also appears in s_c of its neighbours: subtract 2*alpha*beta/size * x_j * sum over the "
             "channels c whose window holds j of dout_c * x_c * s_c**(-beta-1)."),
+    Mistake("13.2", "cross-term-sign", "lrn_backward", _lrn_backward_cross_term_added,
+            "The neighbours' term has the wrong sign: a larger x_j raises s_c, and s_c divides y_c, so "
+            "subtract 2*alpha*beta/size * x_j * sum_c dout_c * x_c * s_c**(-beta-1) (beta > 0)."),
     Mistake("13.2", "untransposed-window", "lrn_backward", _lrn_backward_untransposed_window,
             "The backward sum runs over the channels whose window contains j: [j - (size-1)//2, "
             "j + size//2], the forward window mirrored (they differ for an even size)."),
