@@ -232,18 +232,27 @@ def check_running_stats(x: np.ndarray, running_mean: object, running_var: object
     return rm, rv
 
 
+def check_channel_groups(x: np.ndarray, groups: object, where: str, name: str = "groups") -> int:
+    """``groups`` of the channels of ``x`` (N, C, *): a positive int dividing ``C``, or a clear error
+    (a group-by-group kernel would leave the channels past the last whole group unwritten, a reshape
+    would mix channels of different groups)."""
+    g = check_positive_int(groups, name, where)
+    c = x.shape[1]
+    if c % g:
+        raise ValueError(f"{where}: {name}={g} must divide the {c} channels of x (shape {x.shape})")
+    return g
+
+
 def check_groups(x: np.ndarray, num_groups: object, where: str) -> int:
-    """``num_groups`` for GroupNorm of ``x`` (N, C, *): a positive int dividing ``C``.
+    """``num_groups`` for GroupNorm of ``x`` (N, C, *): a positive int dividing ``C``
+    (:func:`check_channel_groups`).
 
     PyTorch 2.13's rule for degenerate groups, followed exactly: it raises only when the whole input
     holds one value per group (``N * (C / G) * spatial == 1``: one sample whose every group has one
     element). With several samples, groups of one element are accepted and normalize to 0, so
     ``y = bias`` - an odd rule (the statistics are per sample, not over the batch), kept for
     agreement with PyTorch."""
-    g = check_positive_int(num_groups, "num_groups", where)
-    n, c = x.shape[:2]
-    if c % g:
-        raise ValueError(f"{where}: num_groups={g} must divide the {c} channels of x (shape {x.shape})")
+    g = check_channel_groups(x, num_groups, where, "num_groups")
     if x.size // g == 1:
         raise ValueError(f"{where}: expected more than 1 value per group, got input of shape {x.shape} with "
                          f"num_groups={g} (one sample whose groups hold one value each: PyTorch raises too)")

@@ -35,10 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .._checks import check_positive_int  # noqa: E402
-
-__all__ = ["FASTMATH", "PARALLEL_THRESHOLD", "JIT_DISABLED", "use_parallel", "num_chunks", "jit", "pjit",
-           "check_groups"]
+__all__ = ["FASTMATH", "PARALLEL_THRESHOLD", "JIT_DISABLED", "use_parallel", "num_chunks", "jit", "pjit"]
 
 #: LLVM fast-math flags used by every kernel (reassociation for vectorized reductions, FMA, no
 #: signed zeros); NaN and Inf keep their IEEE meaning.
@@ -78,16 +75,6 @@ def as_f64(a: np.ndarray | None, shape: tuple[int, ...], fill: float) -> np.ndar
     if a is None:
         return np.full(shape, fill, dtype=np.float64)
     return np.array(a, dtype=np.float64, order="C").reshape(shape)
-
-
-def check_groups(groups: object, c: int, where: str, shape: tuple[int, ...]) -> int:
-    """``groups`` of channels: a positive int dividing the ``c`` channels, or a clear error (the
-    kernels write the output group by group: channels past the last whole group would be left
-    unwritten)."""
-    g = check_positive_int(groups, "groups", where)
-    if c % g:
-        raise ValueError(f"{where}: groups={g} must divide the {c} channels of x (shape {shape})")
-    return g
 
 
 def as_input(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import (as_float_array, check_cache, check_channels, check_dout,
-                       check_eps, check_momentum, check_ndim, check_positive_int)
+from .._checks import (as_float_array, check_cache, check_channel_groups, check_channels,
+                       check_dout, check_eps, check_momentum, check_ndim, check_positive_int)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
-from ..kernels._common import check_groups, run_reusing
+from ..kernels._common import run_reusing
 from ..kernels.statistics import evonorm as _kernels
 
 __all__ = ["evonorm_b0_forward", "evonorm_b0_backward", "evonorm_s0_forward", "evonorm_s0_backward",
@@ -107,7 +107,7 @@ def evonorm_s0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     Returns ``(out, cache)``."""
     x64 = np.array(x, dtype=np.float64)  # a copy (the cache keeps it)
     n, c, h, w = x64.shape
-    check_groups(groups, c, "evonorm_s0_forward", x64.shape)
+    check_channel_groups(x64, groups, "evonorm_s0_forward")
     xg = x64.reshape(n, groups, c // groups, h, w)
     xc = xg - xg.mean(axis=(2, 3, 4), keepdims=True)
     std = np.sqrt(np.mean(xc * xc, axis=(2, 3, 4), keepdims=True) + eps)

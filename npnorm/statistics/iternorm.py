@@ -40,10 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import as_float_array, check_channels, check_dout, check_eps, check_momentum, check_ndim, check_positive_int
+from .._checks import (as_float_array, check_channel_groups, check_channels, check_dout, check_eps,
+                       check_momentum, check_ndim, check_positive_int)
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
-from ..kernels._common import check_groups, run_reusing
+from ..kernels._common import run_reusing
 from ..kernels.statistics import iternorm as _kernels
 
 __all__ = ["iter_norm_forward", "iter_norm_backward", "iter_norm_eval_forward", "iter_norm_eval_backward",
@@ -80,7 +81,7 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
     Returns ``(out, cache)``; the cache has the batch ``mean`` (C,) and whitening matrices ``wm``
     (G, d, d) for the running averages."""
     x64 = np.asarray(x, dtype=np.float64)
-    check_groups(groups, x64.shape[1], "iter_norm_forward", x64.shape)
+    check_channel_groups(x64, groups, "iter_norm_forward")
     xg = _to_groups(x64, groups)
     m = xg.shape[2]
     mean = xg.mean(axis=2, keepdims=True)
@@ -156,7 +157,7 @@ def iter_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_wm: 
     copies of the whitening matrix and the weight, so that later updates of the buffers or the
     parameters cannot change the gradient."""
     x64 = np.asarray(x, dtype=np.float64)
-    check_groups(groups, x64.shape[1], "iter_norm_eval_forward", x64.shape)
+    check_channel_groups(x64, groups, "iter_norm_eval_forward")
     wm = np.array(running_wm, dtype=np.float64)
     xc = _to_groups(x64, groups) - np.asarray(running_mean, dtype=np.float64).reshape(groups, -1, 1)
     x_hat = _from_groups(wm @ xc, x64.shape)

@@ -47,7 +47,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..._checks import check_cache
+from ..._checks import check_cache, check_channel_groups
 from .. import _common as C
 from .._common import jit, pjit
 from .groupnorm import _block_stats, group_stats
@@ -335,7 +335,7 @@ def evonorm_s0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     :func:`npnorm.statistics.evonorm.evonorm_s0_forward`, plus ``out`` and ``keep_out``. The cache
     holds the private copy of ``x`` and the per-(sample, group) ``mean`` and ``std`` (N*G,)."""
     n, c, s_len = C.ncs(x.shape)
-    groups = C.check_groups(groups, c, "evonorm_s0_forward", x.shape)
+    groups = check_channel_groups(x, groups, "evonorm_s0_forward")
     x3 = C.as_input(x, (n, c, s_len))
     w, b, vv = C.as_f64(weight, (c,), 1.0), C.as_f64(bias, (c,), 0.0), C.as_f64(v, (c,), 1.0)
     mean, std = np.empty(n * groups), np.empty(n * groups)

@@ -47,7 +47,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..._checks import check_cache
+from ..._checks import check_cache, check_channel_groups
 from .. import _common as C
 from .._common import jit, pjit
 from .groupnorm import group_stats
@@ -258,7 +258,7 @@ def iter_norm_forward(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray
     from ...statistics.iternorm import newton_whitening   # here, not at the top: no import cycle
 
     n, c, s_len = C.ncs(x.shape)
-    groups = C.check_groups(groups, c, "iter_norm_forward", x.shape)
+    groups = check_channel_groups(x, groups, "iter_norm_forward")
     x3 = C.as_input(x, (n, c, s_len))
     d, m = c // groups, n * s_len
     row_mean, _ = group_stats(x3, c)                                      # pass 1
@@ -309,7 +309,7 @@ def iter_norm_eval_forward(x: np.ndarray, running_mean: np.ndarray, running_wm: 
     holds copies of the running statistics and the weight, and a private copy of ``x`` (the weight's
     gradient needs it)."""
     n, c, s_len = C.ncs(x.shape)
-    groups = C.check_groups(groups, c, "iter_norm_eval_forward", x.shape)
+    groups = check_channel_groups(x, groups, "iter_norm_eval_forward")
     x3 = C.as_input(x, (n, c, s_len))
     mean = np.array(running_mean, dtype=np.float64).reshape(c)
     wm = np.array(running_wm, dtype=np.float64).reshape(groups, c // groups, c // groups)
