@@ -47,6 +47,7 @@ returning it to the system, so repeated runs reuse pages. The output states both
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import json
@@ -1087,11 +1088,38 @@ def _tune_malloc() -> str:
         return "default malloc (no glibc)"
 
 
+def _numpy_blas_policy() -> tuple[Any, str]:
+    """``(context, description)``: NumPy's BLAS on one thread while the benchmark runs.
+
+    npnorm's matrix products are small (the AdaGN projection, the chapter-8 CNN), and the experiments
+    run them on one BLAS thread (:func:`npnorm.experiments.one_blas_thread`). With OpenBLAS's default
+    threads, its workers keep spinning after a product and take the cores from the Numba kernel that
+    runs next: measured here, AdaGN's forward and backward (projection and fused kernel) took 25 ms
+    instead of 7 ms. PyTorch's own threads are not limited (threadpoolctl does not see the BLAS inside
+    PyTorch's wheel)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext(), "library default (threadpoolctl is not installed)"
+    return threadpool_limits(limits=1, user_api="blas"), "1 thread (npnorm's policy for its small products)"
+
+
 def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "full", repeats: int = 5,
         threads: int | None = None, implementations=IMPLEMENTATIONS, copy_bytes: int | None = None,
         tune_malloc: bool = True, progress: Callable[[str], None] | None = None,
         train_step: bool = True, torch_forward: str = "no_grad") -> dict[str, Any]:
-    """Run the benchmark and return a JSON-ready dict ``{"meta": ..., "results": [...]}``."""
+    """Run the benchmark and return a JSON-ready dict ``{"meta": ..., "results": [...]}``. NumPy's BLAS
+    runs on one thread meanwhile (:func:`_numpy_blas_policy`; ``meta["numpy_blas"]`` says which)."""
+    blas, blas_text = _numpy_blas_policy()
+    with blas:
+        data = _run(cases, dtypes, passes, size, repeats, threads, implementations, copy_bytes, tune_malloc,
+                    progress, train_step, torch_forward)
+    data["meta"]["numpy_blas"] = blas_text
+    return data
+
+
+def _run(cases, dtypes, passes, size, repeats, threads, implementations, copy_bytes, tune_malloc, progress,
+         train_step, torch_forward) -> dict[str, Any]:
     import numba
 
     if torch_forward not in TORCH_FORWARDS:
@@ -1222,7 +1250,7 @@ def format_table(data: dict[str, Any]) -> str:
         f"caches {caches}",
         f"threads={meta['threads']} (numba and torch), NumPy {meta['numpy']}, Numba {meta['numba']} "
         f"({meta.get('threading_layer')} layer, OMP_WAIT_POLICY={meta.get('OMP_WAIT_POLICY')}), "
-        f"PyTorch {meta['torch'] or 'not installed'}",
+        f"PyTorch {meta['torch'] or 'not installed'}; NumPy's BLAS: {meta.get('numpy_blas', '?')}",
         *_bounds_legend(meta),
         f"outputs: {meta['outputs']}",
         f"times: median of {meta['repeats']} runs, implementations in turns, after a warm-up; "

@@ -12,7 +12,26 @@ walks over it several times:
   (and this row's share of :math:`d\gamma, d\beta`), pass 2 writes
   :math:`dx = r\,(g - \overline{g} - \hat x\,\overline{g\hat x})`. Traffic: read ``x`` and ``dy``, write ``dx``.
 
-All accumulation is in float64, whatever the input dtype. The backward pass recomputes
+All accumulation is in float64, whatever the input dtype. The arithmetic is in float64 too, except
+in the **float32 backward pass** (``_ln_bwd_rows32``). That pass was bound by arithmetic, not by
+memory: per element it converts ``x`` and ``dy`` to float64 and adds this row's shares into the
+float64 ``dweight`` and ``dbias`` arrays, 8 numbers per AVX-512 register. In float32 a register holds
+16, so it computes in float32 and keeps float64 only where it matters:
+
+* the mean is split as ``hi + lo`` in float32 (:func:`~npnorm.kernels._common.split_like`), and the
+  deviation is ``(x - hi) - lo``: exact digits for data far from zero, where ``x - float32(mu)`` would
+  be off by half a float32 ulp of ``mu``;
+* row sums are float32 partial sums of ``SUM_BLOCK`` elements added in float64, and the shares of
+  ``dweight`` and ``dbias`` are added in float32 over ``GRAD_ROWS`` rows, then into float64;
+* the loops that subtract ``hi`` and ``lo`` are compiled without ``reassoc``
+  (:data:`~npnorm.kernels._common.ordered`), so that LLVM cannot turn ``(x - hi) - lo`` into
+  ``x - (hi + lo)``.
+
+The forward passes stay in float64 arithmetic: they are bound by memory (measured: a float32 version
+of the forward pass was no faster), and the book teaches them. ``tests/test_backends.py`` holds every
+float32 result to 1e-5 of the float64 reference on the same values, with data around 1e4 among them.
+
+The backward pass recomputes
 :math:`\hat x` from ``x`` and the per-row ``mean`` / ``rstd`` saved by the forward pass instead of
 storing a full-size :math:`\hat x` (less memory, less traffic). It reads a **private copy** of ``x``,
 never the caller's array (which the caller may edit after the forward pass): the forward pass
@@ -34,7 +53,7 @@ import numpy as np
 
 from ..._checks import check_cache, check_rows_input
 from .. import _common as C
-from .._common import jit, pjit
+from .._common import SUM_BLOCK, cast_like, jit, ordered, pjit, split_like
 
 __all__ = ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward"]
 
@@ -75,33 +94,6 @@ def _ln_fwd_parallel(x, w, b, eps, out, mean, rstd, nchunks):
 
 
 @jit
-def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
-    """LayerNorm backward of rows ``r0 <= i < r1``; adds this range's
-    dweight/dbias into ``dw``/``db`` (M,)."""
-    m = x.shape[1]
-    for i in range(r0, r1):
-        row, drow = x[i], dy[i]
-        mu, r = mean[i], rstd[i]
-        sg = np.float64(0.0)
-        sgx = np.float64(0.0)
-        # pass 1: row sums and parameter-gradient shares
-        for j in range(m):
-            xh = (row[j] - mu) * r
-            g = drow[j] * w[j]
-            sg += g
-            sgx += g * xh
-            dw[j] += drow[j] * xh
-            db[j] += drow[j]
-        sg /= m
-        sgx /= m
-        dxrow = dx[i]
-        # pass 2: dx = r (g - mean(g) - x_hat mean(g x_hat))
-        for j in range(m):
-            xh = (row[j] - mu) * r
-            dxrow[j] = r * (drow[j] * w[j] - sg - xh * sgx)
-
-
-@jit
 def _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, r0, r1):
     """:func:`_ln_fwd_rows` whose pass 3 also copies the row into ``keep`` while it is in the cache:
     the backward pass reads that private copy, never the caller's array."""
@@ -133,12 +125,115 @@ def _ln_fwd_keep_parallel(x, w, b, eps, out, mean, rstd, keep, nchunks):
         _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, t * n // nchunks, (t + 1) * n // nchunks)
 
 
+@jit
+def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
+    """LayerNorm backward of rows ``r0 <= i < r1``; adds this range's
+    dweight/dbias into ``dw``/``db`` (M,)."""
+    m = x.shape[1]
+    for i in range(r0, r1):
+        row, drow = x[i], dy[i]
+        mu, r = mean[i], rstd[i]
+        sg = np.float64(0.0)
+        sgx = np.float64(0.0)
+        # pass 1: row sums and parameter-gradient shares
+        for j in range(m):
+            xh = (row[j] - mu) * r
+            g = drow[j] * w[j]
+            sg += g
+            sgx += g * xh
+            dw[j] += drow[j] * xh
+            db[j] += drow[j]
+        sg /= m
+        sgx /= m
+        dxrow = dx[i]
+        # pass 2: dx = r (g - mean(g) - x_hat mean(g x_hat))
+        for j in range(m):
+            xh = (row[j] - mu) * r
+            dxrow[j] = r * (drow[j] * w[j] - sg - xh * sgx)
+
+
 @pjit
 def _ln_bwd_parallel(dy, x, w, mean, rstd, dx, dw, db):
     n = x.shape[0]
     nchunks = dw.shape[0]
     for t in numba.prange(nchunks):
         _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw[t], db[t], t * n // nchunks, (t + 1) * n // nchunks)
+
+
+# float32: arithmetic in float32 (16 lanes per AVX-512 register), sums in float64
+@jit
+def _grad_sums(drow, w, row, hi):
+    """:math:`\\sum_j g_j` and :math:`\\sum_j g_j (x_j - hi)` with :math:`g = w\\,dy`, float64 totals of
+    partial sums in the row's dtype (as :func:`_row_sum`)."""
+    m = row.shape[0]
+    sg = np.float64(0.0)
+    sgx = np.float64(0.0)
+    for j0 in range(0, m, SUM_BLOCK):
+        xs, ds, ws = row[j0:j0 + SUM_BLOCK], drow[j0:j0 + SUM_BLOCK], w[j0:j0 + SUM_BLOCK]
+        pg = cast_like(0.0, row)
+        pgx = cast_like(0.0, row)
+        for j in range(xs.shape[0]):
+            g = ds[j] * ws[j]
+            pg += g
+            pgx += g * (xs[j] - hi)
+        sg += pg
+        sgx += pgx
+    return sg, sgx
+
+
+@ordered
+def _dx_row(row, drow, hi, lo, r, w, g_mean, gx_mean, dxrow, acc_w, acc_b):
+    """Pass 2 of the backward pass: ``dx = r (g - mean(g) - x_hat mean(g x_hat))``, and this row's
+    shares of dweight and dbias added into ``acc_w`` and ``acc_b``, all in the row's dtype."""
+    for j in range(row.shape[0]):
+        xh = ((row[j] - hi) - lo) * r
+        d = drow[j]
+        dxrow[j] = r * (d * w[j] - g_mean - xh * gx_mean)
+        acc_w[j] += d * xh
+        acc_b[j] += d
+
+
+#: The float32 backward pass adds the rows' shares of dweight and dbias in float32 over this many
+#: rows, then into the float64 totals.
+GRAD_ROWS = 32
+
+
+@jit
+def _add_into(total, part):
+    """``total += part`` (float64 += float32), then ``part = 0``."""
+    for j in range(total.shape[0]):
+        total[j] += part[j]
+        part[j] = 0.0
+
+
+@jit
+def _ln_bwd_rows32(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
+    """:func:`_ln_bwd_rows` computing in float32 (``x``, ``dy``, ``w`` float32; sums in float64)."""
+    m = x.shape[1]
+    acc_w = np.zeros(m, x.dtype)
+    acc_b = np.zeros(m, x.dtype)
+    for i in range(r0, r1):
+        row, drow = x[i], dy[i]
+        hi, lo = split_like(mean[i], row)
+        r = rstd[i]
+        # pass 1: sum g and sum g (x - mu) = sum g (x - hi) - lo sum g
+        sg, sgx = _grad_sums(drow, w, row, hi)
+        g_mean = sg / m
+        gx_mean = r * (sgx - np.float64(lo) * sg) / m
+        # pass 2: dx, and the parameter-gradient shares
+        _dx_row(row, drow, hi, lo, cast_like(r, row), w, cast_like(g_mean, row),
+                cast_like(gx_mean, row), dx[i], acc_w, acc_b)
+        if (i - r0) % GRAD_ROWS == GRAD_ROWS - 1 or i == r1 - 1:
+            _add_into(dw, acc_w)
+            _add_into(db, acc_b)
+
+
+@pjit
+def _ln_bwd_parallel32(dy, x, w, mean, rstd, dx, dw, db):
+    n = x.shape[0]
+    nchunks = dw.shape[0]
+    for t in numba.prange(nchunks):
+        _ln_bwd_rows32(dy, x, w, mean, rstd, dx, dw[t], db[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
 # -- RMSNorm ----------------------------------------------------------------------------------------
@@ -218,7 +313,7 @@ def _rms_bwd_parallel(dy, x, w, rstd, dx, dw):
         _rms_bwd_rows(dy, x, w, rstd, dx, dw[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
-DISPATCHERS = (_ln_fwd_rows, _ln_fwd_parallel, _ln_fwd_keep_rows, _ln_fwd_keep_parallel, _ln_bwd_rows,
+DISPATCHERS = (_grad_sums, _dx_row, _add_into, _ln_bwd_rows32, _ln_bwd_parallel32, _ln_fwd_rows, _ln_fwd_parallel, _ln_fwd_keep_rows, _ln_fwd_keep_parallel, _ln_bwd_rows,
                _ln_bwd_parallel, _rms_fwd_rows, _rms_fwd_parallel, _rms_fwd_keep_rows, _rms_fwd_keep_parallel,
                _rms_bwd_rows, _rms_bwd_parallel)
 
@@ -263,18 +358,20 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
 def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
     """Fused LayerNorm backward: returns ``(dx, dweight, dbias)`` (float64 parameter gradients)."""
     dout = check_cache(dout, cache, "layer_norm_backward")
-    x2, w = cache["x"], cache["w"]
+    x2 = cache["x"]
+    f32 = x2.dtype == np.float32                     # float32: the kernel computes in float32
+    w = cache["w"].astype(x2.dtype)
     n, m = x2.shape
     dy = C.as_upstream(dout, x2.dtype, (n, m))
     dx = C.check_out(dx_out, (n, m), x2.dtype, "dx_out")
     if C.use_parallel(x2.size):
         k = C.num_chunks(n)
         dw, db = np.zeros((k, m)), np.zeros((k, m))
-        _ln_bwd_parallel(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db)
+        (_ln_bwd_parallel32 if f32 else _ln_bwd_parallel)(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db)
         dw, db = dw.sum(axis=0), db.sum(axis=0)
     else:
         dw, db = np.zeros(m), np.zeros(m)
-        _ln_bwd_rows(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db, 0, n)
+        (_ln_bwd_rows32 if f32 else _ln_bwd_rows)(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db, 0, n)
     nshape = cache["normalized_shape"]
     return (C.restore(dx, cache["shape"], cache["dtype"]),
             dw.reshape(nshape) if cache["has_weight"] else None,
