@@ -35,7 +35,8 @@ import numpy as np
 
 from ..._checks import check_cache, check_groups, check_nc_input
 from .. import _common as C
-from .._common import SUM_BLOCK, cast_like, jit, ordered, pjit, split_like
+from .. import _float32 as F
+from .._common import cast_like, jit, ordered, pjit, split_like
 
 __all__ = ["group_norm_forward", "group_norm_backward", "group_stats", "grouped_forward", "grouped_backward"]
 
@@ -181,54 +182,12 @@ def _gn_bwd_parallel(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks):
 
 # float32: arithmetic in float32 (16 lanes per AVX-512 register), sums in float64 (as LayerNorm's
 # float32 backward pass, :func:`~npnorm.kernels.statistics.layernorm._ln_bwd_rows32`)
-@jit
-def _dy_sums(dr, xr, hi):
-    """:math:`\\sum_j dy_j` and :math:`\\sum_j dy_j (x_j - hi)`: float64 totals of partial sums of
-    ``SUM_BLOCK`` elements in the input's dtype (slices looped over from 0, which vectorize)."""
-    a = np.float64(0.0)
-    bx = np.float64(0.0)
-    for j0 in range(0, xr.shape[0], SUM_BLOCK):
-        xs, ds = xr[j0:j0 + SUM_BLOCK], dr[j0:j0 + SUM_BLOCK]
-        pa = cast_like(0.0, xr)
-        pb = cast_like(0.0, xr)
-        for j in range(xs.shape[0]):
-            pa += ds[j]
-            pb += ds[j] * (xs[j] - hi)
-        a += pa
-        bx += pb
-    return a, bx
-
-
 @ordered
 def _dx_channel(xr, dr, hi, lo, r, w, g_mean, gx_mean, dxr):
     """``dx = r (w dy - mean(g) - x_hat mean(g x_hat))`` for one channel, with
     ``x_hat = ((x - hi) - lo) r``, in the input's dtype (no reassociation: see ``ordered``)."""
     for j in range(xr.shape[0]):
         dxr[j] = r * (w * dr[j] - g_mean - ((xr[j] - hi) - lo) * r * gx_mean)
-
-
-@jit
-def _sums32(xr, c):
-    """:math:`\\sum_j x_j`, :math:`\\sum_j (x_j - c)` and :math:`\\sum_j (x_j - c)^2` of one channel: float64
-    totals of partial sums of ``SUM_BLOCK`` elements in the input's dtype."""
-    s0 = np.float64(0.0)
-    s1 = np.float64(0.0)
-    s2 = np.float64(0.0)
-    for j0 in range(0, xr.shape[0], SUM_BLOCK):
-        xs = xr[j0:j0 + SUM_BLOCK]
-        p0 = cast_like(0.0, xr)
-        p1 = cast_like(0.0, xr)
-        p2 = cast_like(0.0, xr)
-        for j in range(xs.shape[0]):
-            v = xs[j]
-            d = v - c
-            p0 += v
-            p1 += d
-            p2 += d * d
-        s0 += p0
-        s1 += p1
-        s2 += p2
-    return s0, s1, s2
 
 
 @ordered
@@ -242,27 +201,23 @@ def _affine_keep_channel(xr, hi, lo, a, b, orow, krow):
 
 @jit
 def _gn_fwd_keep_rows32(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1):
-    """:func:`_gn_fwd_keep_rows` computing in float32. Statistics by the corrected two-pass algorithm:
-    pass 1 sums the block (a first mean ``c``, float32 partial sums), pass 2 sums ``x - c`` and
-    ``(x - c)^2``, and :math:`\\mu = c + \\overline{x - c}`, :math:`\\sigma^2 = \\overline{(x - c)^2} -
-    (\\overline{x - c})^2` (``c`` is close to the mean, so nothing cancels). Pass 3 subtracts the
-    mean as ``(x - hi) - lo``."""
+    """:func:`_gn_fwd_keep_rows` computing in float32: statistics by the corrected two-pass algorithm
+    (:mod:`npnorm.kernels._float32`), then the output pass subtracts the mean as ``(x - hi) - lo``."""
     k = x.shape[1] // groups
     s_len = x.shape[2]
     p = scale.shape[0]
     m = k * s_len
-    zero = cast_like(0.0, x)
     for r in range(r0, r1):
         n = r // groups
         c0 = (r % groups) * k
         s = np.float64(0.0)
         for c in range(c0, c0 + k):             # pass 1: a first mean
-            s += _sums32(x[n, c], zero)[0]
+            s += F.total(x[n, c])
         first = cast_like(s / m, x)
         s1 = np.float64(0.0)
         s2 = np.float64(0.0)
         for c in range(c0, c0 + k):             # pass 2: deviations from it
-            _, a1, a2 = _sums32(x[n, c], first)
+            a1, a2 = F.dev_sums(x[n, c], first)
             s1 += a1
             s2 += a2
         d = s1 / m
@@ -301,7 +256,7 @@ def _gn_bwd_rows32(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, r0, r1):
         sg = np.float64(0.0)
         sgx = np.float64(0.0)
         for c in range(c0, c0 + k):             # pass 1: sum dy and sum dy (x - mu) = ... (x - hi) - lo sum dy
-            a, bx = _dy_sums(dy[n, c], x[n, c], hi)
+            a, bx = F.dy_sums(dy[n, c], x[n, c], hi)
             bx -= np.float64(lo) * a
             sdy[n, c] = a
             sdyx[n, c] = bx
@@ -324,8 +279,8 @@ def _gn_bwd_parallel32(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks)
 
 DISPATCHERS = (_block_stats, _gn_stats_rows, _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel,
                _gn_fwd_keep_rows, _gn_fwd_keep_parallel,
-               _gn_bwd_rows, _gn_bwd_parallel, _dy_sums, _dx_channel, _gn_bwd_rows32, _gn_bwd_parallel32,
-               _sums32, _affine_keep_channel, _gn_fwd_keep_rows32, _gn_fwd_keep_parallel32)
+               _gn_bwd_rows, _gn_bwd_parallel, _dx_channel, _gn_bwd_rows32, _gn_bwd_parallel32,
+               _affine_keep_channel, _gn_fwd_keep_rows32, _gn_fwd_keep_parallel32)
 
 
 # -- Python-level building blocks -------------------------------------------------------------------

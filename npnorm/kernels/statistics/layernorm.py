@@ -12,24 +12,26 @@ walks over it several times:
   (and this row's share of :math:`d\gamma, d\beta`), pass 2 writes
   :math:`dx = r\,(g - \overline{g} - \hat x\,\overline{g\hat x})`. Traffic: read ``x`` and ``dy``, write ``dx``.
 
-All accumulation is in float64, whatever the input dtype. The arithmetic is in float64 too, except
-in the **float32 backward pass** (``_ln_bwd_rows32``). That pass was bound by arithmetic, not by
-memory: per element it converts ``x`` and ``dy`` to float64 and adds this row's shares into the
-float64 ``dweight`` and ``dbias`` arrays, 8 numbers per AVX-512 register. In float32 a register holds
-16, so it computes in float32 and keeps float64 only where it matters:
+All accumulation is in float64, whatever the input dtype. With float64 input (and in the forward
+pass without a private copy) the arithmetic is float64 too. The **float32 kernels** with the copy
+(``_ln_fwd_keep_rows32``, ``_ln_bwd_rows32``) compute in float32, 16 numbers per AVX-512 register
+instead of 8, and convert nothing: measured on this project's 2-core machine, the float64-arithmetic
+backward pass on float32 data was bound by its arithmetic (converting ``x`` and ``dy``, adding each
+row's shares into the float64 ``dweight`` and ``dbias``), and the forward pass was too when the
+data was in the cache. They keep float64 where it matters:
 
+* the sums (:mod:`npnorm.kernels._float32`): float32 partial sums of ``SUM_BLOCK`` elements added in
+  float64; the statistics by the corrected two-pass algorithm; the shares of ``dweight`` and ``dbias``
+  added in float32 over ``GRAD_ROWS`` rows, then into float64;
 * the mean is split as ``hi + lo`` in float32 (:func:`~npnorm.kernels._common.split_like`), and the
   deviation is ``(x - hi) - lo``: exact digits for data far from zero, where ``x - float32(mu)`` would
   be off by half a float32 ulp of ``mu``;
-* row sums are float32 partial sums of ``SUM_BLOCK`` elements added in float64, and the shares of
-  ``dweight`` and ``dbias`` are added in float32 over ``GRAD_ROWS`` rows, then into float64;
 * the loops that subtract ``hi`` and ``lo`` are compiled without ``reassoc``
   (:data:`~npnorm.kernels._common.ordered`), so that LLVM cannot turn ``(x - hi) - lo`` into
   ``x - (hi + lo)``.
 
-The forward passes stay in float64 arithmetic: they are bound by memory (measured: a float32 version
-of the forward pass was no faster), and the book teaches them. ``tests/test_backends.py`` holds every
-float32 result to 1e-5 of the float64 reference on the same values, with data around 1e4 among them.
+``tests/test_backends.py`` holds every float32 result to 1e-5 of the float64 reference on the same
+values, with data around 1e4 among them.
 
 The backward pass recomputes
 :math:`\hat x` from ``x`` and the per-row ``mean`` / ``rstd`` saved by the forward pass instead of
@@ -53,7 +55,8 @@ import numpy as np
 
 from ..._checks import check_cache, check_rows_input
 from .. import _common as C
-from .._common import SUM_BLOCK, cast_like, jit, ordered, pjit, split_like
+from .. import _float32 as F
+from .._common import cast_like, jit, ordered, pjit, split_like
 
 __all__ = ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward"]
 
@@ -160,25 +163,39 @@ def _ln_bwd_parallel(dy, x, w, mean, rstd, dx, dw, db):
         _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw[t], db[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
-# float32: arithmetic in float32 (16 lanes per AVX-512 register), sums in float64
+# float32: arithmetic in float32 (16 lanes per AVX-512 register), sums in float64 (npnorm.kernels._float32)
+@ordered
+def _normalize_keep_row(row, hi, lo, r, w, b, orow, krow):
+    """``y = ((x - hi) - lo) r w + b`` for one row, copying ``x`` into ``krow``, in the row's dtype."""
+    for j in range(row.shape[0]):
+        v = row[j]
+        orow[j] = ((v - hi) - lo) * r * w[j] + b[j]
+        krow[j] = v
+
+
 @jit
-def _grad_sums(drow, w, row, hi):
-    """:math:`\\sum_j g_j` and :math:`\\sum_j g_j (x_j - hi)` with :math:`g = w\\,dy`, float64 totals of
-    partial sums in the row's dtype (as :func:`_row_sum`)."""
-    m = row.shape[0]
-    sg = np.float64(0.0)
-    sgx = np.float64(0.0)
-    for j0 in range(0, m, SUM_BLOCK):
-        xs, ds, ws = row[j0:j0 + SUM_BLOCK], drow[j0:j0 + SUM_BLOCK], w[j0:j0 + SUM_BLOCK]
-        pg = cast_like(0.0, row)
-        pgx = cast_like(0.0, row)
-        for j in range(xs.shape[0]):
-            g = ds[j] * ws[j]
-            pg += g
-            pgx += g * (xs[j] - hi)
-        sg += pg
-        sgx += pgx
-    return sg, sgx
+def _ln_fwd_keep_rows32(x, w, b, eps, out, mean, rstd, keep, r0, r1):
+    """:func:`_ln_fwd_keep_rows` computing in float32 (``x``, ``w``, ``b`` float32): statistics by the
+    corrected two-pass algorithm, the mean subtracted as ``(x - hi) - lo``."""
+    m = x.shape[1]
+    for i in range(r0, r1):
+        row = x[i]
+        first = cast_like(F.total(row) / m, row)        # pass 1: a first mean
+        s1, s2 = F.dev_sums(row, first)                # pass 2: deviations from it
+        d = s1 / m
+        mu = first + d
+        r = 1.0 / np.sqrt(max(s2 / m - d * d, 0.0) + eps)
+        hi, lo = split_like(mu, row)
+        _normalize_keep_row(row, hi, lo, cast_like(r, row), w, b, out[i], keep[i])   # pass 3
+        mean[i] = mu
+        rstd[i] = r
+
+
+@pjit
+def _ln_fwd_keep_parallel32(x, w, b, eps, out, mean, rstd, keep, nchunks):
+    n = x.shape[0]
+    for t in numba.prange(nchunks):
+        _ln_fwd_keep_rows32(x, w, b, eps, out, mean, rstd, keep, t * n // nchunks, (t + 1) * n // nchunks)
 
 
 @ordered
@@ -217,7 +234,7 @@ def _ln_bwd_rows32(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
         hi, lo = split_like(mean[i], row)
         r = rstd[i]
         # pass 1: sum g and sum g (x - mu) = sum g (x - hi) - lo sum g
-        sg, sgx = _grad_sums(drow, w, row, hi)
+        sg, sgx = F.weighted_dy_sums(drow, w, row, hi)
         g_mean = sg / m
         gx_mean = r * (sgx - np.float64(lo) * sg) / m
         # pass 2: dx, and the parameter-gradient shares
@@ -313,7 +330,7 @@ def _rms_bwd_parallel(dy, x, w, rstd, dx, dw):
         _rms_bwd_rows(dy, x, w, rstd, dx, dw[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
-DISPATCHERS = (_grad_sums, _dx_row, _add_into, _ln_bwd_rows32, _ln_bwd_parallel32, _ln_fwd_rows, _ln_fwd_parallel, _ln_fwd_keep_rows, _ln_fwd_keep_parallel, _ln_bwd_rows,
+DISPATCHERS = (_normalize_keep_row, _ln_fwd_keep_rows32, _ln_fwd_keep_parallel32, _dx_row, _add_into, _ln_bwd_rows32, _ln_bwd_parallel32, _ln_fwd_rows, _ln_fwd_parallel, _ln_fwd_keep_rows, _ln_fwd_keep_parallel, _ln_bwd_rows,
                _ln_bwd_parallel, _rms_fwd_rows, _rms_fwd_parallel, _rms_fwd_keep_rows, _rms_fwd_keep_parallel,
                _rms_bwd_rows, _rms_bwd_parallel)
 
@@ -339,7 +356,13 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
     y = C.check_out(out, (n, m), x2.dtype)
     mean, rstd = np.empty(n), np.empty(n)
     keep = C.keep_buffer(x, x2, keep_out)
-    if keep is not None:
+    if keep is not None and x2.dtype == np.float32:         # float32: the kernel computes in float32
+        w32, b32 = w.astype(np.float32), b.astype(np.float32)
+        if C.use_parallel(x2.size):
+            _ln_fwd_keep_parallel32(x2, w32, b32, float(eps), y, mean, rstd, keep, C.num_chunks(n))
+        else:
+            _ln_fwd_keep_rows32(x2, w32, b32, float(eps), y, mean, rstd, keep, 0, n)
+    elif keep is not None:
         if C.use_parallel(x2.size):
             _ln_fwd_keep_parallel(x2, w, b, float(eps), y, mean, rstd, keep, C.num_chunks(n))
         else:
