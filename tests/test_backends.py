@@ -177,14 +177,21 @@ def test_large_shapes_agree(name, make, shapes, dtype, parallel):
     assert_agree(run_both(_randomized(make), inputs, steps=2), dtype, name)
 
 
+@pytest.mark.parametrize("upstream", ["random", "along x"])
 @pytest.mark.parametrize("name, make, shapes", LARGE, ids=[c[0] for c in LARGE])
-def test_float32_large_offset_matches_float64(name, make, shapes, parallel):
+def test_float32_large_offset_matches_float64(name, make, shapes, upstream, parallel):
     """float32 data around 1e4 with unit spread: the numba float32 result is within 1e-5 of the float64
     reference on the same values (one-pass E[x^2] - E[x]^2 would lose every digit of the variance;
-    DyT's tanh saturates there, and must give exactly +-1, so that 1 - t^2 = 0 as in float64)."""
+    DyT's tanh saturates there, and must give exactly +-1, so that 1 - t^2 = 0 as in float64).
+
+    Upstream "along x" (dout = x - 1e4 plus noise) makes the mean of ``dout x_hat`` of order 1, so that
+    an error in ``x_hat`` reaches ``dx`` in full (with a random dout that term averages out, and a float32
+    backward that dropped the low part of the mean, ``(x - hi)`` instead of ``(x - hi) - lo``, passed)."""
     rng = np.random.default_rng(6)
     x32 = [(1e4 + rng.standard_normal(s)).astype(np.float32) for s in shapes]
     dout = rng.standard_normal(shapes[0])
+    if upstream == "along x":
+        dout = (x32[0].astype(np.float64) - 1e4) + 0.1 * dout
     fast = _randomized(make)("numba")
     ref = _randomized(make)("numpy")
     out32 = fast(*x32)

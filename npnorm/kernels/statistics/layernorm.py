@@ -200,8 +200,10 @@ def _ln_fwd_keep_parallel32(x, w, b, eps, out, mean, rstd, keep, nchunks):
 
 @ordered
 def _dx_row(row, drow, hi, lo, r, w, g_mean, gx_mean, dxrow, acc_w, acc_b):
-    """Pass 2 of the backward pass: ``dx = r (g - mean(g) - x_hat mean(g x_hat))``, and this row's
-    shares of dweight and dbias added into ``acc_w`` and ``acc_b``, all in the row's dtype."""
+    """Pass 2 of the backward pass:
+    ``dx = r (g - mean(g) - x_hat mean(g x_hat))``, and this row's shares of
+    dweight and dbias added into ``acc_w`` and ``acc_b``, in the row's
+    dtype."""
     for j in range(row.shape[0]):
         xh = ((row[j] - hi) - lo) * r
         d = drow[j]
@@ -225,7 +227,8 @@ def _add_into(total, part):
 
 @jit
 def _ln_bwd_rows32(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
-    """:func:`_ln_bwd_rows` computing in float32 (``x``, ``dy``, ``w`` float32; sums in float64)."""
+    """:func:`_ln_bwd_rows` computing in float32 (``x``, ``dy``, ``w``
+    float32; sums in float64)."""
     m = x.shape[1]
     acc_w = np.zeros(m, x.dtype)
     acc_b = np.zeros(m, x.dtype)
@@ -238,8 +241,9 @@ def _ln_bwd_rows32(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
         g_mean = sg / m
         gx_mean = r * (sgx - np.float64(lo) * sg) / m
         # pass 2: dx, and the parameter-gradient shares
-        _dx_row(row, drow, hi, lo, cast_like(r, row), w, cast_like(g_mean, row),
-                cast_like(gx_mean, row), dx[i], acc_w, acc_b)
+        _dx_row(row, drow, hi, lo, cast_like(r, row), w,
+                cast_like(g_mean, row), cast_like(gx_mean, row), dx[i],
+                acc_w, acc_b)
         if (i - r0) % GRAD_ROWS == GRAD_ROWS - 1 or i == r1 - 1:
             _add_into(dw, acc_w)
             _add_into(db, acc_b)
