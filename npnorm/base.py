@@ -4,7 +4,8 @@ A layer is thin bookkeeping around a pair of pure functions (``*_forward`` retur
 and ``*_backward`` taking ``(dout, cache)``). The class holds
 
 * ``params``: the learnable arrays, under PyTorch's names (``"weight"``, ``"bias"``, ...);
-* ``grads``: the gradients of the last ``backward`` call, under the same names;
+* ``grads``: the gradients of the last ``backward`` call, under the same names (each call replaces
+  them; PyTorch accumulates into ``.grad``);
 * buffers as plain attributes (``running_mean``, ``running_var``, ``num_batches_tracked``);
 * ``training``: switched by :meth:`Module.train` and :meth:`Module.eval`.
 
@@ -48,7 +49,8 @@ _BACKWARD_DOC = """The backward pass of {name}: the gradients of the last forwar
         call (the same shape, a real floating dtype; anything else raises ``ValueError``). Returns
         the gradient with respect to the input (a tuple when the layer has several inputs) and
         stores the gradient of every learnable parameter in ``self.grads``, under the names of
-        ``self.params``."""
+        ``self.params``, replacing those of an earlier call (PyTorch adds into ``.grad`` until
+        ``zero_grad()``; here two calls do not add up)."""
 
 
 def _arrays(obj: Any) -> Iterator[np.ndarray]:

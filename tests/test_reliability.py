@@ -16,6 +16,8 @@ covered without editing this file.
 5. Constructor signatures: every layer with a PyTorch twin accepts the twin's full signature
    (names, order, kinds, defaults) as recorded from PyTorch 2.13 in
    ``tests/data/pytorch_signatures.json`` by ``tools/pytorch_ref_signatures.py``.
+6. A second ``backward`` with the same ``dout`` replaces the gradients (the same values, not twice
+   them): npnorm's documented difference from PyTorch, which accumulates.
 """
 
 from __future__ import annotations
@@ -136,6 +138,28 @@ def test_a_second_forward_reuses_buffers_safely(spec, case, mode, backend):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
     for k in g_ref:
         np.testing.assert_allclose(g[k], g_ref[k], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("spec, case, mode, backend", ALL)
+def test_a_second_backward_replaces_the_gradients(spec, case, mode, backend):
+    """``backward`` replaces ``layer.grads`` (PyTorch would add into ``.grad``; the difference is in
+    the book's conventions chapter): a second call with the same ``dout`` gives the same input
+    gradients and the same parameter gradients, not twice them."""
+    layer, inputs = _build(spec, case, mode, backend, seed=9)
+    out = layer(*[x.copy() for x in inputs])
+    dout = np.random.default_rng(6).standard_normal(np.shape(out))
+    dx1 = _as_tuple(layer.backward(dout.copy()))
+    g1 = {k: np.array(v) for k, v in layer.grads.items()}
+    try:
+        dx2 = _as_tuple(layer.backward(dout.copy()))
+    except RuntimeError as err:  # a clear error is acceptable; silently doubled gradients are not
+        assert type(layer).__name__ in str(err), err
+        return
+    for a, b in zip(dx2, dx1):
+        np.testing.assert_array_equal(a, b)
+    assert set(layer.grads) == set(g1)
+    for k, v in g1.items():
+        np.testing.assert_array_equal(layer.grads[k], v, err_msg=k)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
