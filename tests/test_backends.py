@@ -185,8 +185,7 @@ def test_float32_large_offset_matches_float64(name, make, shapes, upstream, para
     DyT's tanh saturates there, and must give exactly +-1, so that 1 - t^2 = 0 as in float64).
 
     Upstream "along x" (dout = x - 1e4 plus noise) makes the mean of ``dout x_hat`` of order 1, so that
-    an error in ``x_hat`` reaches ``dx`` in full (with a random dout that term averages out, and a float32
-    backward that dropped the low part of the mean, ``(x - hi)`` instead of ``(x - hi) - lo``, passed)."""
+    an error in ``x_hat`` reaches ``dx`` in full (with a random dout that term averages out)."""
     rng = np.random.default_rng(6)
     x32 = [(1e4 + rng.standard_normal(s)).astype(np.float32) for s in shapes]
     dout = rng.standard_normal(shapes[0])
@@ -204,6 +203,99 @@ def test_float32_large_offset_matches_float64(name, make, shapes, upstream, para
         assert rel_error(a, b) <= 1e-5
     for k in ref.grads:
         assert rel_error(fast.grads[k], ref.grads[k]) <= 1e-5, k
+
+
+HARD = {  # name: (input scale, upstream from the float32 output)
+    "dy = y": (3.0, lambda out, rng: out.copy()),               # the loss 0.5 sum y^2
+    "dy = 1e4 + noise": (3.0, lambda out, rng: (1e4 + rng.standard_normal(out.shape)).astype(np.float32)),
+    "x ~ 1e18": (1e18, lambda out, rng: rng.standard_normal(out.shape).astype(np.float32)),
+}
+
+
+# 0.5 sum y^2 does not depend on x when the output is L2-normalized (ScaleNorm, L2Norm): dx is pure
+# round-off there, and a relative error against round-off means nothing
+HARD_CASES = [pytest.param(name, make, shapes, hard, id=f"{name}-{hard}") for name, make, shapes in LARGE
+              for hard in HARD if not (hard == "dy = y" and name in ("ScaleNorm", "L2Norm"))]
+
+
+@pytest.mark.parametrize("name, make, shapes, hard", HARD_CASES)
+def test_float32_ill_conditioned_inputs_match_float64(name, make, shapes, hard, parallel):
+    """Inputs for which float32 arithmetic would fail, each within 1e-5 of the float64 reference on
+    the same float32 values (input and upstream):
+
+    * ``dy = y``: the plainest loss. ``dx`` is then about ``eps / var`` of the terms of its formula,
+      so a kernel that subtracted them in float32 would keep only a few of its digits;
+    * ``dy = 1e4 + noise``: a common offset of the upstream, which ``dx`` does not depend on;
+    * ``x ~ 1e18``: squares beyond float32's range (3.4e38).
+    (A float32-arithmetic version of the LayerNorm and GroupNorm kernels failed the first two by up to
+    6e-2 and the third by 1, silently; the float64-arithmetic kernels pass.)"""
+    scale, upstream = HARD[hard]
+    rng = np.random.default_rng(7)
+    x32 = [(scale * (0.5 + rng.standard_normal(s))).astype(np.float32) for s in shapes]
+    fast = _randomized(make)("numba")
+    ref = _randomized(make)("numpy")
+    out32 = fast(*x32)
+    out64 = ref(*[x.astype(np.float64) for x in x32])
+    assert rel_error(out32, out64) <= 1e-5
+    dout32 = upstream(out32, rng)
+    g32 = fast.backward(dout32)
+    g64 = ref.backward(dout32.astype(np.float64))
+    for a, b in zip(g32 if isinstance(g32, tuple) else (g32,), g64 if isinstance(g64, tuple) else (g64,)):
+        assert rel_error(a, b) <= 1e-5
+    for k in ref.grads:
+        assert rel_error(fast.grads[k], ref.grads[k]) <= 1e-5, k
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda b: npnorm.LayerNorm(1, backend=b), (700, 1)),
+    (lambda b: npnorm.GroupNorm(6, 6, backend=b), (120, 6, 1)),
+], ids=["LayerNorm(1)", "GroupNorm-one-element-groups"])
+@pytest.mark.parametrize("rows", ["serial", "parallel"])
+def test_float32_one_element_sets_give_zero_dx(make, shape, rows, parallel):
+    """A normalized set of one element is constant: ``x_hat = 0`` and ``dx = 0`` exactly in the
+    reference; float32 kernels with random parameters give ``dx`` within 1e-5 of 0 (a float32 kernel
+    whose ``w dy - mean(g)`` was fused into one rounding gave 1e-4)."""
+    if rows == "parallel":
+        shape = (max(shape[0], parallel.PARALLEL_THRESHOLD // int(np.prod(shape[1:])) + 1),) + shape[1:]
+    rng = np.random.default_rng(8)
+    x32 = rng.standard_normal(shape).astype(np.float32)
+    dout32 = rng.standard_normal(shape).astype(np.float32)
+    fast = _randomized(make)("numba")
+    ref = _randomized(make)("numpy")
+    assert rel_error(fast(x32), ref(x32.astype(np.float64))) <= 1e-5
+    dx = fast.backward(dout32)
+    assert np.all(ref.backward(dout32.astype(np.float64)) == 0.0)
+    assert np.max(np.abs(dx)) <= 1e-5
+    for k in ref.grads:
+        assert rel_error(fast.grads[k], ref.grads[k]) <= 1e-5, k
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda b: npnorm.LayerNorm(64, backend=b), (8, 64)),
+    (lambda b: npnorm.GroupNorm(4, 8, backend=b), (6, 8, 5, 5)),
+    (lambda b: npnorm.InstanceNorm2d(8, affine=True, backend=b), (6, 8, 5, 5)),
+], ids=["LayerNorm", "GroupNorm", "InstanceNorm2d"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_inf_in_the_upstream_spreads_as_in_the_reference(make, shape, dtype):
+    """An ``inf`` in ``dout`` gives the reference's pattern of NaN and inf in ``dx`` and the parameter
+    gradients (a kernel computing ``sum - lo * sum`` turned the whole set into NaN)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    dout.flat[3] = np.inf
+    fast = _randomized(make)("numba")
+    ref = _randomized(make)("numpy")
+    fast(x)
+    ref(x.astype(np.float64))
+    with np.errstate(invalid="ignore"):                 # inf - inf in the reference, as intended
+        results = [(fast.backward(dout), ref.backward(dout.astype(np.float64)))]
+    results += [(fast.grads[k], ref.grads[k]) for k in ref.grads]
+    for a, b in results:
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_array_equal(np.isposinf(a), np.isposinf(b))
+        np.testing.assert_array_equal(np.isneginf(a), np.isneginf(b))
+        finite = np.isfinite(b)
+        assert rel_error(np.where(finite, a, 0), np.where(finite, b, 0)) <= TOL[np.dtype(dtype)]
 
 
 CONSTANT = [  # constructor, input shape, how to make the input constant over each normalized set

@@ -30,7 +30,7 @@ def test_mlp_ablation_reports_every_seed_and_a_tuned_rate():
 
 def test_scale_response_layers():
     r = E.scale_response(quick=True)
-    lay, f = r["layer"], r["factors"]
+    lay, f = r["layer_relative_change"], r["factors"]
     one = f.index(1.0)
     assert all(v[one] == 0.0 for v in lay.values())
     assert max(lay["Linear(L2PreNorm)"]) < 1e-8             # scale-invariant

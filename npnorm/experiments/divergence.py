@@ -198,11 +198,11 @@ def batch_size_prediction(quick: bool = True, seed: int = 0, methods: tuple[str,
 def scale_response(quick: bool = True, seed: int = 0, factors: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Two measurements.
 
-    * ``"layer"``: for inputs :math:`\\alpha x`, the relative change
+    * ``"layer_relative_change"``: for inputs :math:`\\alpha x`, the relative change
       :math:`\\|f(\\alpha x) - f(x)\\|/\\|f(x)\\|` of single layers (random parameters): ``Linear``,
       ``LayerNorm`` after ``Linear`` (no bias), ``Linear`` after ``L2PreNorm``, ``AffineLike``,
       ``PatchNormConv2d`` (affine and l2 modes).
-    * ``"train"``: test accuracy of :func:`divergence_mlp` (none, ln, affine-like; each at its
+    * ``"trained_test_accuracy"``: test accuracy of :func:`divergence_mlp` (none, ln, affine-like; each at its
       :data:`MLP_LR`) trained on the flattened shapes multiplied by each factor (mean, min, max over seeds).
     """
     if factors is None:
@@ -240,6 +240,6 @@ def scale_response(quick: bool = True, seed: int = 0, factors: tuple[float, ...]
                    batch_size=32, seed=seeds[j], progress=False)
         if not hist.diverged:
             accs[m][i, j] = evaluate(model, crit, a * Xte, yte)[1]
-    return {"factors": list(factors), "layer": layer_out, "methods": list(methods), "seeds": seeds,
-            "train": {m: [_spread(accs[m][i]) for i in range(len(factors))] for m in methods},
+    return {"factors": list(factors), "layer_relative_change": layer_out, "methods": list(methods), "seeds": seeds,
+            "trained_test_accuracy": {m: [_spread(accs[m][i]) for i in range(len(factors))] for m in methods},
             "lr": {m: MLP_LR[m] for m in methods}}

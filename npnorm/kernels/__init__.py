@@ -27,7 +27,7 @@ Nothing is compiled at import: each kernel is compiled (or loaded from ``NUMBA_C
 time it is called with a new input dtype.
 """
 
-from . import _common, _float32, affine
+from . import _common, affine
 from . import statistics, adaptive, transformer, divergence
 from ._common import FASTMATH, JIT_DISABLED, PARALLEL_THRESHOLD
 

@@ -35,11 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from numba import types  # noqa: E402
-from numba.extending import overload  # noqa: E402
-
-__all__ = ["FASTMATH", "PARALLEL_THRESHOLD", "JIT_DISABLED", "SUM_BLOCK", "use_parallel", "num_chunks", "jit",
-           "pjit", "ordered", "cast_like", "split_like"]
+__all__ = ["FASTMATH", "PARALLEL_THRESHOLD", "JIT_DISABLED", "use_parallel", "num_chunks", "jit", "pjit"]
 
 #: LLVM fast-math flags used by every kernel (reassociation for vectorized reductions, FMA, no
 #: signed zeros); NaN and Inf keep their IEEE meaning.
@@ -59,41 +55,6 @@ jit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True)
 #: Parallel driver: as :data:`jit` plus ``parallel=True`` (``prange`` loops
 #: run on all threads).
 pjit = numba.njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
-#: Elementwise kernel whose order of rounding matters: as :data:`jit` without ``reassoc``. With it,
-#: LLVM may rewrite ``(x - hi) - lo`` as ``x - (hi + lo)``, and ``hi + lo`` rounds back to ``hi``
-#: (see :func:`split_like`). Loops without a reduction vectorize without ``reassoc``; the flags
-#: belong to each instruction, so they hold when LLVM inlines the function into a caller.
-ordered = numba.njit(cache=True, fastmath={"nsz", "contract"}, nogil=True)
-
-#: Number of elements a kernel sums in the input's dtype (float32: 16 lanes per AVX-512 register
-#: instead of 8) before it adds the partial sum to a float64 total; LLVM spreads a block over a few
-#: vector accumulators, so each float32 partial sum holds a few dozen terms.
-SUM_BLOCK = 512
-
-
-def cast_like(value, like):
-    """``value`` rounded to the element type of the array ``like`` (inside Numba kernels)."""
-    return like.dtype.type(value)
-
-
-@overload(cast_like, jit_options={"cache": True})
-def _cast_like(value, like):
-    if isinstance(like, types.Array) and like.dtype == types.float32:
-        return lambda value, like: np.float32(value)
-    return lambda value, like: np.float64(value)
-
-
-@jit
-def split_like(value, like):
-    """A float64 ``value`` as ``hi + lo``, both of the element type of ``like``: ``hi`` the nearest
-    number of that type, ``lo`` the rest rounded (0 for float64).
-
-    The float32 kernels subtract a float64 mean ``mu`` from float32 data as ``(x - hi) - lo``. For
-    data far from zero (``x`` around 1e4, spread 1) ``x - hi`` is exact (Sterbenz: ``x`` and ``hi``
-    are within a factor 2), so the deviation keeps its float32 digits, where ``x - float32(mu)``
-    would be off by up to half a float32 ulp of ``mu`` (5e-4 at 1e4: 5e-4 of the spread)."""
-    hi = cast_like(value, like)
-    return hi, cast_like(value - np.float64(hi), like)
 
 
 def use_parallel(size: int) -> bool:

@@ -111,7 +111,9 @@ def evonorm_s0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     xg = x64.reshape(n, groups, c // groups, h, w)
     xc = xg - xg.mean(axis=(2, 3, 4), keepdims=True)
     std = np.sqrt(np.mean(xc * xc, axis=(2, 3, 4), keepdims=True) + eps)
-    sig = 1.0 / (1.0 + np.exp(-x64 * v.reshape(_V)))
+    t = x64 * v.reshape(_V)
+    e = np.exp(-np.abs(t))                  # the sigmoid of t without overflow for large |t|
+    sig = np.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     a = x64 * sig
     z = (a.reshape(xg.shape) / std).reshape(x64.shape)
     out = z * weight.reshape(_V) + bias.reshape(_V)                               # (ES1)

@@ -21,9 +21,7 @@ The backward pass reads ``x`` and ``dy`` once per row into cache-resident sums
           \Sigma^{dy\,x}_{n,c} = \sum_s dy_{n,c,s}(x_{n,c,s} - \mu_{n,g})
 
 (kept per (sample, channel): they are exactly what the parameter gradients and AdaIN's style
-gradient need), then writes :math:`dx = r(g - \overline{g} - \hat x\,\overline{g\hat x})`. For float32 input the
-backward pass computes in float32 (``_gn_bwd_rows32``), with the mean split as ``hi + lo`` and sums
-in float64, as LayerNorm's float32 backward pass does (see :mod:`npnorm.kernels.statistics.layernorm`).
+gradient need), then writes :math:`dx = r(g - \overline{g} - \hat x\,\overline{g\hat x})`.
 """
 
 from __future__ import annotations
@@ -35,8 +33,7 @@ import numpy as np
 
 from ..._checks import check_cache, check_groups, check_nc_input
 from .. import _common as C
-from .. import _float32 as F
-from .._common import cast_like, jit, ordered, pjit, split_like
+from .._common import jit, pjit
 
 __all__ = ["group_norm_forward", "group_norm_backward", "group_stats", "grouped_forward", "grouped_backward"]
 
@@ -180,107 +177,9 @@ def _gn_bwd_parallel(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks):
         _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, t * nr // nchunks, (t + 1) * nr // nchunks)
 
 
-# float32: arithmetic in float32 (16 lanes per AVX-512 register), sums in float64 (as LayerNorm's
-# float32 backward pass, :func:`~npnorm.kernels.statistics.layernorm._ln_bwd_rows32`)
-@ordered
-def _dx_channel(xr, dr, hi, lo, r, w, g_mean, gx_mean, dxr):
-    """``dx = r (w dy - mean(g) - x_hat mean(g x_hat))`` for one channel, with
-    ``x_hat = ((x - hi) - lo) r``, in the input's dtype (no reassociation: see ``ordered``)."""
-    for j in range(xr.shape[0]):
-        dxr[j] = r * (w * dr[j] - g_mean - ((xr[j] - hi) - lo) * r * gx_mean)
-
-
-@ordered
-def _affine_keep_channel(xr, hi, lo, a, b, orow, krow):
-    """``y = ((x - hi) - lo) a + b`` for one channel, copying ``x`` into ``krow``, in the input's dtype."""
-    for j in range(xr.shape[0]):
-        v = xr[j]
-        orow[j] = ((v - hi) - lo) * a + b
-        krow[j] = v
-
-
-@jit
-def _gn_fwd_keep_rows32(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1):
-    """:func:`_gn_fwd_keep_rows` computing in float32: statistics by the corrected two-pass algorithm
-    (:mod:`npnorm.kernels._float32`), then the output pass subtracts the mean as ``(x - hi) - lo``."""
-    k = x.shape[1] // groups
-    s_len = x.shape[2]
-    p = scale.shape[0]
-    m = k * s_len
-    for r in range(r0, r1):
-        n = r // groups
-        c0 = (r % groups) * k
-        s = np.float64(0.0)
-        for c in range(c0, c0 + k):             # pass 1: a first mean
-            s += F.total(x[n, c])
-        first = cast_like(s / m, x)
-        s1 = np.float64(0.0)
-        s2 = np.float64(0.0)
-        for c in range(c0, c0 + k):             # pass 2: deviations from it
-            a1, a2 = F.dev_sums(x[n, c], first)
-            s1 += a1
-            s2 += a2
-        d = s1 / m
-        mu = first + d
-        v = max(s2 / m - d * d, 0.0)
-        rs = 1.0 / np.sqrt(v + eps)
-        hi, lo = split_like(mu, x)
-        for c in range(c0, c0 + k):             # pass 3: normalize, modulate, keep x
-            _affine_keep_channel(x[n, c], hi, lo, cast_like(rs * scale[n % p, c], x),
-                                 cast_like(shift[n % p, c], x), out[n, c], keep[n, c])
-        mean[r] = mu
-        var[r] = v
-
-
-@pjit
-def _gn_fwd_keep_parallel32(x, groups, scale, shift, eps, out, mean, var, keep, nchunks):
-    nr = mean.shape[0]
-    for t in numba.prange(nchunks):
-        _gn_fwd_keep_rows32(x, groups, scale, shift, eps, out, mean, var, keep, t * nr // nchunks,
-                            (t + 1) * nr // nchunks)
-
-
-@jit
-def _gn_bwd_rows32(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, r0, r1):
-    """:func:`_gn_bwd_rows` computing in float32 (``x``, ``dy`` float32): the mean split as ``hi + lo``
-    (:func:`~npnorm.kernels._common.split_like`), sums in float64."""
-    k = x.shape[1] // groups
-    s_len = x.shape[2]
-    p = scale.shape[0]
-    m = k * s_len
-    for r in range(r0, r1):
-        n = r // groups
-        c0 = (r % groups) * k
-        hi, lo = split_like(mean[r], x)
-        rs = rstd[r]
-        sg = np.float64(0.0)
-        sgx = np.float64(0.0)
-        for c in range(c0, c0 + k):             # pass 1: sum dy and sum dy (x - mu) = ... (x - hi) - lo sum dy
-            a, bx = F.dy_sums(dy[n, c], x[n, c], hi)
-            bx -= np.float64(lo) * a
-            sdy[n, c] = a
-            sdyx[n, c] = bx
-            w = scale[n % p, c]
-            sg += w * a
-            sgx += w * bx
-        g_mean = cast_like(sg / m, x)
-        gx_mean = cast_like(sgx * rs / m, x)
-        r32 = cast_like(rs, x)
-        for c in range(c0, c0 + k):             # pass 2: dx
-            _dx_channel(x[n, c], dy[n, c], hi, lo, r32, cast_like(scale[n % p, c], x), g_mean, gx_mean, dx[n, c])
-
-
-@pjit
-def _gn_bwd_parallel32(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks):
-    nr = mean.shape[0]
-    for t in numba.prange(nchunks):
-        _gn_bwd_rows32(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, t * nr // nchunks, (t + 1) * nr // nchunks)
-
-
 DISPATCHERS = (_block_stats, _gn_stats_rows, _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel,
                _gn_fwd_keep_rows, _gn_fwd_keep_parallel,
-               _gn_bwd_rows, _gn_bwd_parallel, _dx_channel, _gn_bwd_rows32, _gn_bwd_parallel32,
-               _affine_keep_channel, _gn_fwd_keep_rows32, _gn_fwd_keep_parallel32)
+               _gn_bwd_rows, _gn_bwd_parallel)
 
 
 # -- Python-level building blocks -------------------------------------------------------------------
@@ -302,14 +201,12 @@ def grouped_forward(x3: np.ndarray, groups: int, scale: np.ndarray, shift: np.nd
     in the cache."""
     n = x3.shape[0]
     mean, var = np.empty(n * groups), np.empty(n * groups)
-    f32 = x3.dtype == np.float32                 # float32: the kernel computes in float32
     if keep is not None:
         if C.use_parallel(x3.size):
-            (_gn_fwd_keep_parallel32 if f32 else _gn_fwd_keep_parallel)(
-                x3, groups, scale, shift, float(eps), out, mean, var, keep, C.num_chunks(n * groups))
+            _gn_fwd_keep_parallel(x3, groups, scale, shift, float(eps), out, mean, var, keep,
+                                  C.num_chunks(n * groups))
         else:
-            (_gn_fwd_keep_rows32 if f32 else _gn_fwd_keep_rows)(x3, groups, scale, shift, float(eps), out, mean,
-                                                                var, keep, 0, n * groups)
+            _gn_fwd_keep_rows(x3, groups, scale, shift, float(eps), out, mean, var, keep, 0, n * groups)
     elif C.use_parallel(x3.size):
         _gn_fwd_parallel(x3, groups, scale, shift, float(eps), out, mean, var, C.num_chunks(n * groups))
     else:
@@ -324,12 +221,10 @@ def grouped_backward(dy3: np.ndarray, x3: np.ndarray, groups: int, scale: np.nda
     n, c = x3.shape[:2]
     sdy, sdyx = np.empty((n, c)), np.empty((n, c))
     mean, rstd = mean.reshape(-1), rstd.reshape(-1)
-    f32 = x3.dtype == np.float32                 # float32: the kernel computes in float32
     if C.use_parallel(x3.size):
-        (_gn_bwd_parallel32 if f32 else _gn_bwd_parallel)(dy3, x3, groups, scale, mean, rstd, dx, sdy, sdyx,
-                                                          C.num_chunks(n * groups))
+        _gn_bwd_parallel(dy3, x3, groups, scale, mean, rstd, dx, sdy, sdyx, C.num_chunks(n * groups))
     else:
-        (_gn_bwd_rows32 if f32 else _gn_bwd_rows)(dy3, x3, groups, scale, mean, rstd, dx, sdy, sdyx, 0, n * groups)
+        _gn_bwd_rows(dy3, x3, groups, scale, mean, rstd, dx, sdy, sdyx, 0, n * groups)
     return sdy, sdyx
 
 

@@ -12,28 +12,7 @@ walks over it several times:
   (and this row's share of :math:`d\gamma, d\beta`), pass 2 writes
   :math:`dx = r\,(g - \overline{g} - \hat x\,\overline{g\hat x})`. Traffic: read ``x`` and ``dy``, write ``dx``.
 
-All accumulation is in float64, whatever the input dtype. With float64 input (and in the forward
-pass without a private copy) the arithmetic is float64 too. The **float32 kernels** with the copy
-(``_ln_fwd_keep_rows32``, ``_ln_bwd_rows32``) compute in float32, 16 numbers per AVX-512 register
-instead of 8, and convert nothing: measured on this project's 2-core machine, the float64-arithmetic
-backward pass on float32 data was bound by its arithmetic (converting ``x`` and ``dy``, adding each
-row's shares into the float64 ``dweight`` and ``dbias``), and the forward pass was too when the
-data was in the cache. They keep float64 where it matters:
-
-* the sums (:mod:`npnorm.kernels._float32`): float32 partial sums of ``SUM_BLOCK`` elements added in
-  float64; the statistics by the corrected two-pass algorithm; the shares of ``dweight`` and ``dbias``
-  added in float32 over ``GRAD_ROWS`` rows, then into float64;
-* the mean is split as ``hi + lo`` in float32 (:func:`~npnorm.kernels._common.split_like`), and the
-  deviation is ``(x - hi) - lo``: exact digits for data far from zero, where ``x - float32(mu)`` would
-  be off by half a float32 ulp of ``mu``;
-* the loops that subtract ``hi`` and ``lo`` are compiled without ``reassoc``
-  (:data:`~npnorm.kernels._common.ordered`), so that LLVM cannot turn ``(x - hi) - lo`` into
-  ``x - (hi + lo)``.
-
-``tests/test_backends.py`` holds every float32 result to 1e-5 of the float64 reference on the same
-values, with data around 1e4 among them.
-
-The backward pass recomputes
+All accumulation is in float64, whatever the input dtype. The backward pass recomputes
 :math:`\hat x` from ``x`` and the per-row ``mean`` / ``rstd`` saved by the forward pass instead of
 storing a full-size :math:`\hat x` (less memory, less traffic). It reads a **private copy** of ``x``,
 never the caller's array (which the caller may edit after the forward pass): the forward pass
@@ -55,8 +34,7 @@ import numpy as np
 
 from ..._checks import check_cache, check_rows_input
 from .. import _common as C
-from .. import _float32 as F
-from .._common import cast_like, jit, ordered, pjit, split_like
+from .._common import jit, pjit
 
 __all__ = ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward", "rms_norm_backward"]
 
@@ -97,6 +75,33 @@ def _ln_fwd_parallel(x, w, b, eps, out, mean, rstd, nchunks):
 
 
 @jit
+def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
+    """LayerNorm backward of rows ``r0 <= i < r1``; adds this range's
+    dweight/dbias into ``dw``/``db`` (M,)."""
+    m = x.shape[1]
+    for i in range(r0, r1):
+        row, drow = x[i], dy[i]
+        mu, r = mean[i], rstd[i]
+        sg = np.float64(0.0)
+        sgx = np.float64(0.0)
+        # pass 1: row sums and parameter-gradient shares
+        for j in range(m):
+            xh = (row[j] - mu) * r
+            g = drow[j] * w[j]
+            sg += g
+            sgx += g * xh
+            dw[j] += drow[j] * xh
+            db[j] += drow[j]
+        sg /= m
+        sgx /= m
+        dxrow = dx[i]
+        # pass 2: dx = r (g - mean(g) - x_hat mean(g x_hat))
+        for j in range(m):
+            xh = (row[j] - mu) * r
+            dxrow[j] = r * (drow[j] * w[j] - sg - xh * sgx)
+
+
+@jit
 def _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, r0, r1):
     """:func:`_ln_fwd_rows` whose pass 3 also copies the row into ``keep`` while it is in the cache:
     the backward pass reads that private copy, never the caller's array."""
@@ -128,133 +133,12 @@ def _ln_fwd_keep_parallel(x, w, b, eps, out, mean, rstd, keep, nchunks):
         _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, t * n // nchunks, (t + 1) * n // nchunks)
 
 
-@jit
-def _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
-    """LayerNorm backward of rows ``r0 <= i < r1``; adds this range's
-    dweight/dbias into ``dw``/``db`` (M,)."""
-    m = x.shape[1]
-    for i in range(r0, r1):
-        row, drow = x[i], dy[i]
-        mu, r = mean[i], rstd[i]
-        sg = np.float64(0.0)
-        sgx = np.float64(0.0)
-        # pass 1: row sums and parameter-gradient shares
-        for j in range(m):
-            xh = (row[j] - mu) * r
-            g = drow[j] * w[j]
-            sg += g
-            sgx += g * xh
-            dw[j] += drow[j] * xh
-            db[j] += drow[j]
-        sg /= m
-        sgx /= m
-        dxrow = dx[i]
-        # pass 2: dx = r (g - mean(g) - x_hat mean(g x_hat))
-        for j in range(m):
-            xh = (row[j] - mu) * r
-            dxrow[j] = r * (drow[j] * w[j] - sg - xh * sgx)
-
-
 @pjit
 def _ln_bwd_parallel(dy, x, w, mean, rstd, dx, dw, db):
     n = x.shape[0]
     nchunks = dw.shape[0]
     for t in numba.prange(nchunks):
         _ln_bwd_rows(dy, x, w, mean, rstd, dx, dw[t], db[t], t * n // nchunks, (t + 1) * n // nchunks)
-
-
-# float32: arithmetic in float32 (16 lanes per AVX-512 register), sums in float64 (npnorm.kernels._float32)
-@ordered
-def _normalize_keep_row(row, hi, lo, r, w, b, orow, krow):
-    """``y = ((x - hi) - lo) r w + b`` for one row, copying ``x`` into ``krow``, in the row's dtype."""
-    for j in range(row.shape[0]):
-        v = row[j]
-        orow[j] = ((v - hi) - lo) * r * w[j] + b[j]
-        krow[j] = v
-
-
-@jit
-def _ln_fwd_keep_rows32(x, w, b, eps, out, mean, rstd, keep, r0, r1):
-    """:func:`_ln_fwd_keep_rows` computing in float32 (``x``, ``w``, ``b`` float32): statistics by the
-    corrected two-pass algorithm, the mean subtracted as ``(x - hi) - lo``."""
-    m = x.shape[1]
-    for i in range(r0, r1):
-        row = x[i]
-        first = cast_like(F.total(row) / m, row)        # pass 1: a first mean
-        s1, s2 = F.dev_sums(row, first)                # pass 2: deviations from it
-        d = s1 / m
-        mu = first + d
-        r = 1.0 / np.sqrt(max(s2 / m - d * d, 0.0) + eps)
-        hi, lo = split_like(mu, row)
-        _normalize_keep_row(row, hi, lo, cast_like(r, row), w, b, out[i], keep[i])   # pass 3
-        mean[i] = mu
-        rstd[i] = r
-
-
-@pjit
-def _ln_fwd_keep_parallel32(x, w, b, eps, out, mean, rstd, keep, nchunks):
-    n = x.shape[0]
-    for t in numba.prange(nchunks):
-        _ln_fwd_keep_rows32(x, w, b, eps, out, mean, rstd, keep, t * n // nchunks, (t + 1) * n // nchunks)
-
-
-@ordered
-def _dx_row(row, drow, hi, lo, r, w, g_mean, gx_mean, dxrow, acc_w, acc_b):
-    """Pass 2 of the backward pass:
-    ``dx = r (g - mean(g) - x_hat mean(g x_hat))``, and this row's shares of
-    dweight and dbias added into ``acc_w`` and ``acc_b``, in the row's
-    dtype."""
-    for j in range(row.shape[0]):
-        xh = ((row[j] - hi) - lo) * r
-        d = drow[j]
-        dxrow[j] = r * (d * w[j] - g_mean - xh * gx_mean)
-        acc_w[j] += d * xh
-        acc_b[j] += d
-
-
-#: The float32 backward pass adds the rows' shares of dweight and dbias in float32 over this many
-#: rows, then into the float64 totals.
-GRAD_ROWS = 32
-
-
-@jit
-def _add_into(total, part):
-    """``total += part`` (float64 += float32), then ``part = 0``."""
-    for j in range(total.shape[0]):
-        total[j] += part[j]
-        part[j] = 0.0
-
-
-@jit
-def _ln_bwd_rows32(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
-    """:func:`_ln_bwd_rows` computing in float32 (``x``, ``dy``, ``w``
-    float32; sums in float64)."""
-    m = x.shape[1]
-    acc_w = np.zeros(m, x.dtype)
-    acc_b = np.zeros(m, x.dtype)
-    for i in range(r0, r1):
-        row, drow = x[i], dy[i]
-        hi, lo = split_like(mean[i], row)
-        r = rstd[i]
-        # pass 1: sum g and sum g (x - mu) = sum g (x - hi) - lo sum g
-        sg, sgx = F.weighted_dy_sums(drow, w, row, hi)
-        g_mean = sg / m
-        gx_mean = r * (sgx - np.float64(lo) * sg) / m
-        # pass 2: dx, and the parameter-gradient shares
-        _dx_row(row, drow, hi, lo, cast_like(r, row), w,
-                cast_like(g_mean, row), cast_like(gx_mean, row), dx[i],
-                acc_w, acc_b)
-        if (i - r0) % GRAD_ROWS == GRAD_ROWS - 1 or i == r1 - 1:
-            _add_into(dw, acc_w)
-            _add_into(db, acc_b)
-
-
-@pjit
-def _ln_bwd_parallel32(dy, x, w, mean, rstd, dx, dw, db):
-    n = x.shape[0]
-    nchunks = dw.shape[0]
-    for t in numba.prange(nchunks):
-        _ln_bwd_rows32(dy, x, w, mean, rstd, dx, dw[t], db[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
 # -- RMSNorm ----------------------------------------------------------------------------------------
@@ -334,7 +218,7 @@ def _rms_bwd_parallel(dy, x, w, rstd, dx, dw):
         _rms_bwd_rows(dy, x, w, rstd, dx, dw[t], t * n // nchunks, (t + 1) * n // nchunks)
 
 
-DISPATCHERS = (_normalize_keep_row, _ln_fwd_keep_rows32, _ln_fwd_keep_parallel32, _dx_row, _add_into, _ln_bwd_rows32, _ln_bwd_parallel32, _ln_fwd_rows, _ln_fwd_parallel, _ln_fwd_keep_rows, _ln_fwd_keep_parallel, _ln_bwd_rows,
+DISPATCHERS = (_ln_fwd_rows, _ln_fwd_parallel, _ln_fwd_keep_rows, _ln_fwd_keep_parallel, _ln_bwd_rows,
                _ln_bwd_parallel, _rms_fwd_rows, _rms_fwd_parallel, _rms_fwd_keep_rows, _rms_fwd_keep_parallel,
                _rms_bwd_rows, _rms_bwd_parallel)
 
@@ -360,13 +244,7 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
     y = C.check_out(out, (n, m), x2.dtype)
     mean, rstd = np.empty(n), np.empty(n)
     keep = C.keep_buffer(x, x2, keep_out)
-    if keep is not None and x2.dtype == np.float32:         # float32: the kernel computes in float32
-        w32, b32 = w.astype(np.float32), b.astype(np.float32)
-        if C.use_parallel(x2.size):
-            _ln_fwd_keep_parallel32(x2, w32, b32, float(eps), y, mean, rstd, keep, C.num_chunks(n))
-        else:
-            _ln_fwd_keep_rows32(x2, w32, b32, float(eps), y, mean, rstd, keep, 0, n)
-    elif keep is not None:
+    if keep is not None:
         if C.use_parallel(x2.size):
             _ln_fwd_keep_parallel(x2, w, b, float(eps), y, mean, rstd, keep, C.num_chunks(n))
         else:
@@ -385,20 +263,18 @@ def layer_norm_forward(x: np.ndarray, normalized_shape: tuple[int, ...], weight:
 def layer_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: np.ndarray | None = None):
     """Fused LayerNorm backward: returns ``(dx, dweight, dbias)`` (float64 parameter gradients)."""
     dout = check_cache(dout, cache, "layer_norm_backward")
-    x2 = cache["x"]
-    f32 = x2.dtype == np.float32                     # float32: the kernel computes in float32
-    w = cache["w"].astype(x2.dtype)
+    x2, w = cache["x"], cache["w"]
     n, m = x2.shape
     dy = C.as_upstream(dout, x2.dtype, (n, m))
     dx = C.check_out(dx_out, (n, m), x2.dtype, "dx_out")
     if C.use_parallel(x2.size):
         k = C.num_chunks(n)
         dw, db = np.zeros((k, m)), np.zeros((k, m))
-        (_ln_bwd_parallel32 if f32 else _ln_bwd_parallel)(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db)
+        _ln_bwd_parallel(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db)
         dw, db = dw.sum(axis=0), db.sum(axis=0)
     else:
         dw, db = np.zeros(m), np.zeros(m)
-        (_ln_bwd_rows32 if f32 else _ln_bwd_rows)(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db, 0, n)
+        _ln_bwd_rows(dy, x2, w, cache["mean"], cache["rstd"], dx, dw, db, 0, n)
     nshape = cache["normalized_shape"]
     return (C.restore(dx, cache["shape"], cache["dtype"]),
             dw.reshape(nshape) if cache["has_weight"] else None,
