@@ -34,3 +34,13 @@ def test_the_command_lists_it():
     r = subprocess.run([sys.executable, "-m", "npnorm.experiments", "--list"], capture_output=True, text=True,
                        cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     assert r.returncode == 0 and "small-batch-catalog" in r.stdout
+
+
+def test_printed_figures_are_rounded_and_spreads_read_mean_min_max():
+    """The command's printout: floats inside lists and dicts to 4 digits (a full-precision float cut
+    off at the line width hid results before), spreads over seeds as ``mean [min, max]``."""
+    from npnorm.experiments.__main__ import _format
+
+    spreads = [{"mean": 0.0873333333, "min": 0.086, "max": 0.09}, {"mean": 0.266, "min": 0.228, "max": 0.324}]
+    assert _format(spreads) == "0.08733 [0.086, 0.09]; 0.266 [0.228, 0.324]"
+    assert _format({"a": [0.123456789, {"b": 2.0 / 3.0}]}) == '{"a": [0.1235, {"b": 0.6667}]}'

@@ -12,15 +12,28 @@ from ._framework import worker_processes
 
 
 def _rounded(value):
+    """Floats to 4 significant digits, inside lists, tuples and dicts too."""
     if isinstance(value, float):
         return float(f"{value:.4g}")
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
     return value
 
 
+def _spread_text(value):
+    """A spread over seeds, ``{"mean", "min", "max"}``, as ``mean [min, max]``; anything else as it is."""
+    if isinstance(value, dict) and set(value) == {"mean", "min", "max"}:
+        return f"{value['mean']:.4g} [{value['min']:.4g}, {value['max']:.4g}]"
+    if isinstance(value, list) and value and all(isinstance(v, dict) and set(v) == {"mean", "min", "max"}
+                                                 for v in value):
+        return "; ".join(_spread_text(v) for v in value)
+    return None
+
+
 def _format(value, width: int = 100) -> str:
-    text = json.dumps(_rounded(value))
+    text = _spread_text(value) or json.dumps(_rounded(value))
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
