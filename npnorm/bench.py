@@ -1094,9 +1094,9 @@ def _numpy_blas_policy() -> tuple[Any, str]:
     npnorm's matrix products are small (the AdaGN projection, the chapter-8 CNN), and the experiments
     run them on one BLAS thread (:func:`npnorm.experiments._framework.one_blas_thread`). With
     OpenBLAS's default threads, its workers keep spinning after a product and take the cores from the
-    Numba kernel that runs next: measured here, AdaGN's forward and backward (projection and fused kernel) took 25 ms
-    instead of 7 ms. PyTorch's own threads are not limited (threadpoolctl does not see the BLAS inside
-    PyTorch's wheel)."""
+    Numba kernel that runs next: measured here, AdaGN's forward and backward (projection and fused
+    kernel) took 25 ms instead of 7 ms. PyTorch's own threads are not limited (threadpoolctl does not
+    see the BLAS inside PyTorch's wheel)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
