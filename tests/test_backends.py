@@ -6,7 +6,8 @@ for outputs, input gradients, parameter gradients and running statistics.
 
 Registry-driven: every spec listing ``"numba"`` in ``backends``, every case and mode, is built twice
 with the same seed (``spec.build(..., backend=...)``) and compared. Then the hard inputs: shapes large
-enough to cross the parallel threshold, float32 data with an offset of 1e4, constant rows, NaN, and
+enough to cross the parallel threshold, float32 data with an offset of 1e4, ill-conditioned upstreams
+(``dy = y``, a common offset) and inputs near 1e18, one-element sets, constant rows, NaN and inf, and
 the running statistics after several training steps.
 """
 
