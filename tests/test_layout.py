@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "npnorm"
 NORMALIZER_FAMILIES = [f for f in FAMILIES if f != "nn"]
 #: Top-level modules that are infrastructure: they must not import any family (no upward imports).
-INFRASTRUCTURE = ("base", "registry", "backend", "gradcheck", "_checks")
+INFRASTRUCTURE = ("base", "registry", "backend", "gradcheck", "_checks", "_numerics")
 
 
 def test_top_level_is_small():

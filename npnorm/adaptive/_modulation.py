@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .._numerics import sigmoid
+
 __all__ = ["ACTIVATIONS", "check_act", "project_forward", "project_backward", "modulate_forward",
            "linear_params", "check_condition", "check_labels",
            "modulate_backward", "expand"]
@@ -47,17 +49,12 @@ def check_act(act_fn: object, where: str) -> str | None:
     return "silu" if act_fn == "swish" else act_fn  # type: ignore[return-value]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 def project_forward(c: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                     act: str | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Equation (P): ``(p, cache)`` with ``p = act(c) @ weight.T + bias``, float64."""
     c64 = np.array(c, dtype=np.float64)                      # a copy: the cache never aliases c
     if act == "silu":
-        s = _sigmoid(c64)
+        s = sigmoid(c64)
         a = c64 * s
         dact = s * (1.0 + c64 * (1.0 - s))                   # SiLU'(c)
     else:

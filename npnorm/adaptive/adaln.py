@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_dout, check_eps, check_positive_int
+from .._numerics import sigmoid
 from ..base import Module
 from ..statistics.standardize import standardize_backward, standardize_forward
-from ._modulation import (_sigmoid, check_condition, expand, linear_params, modulate_backward, modulate_forward,
+from ._modulation import (check_condition, expand, linear_params, modulate_backward, modulate_forward,
                           project_backward, project_forward)
 
 __all__ = ["adaln_forward", "adaln_backward", "adaln_zero_forward", "adaln_zero_backward", "AdaLN",
@@ -76,7 +77,7 @@ def adaln_zero_forward(x: np.ndarray, cond: np.ndarray, params: dict[str, np.nda
     u, m_cache = modulate_forward(x_hat, scale, shift, channel_axis=-1)
     w1, w2 = (np.asarray(params[k], dtype=np.float64) for k in ("mlp.fc1.weight", "mlp.fc2.weight"))
     h1 = u @ w1.T + params["mlp.fc1.bias"]
-    sig = _sigmoid(h1)
+    sig = sigmoid(h1)
     a = h1 * sig                                                                    # SiLU
     f = a @ w2.T + params["mlp.fc2.bias"]
     g_e = expand(gate, x.ndim, -1)

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_dout, check_positive_int
+from .._numerics import sigmoid
 from ..base import Module
-from ._modulation import _sigmoid, linear_params
+from ._modulation import linear_params
 
 __all__ = ["timestep_embedding_forward", "timestep_embedding_backward", "SinusoidalTimestepEmbedding",
            "TimestepEmbedding"]
@@ -148,7 +149,7 @@ class TimestepEmbedding(Module):
         p = self.params
         x64 = np.array(x, dtype=np.float64)
         h = x64 @ p["linear_1.weight"].T + p["linear_1.bias"]
-        s = _sigmoid(h)
+        s = sigmoid(h)
         a = h * s
         out = a @ p["linear_2.weight"].T + p["linear_2.bias"]
         # the weights used here, copied: an optimizer step before backward must not change the gradient

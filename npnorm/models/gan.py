@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import nn
+from .._numerics import sigmoid
 from ..base import Module
 from ..nn.double_backward import (PIECEWISE_LINEAR, critic_forward, critic_input_gradient,
                                   gradient_penalty_backward, gradient_penalty_forward)
@@ -200,11 +201,6 @@ def _softplus(z: np.ndarray) -> np.ndarray:
     return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 class GAN:
     """Generator, critic, their Adam optimizers and one training step of each.
 
@@ -264,7 +260,7 @@ class GAN:
             dd = np.concatenate([np.full(b, -1.0 / b), np.full(b, 1.0 / b)])
         else:
             value = float(_softplus(-d_real).mean() + _softplus(d_fake).mean())
-            dd = np.concatenate([-_sigmoid(-d_real) / b, _sigmoid(d_fake) / b])
+            dd = np.concatenate([-sigmoid(-d_real) / b, sigmoid(d_fake) / b])
         self.critic.backward(dd[:, None])
         out = {"loss": value}
         if self.method == "gp":
@@ -287,7 +283,7 @@ class GAN:
         if self.loss == "wasserstein":
             value, dd = float(-d.mean()), np.full(batch_size, -1.0 / batch_size)
         else:
-            value, dd = float(_softplus(-d).mean()), -_sigmoid(-d) / batch_size
+            value, dd = float(_softplus(-d).mean()), -sigmoid(-d) / batch_size
         dx = self.critic.backward(dd[:, None])
         self.critic.zero_grad()
         self.critic.train()

@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_dout
+from .._numerics import sigmoid
 
 __all__ = [
     "ACTIVATIONS",
@@ -84,11 +85,6 @@ __all__ = [
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "silu")
 #: The ones whose second derivative is zero almost everywhere.
 PIECEWISE_LINEAR = ("relu", "leaky_relu")
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def activation_derivatives(name: str, z: np.ndarray, negative_slope: float = 0.2
@@ -111,7 +107,7 @@ def activation_derivatives(name: str, z: np.ndarray, negative_slope: float = 0.2
         d1 = 1.0 - t * t
         return t, d1, -2.0 * t * d1
     if name == "silu":
-        s = _sigmoid(z)
+        s = sigmoid(z)
         return z * s, s * (1.0 + z * (1.0 - s)), s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 

@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from .._checks import as_float_array, check_cache, check_device, check_param, check_positive_int, resolve_dtype
+from .._numerics import sigmoid
 from ..base import Module
 from . import init
 
@@ -246,18 +247,12 @@ class Tanh(_Elementwise):
         return 1.0 - y * y
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function without overflow warnings for large :math:`|x|`."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 class SiLU(_InplaceArg):
     """:math:`x\\,\\sigma(x)` (swish), as ``torch.nn.SiLU(inplace=False)``; derivative
     :math:`\\sigma(x)(1 + x(1-\\sigma(x)))`. ``inplace=True`` is accepted but computes out of place."""
 
     def _f(self, x):
-        s = _sigmoid(x)
+        s = sigmoid(x)
         return x * s, (x, s)
 
     def _df(self, saved):

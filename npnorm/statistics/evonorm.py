@@ -36,6 +36,7 @@ import numpy as np
 
 from .._checks import (as_float_array, check_cache, check_channel_groups, check_channels,
                        check_dout, check_eps, check_momentum, check_ndim, check_positive_int)
+from .._numerics import sigmoid
 from ..backend import check_backend, pick, pick_for_cache
 from ..base import Module
 from ..kernels._common import run_reusing
@@ -111,9 +112,7 @@ def evonorm_s0_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, v: n
     xg = x64.reshape(n, groups, c // groups, h, w)
     xc = xg - xg.mean(axis=(2, 3, 4), keepdims=True)
     std = np.sqrt(np.mean(xc * xc, axis=(2, 3, 4), keepdims=True) + eps)
-    t = x64 * v.reshape(_V)
-    e = np.exp(-np.abs(t))                  # the sigmoid of t without overflow for large |t|
-    sig = np.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    sig = sigmoid(x64 * v.reshape(_V))
     a = x64 * sig
     z = (a.reshape(xg.shape) / std).reshape(x64.shape)
     out = z * weight.reshape(_V) + bias.reshape(_V)                               # (ES1)

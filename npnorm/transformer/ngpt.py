@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import as_float_array, check_dout, check_positive_int
+from .._numerics import sigmoid
 from ..base import Module
 from ..nn import init
 from .l2norm import l2_normalize_backward, l2_normalize_forward
@@ -167,8 +168,7 @@ class NGPTResidual(Module):
 
 
 def _silu(v):
-    e = np.exp(-np.abs(v))                          # in (0, 1]: no overflow for either sign
-    s = np.where(v >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    s = sigmoid(v)
     return v * s, s
 
 
