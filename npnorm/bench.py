@@ -50,6 +50,7 @@ import argparse
 import contextlib
 import ctypes
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -1097,11 +1098,11 @@ def _numpy_blas_policy() -> tuple[Any, str]:
     Numba kernel that runs next: measured here, AdaGN's forward and backward (projection and fused
     kernel) took 25 ms instead of 7 ms. PyTorch's own threads are not limited (threadpoolctl does not
     see the BLAS inside PyTorch's wheel)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+    if importlib.util.find_spec("threadpoolctl") is None:
         return contextlib.nullcontext(), "library default (threadpoolctl is not installed)"
-    return threadpool_limits(limits=1, user_api="blas"), "1 thread (npnorm's policy for its small products)"
+    from .experiments._framework import one_blas_thread
+
+    return one_blas_thread(), "1 thread (npnorm's policy for its small products)"
 
 
 def run(cases=CASES, dtypes=("float32", "float64"), passes=PASSES, size: str = "full", repeats: int = 5,
