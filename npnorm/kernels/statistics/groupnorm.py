@@ -22,6 +22,13 @@ The backward pass reads ``x`` and ``dy`` once per row into cache-resident sums
 
 (kept per (sample, channel): they are exactly what the parameter gradients and AdaIN's style
 gradient need), then writes :math:`dx = r(g - \overline{g} - \hat x\,\overline{g\hat x})`.
+
+The loops over one channel's ``S`` elements are small functions of 1-D arrays (``_affine_row``,
+``_affine_keep_row``, ``_dy_sums_row``, ``_dx_row``). Written inline, indexing the 3-D arrays, the
+same loops were slower: on one thread of the 2-vCPU Intel Xeon this project is built on, float32,
+blocks in the L2 cache, the forward with the copy took 0.75 ns per element against 0.56, the
+backward 0.81 against 0.50, with bit-identical results (a by-hand measurement; the benchmark's
+GroupNorm, InstanceNorm and AdaGN rows show the effect on whole layers).
 """
 
 from __future__ import annotations
@@ -59,6 +66,41 @@ def _block_stats(x, n, c0, k):
 
 
 @jit
+def _affine_row(xr, mu, a, b, orow):
+    """``orow = (xr - mu) a + b`` over one channel's ``S`` contiguous elements."""
+    for j in range(xr.shape[0]):
+        orow[j] = (xr[j] - mu) * a + b
+
+
+@jit
+def _affine_keep_row(xr, mu, a, b, orow, krow):
+    """:func:`_affine_row` that also copies ``xr`` into ``krow``."""
+    for j in range(xr.shape[0]):
+        xv = xr[j]
+        orow[j] = (xv - mu) * a + b
+        krow[j] = xv
+
+
+@jit
+def _dy_sums_row(xr, dr, mu):
+    """``(sum dy, sum dy (x - mu))`` over one channel's ``S`` elements (float64)."""
+    a = np.float64(0.0)
+    bx = np.float64(0.0)
+    for j in range(xr.shape[0]):
+        d = np.float64(dr[j])
+        a += d
+        bx += d * (xr[j] - mu)
+    return a, bx
+
+
+@jit
+def _dx_row(xr, dr, mu, rs, w, sg, sgx, dxr):
+    """``dx = r (w dy - mean(g) - (x - mu) r mean(g x_hat))`` over one channel's ``S`` elements."""
+    for j in range(xr.shape[0]):
+        dxr[j] = rs * (w * dr[j] - sg - (xr[j] - mu) * rs * sgx)
+
+
+@jit
 def _gn_stats_rows(x, groups, mean, var, r0, r1):
     """Statistics only (no output) of rows ``(n, g)``, ``r0 <= n G + g < r1``, into ``mean``/``var`` (N*G,)."""
     k = x.shape[1] // groups
@@ -79,7 +121,6 @@ def _gn_stats_parallel(x, groups, mean, var, nchunks):
 def _gn_fwd_rows(x, groups, scale, shift, eps, out, mean, var, r0, r1):
     """Forward of rows ``r0 <= n G + g < r1``: stats, then ``y = (x - mu) r scale + shift``."""
     k = x.shape[1] // groups
-    s_len = x.shape[2]
     p = scale.shape[0]
     for r in range(r0, r1):
         n = r // groups
@@ -87,12 +128,7 @@ def _gn_fwd_rows(x, groups, scale, shift, eps, out, mean, var, r0, r1):
         mu, v = _block_stats(x, n, c0, k)
         rs = 1.0 / np.sqrt(v + eps)
         for c in range(c0, c0 + k):
-            a = rs * scale[n % p, c]
-            b = shift[n % p, c]
-            xr = x[n, c]
-            orow = out[n, c]
-            for j in range(s_len):
-                orow[j] = (xr[j] - mu) * a + b
+            _affine_row(x[n, c], mu, rs * scale[n % p, c], shift[n % p, c], out[n, c])
         mean[r] = mu
         var[r] = v
 
@@ -109,7 +145,6 @@ def _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1
     """:func:`_gn_fwd_rows` whose output pass also copies the block into ``keep`` while it is in the
     cache (the backward pass reads that copy, never the caller's array)."""
     k = x.shape[1] // groups
-    s_len = x.shape[2]
     p = scale.shape[0]
     for r in range(r0, r1):
         n = r // groups
@@ -117,13 +152,7 @@ def _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1
         mu, v = _block_stats(x, n, c0, k)
         rs = 1.0 / np.sqrt(v + eps)
         for c in range(c0, c0 + k):
-            a = rs * scale[n % p, c]
-            b = shift[n % p, c]
-            xr, orow, krow = x[n, c], out[n, c], keep[n, c]
-            for j in range(s_len):
-                xv = xr[j]
-                orow[j] = (xv - mu) * a + b
-                krow[j] = xv
+            _affine_keep_row(x[n, c], mu, rs * scale[n % p, c], shift[n % p, c], out[n, c], keep[n, c])
         mean[r] = mu
         var[r] = v
 
@@ -150,12 +179,7 @@ def _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, r0, r1):
         sg = np.float64(0.0)
         sgx = np.float64(0.0)
         for c in range(c0, c0 + k):             # pass 1: per-channel sums of dy and dy (x - mu)
-            xr, dr = x[n, c], dy[n, c]
-            a = np.float64(0.0)
-            bx = np.float64(0.0)
-            for j in range(s_len):
-                a += dr[j]
-                bx += dr[j] * (xr[j] - mu)
+            a, bx = _dy_sums_row(x[n, c], dy[n, c], mu)
             sdy[n, c] = a
             sdyx[n, c] = bx
             w = scale[n % p, c]
@@ -164,10 +188,7 @@ def _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, r0, r1):
         sg /= m                                 # mean of g = scale * dy
         sgx *= rs / m                           # mean of g * x_hat
         for c in range(c0, c0 + k):             # pass 2: dx
-            w = scale[n % p, c]
-            xr, dr, dxr = x[n, c], dy[n, c], dx[n, c]
-            for j in range(s_len):
-                dxr[j] = rs * (w * dr[j] - sg - (xr[j] - mu) * rs * sgx)
+            _dx_row(x[n, c], dy[n, c], mu, rs, scale[n % p, c], sg, sgx, dx[n, c])
 
 
 @pjit
@@ -177,8 +198,8 @@ def _gn_bwd_parallel(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks):
         _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, t * nr // nchunks, (t + 1) * nr // nchunks)
 
 
-DISPATCHERS = (_block_stats, _gn_stats_rows, _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel,
-               _gn_fwd_keep_rows, _gn_fwd_keep_parallel,
+DISPATCHERS = (_block_stats, _affine_row, _affine_keep_row, _dy_sums_row, _dx_row, _gn_stats_rows,
+               _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel, _gn_fwd_keep_rows, _gn_fwd_keep_parallel,
                _gn_bwd_rows, _gn_bwd_parallel)
 
 
