@@ -38,6 +38,15 @@ ordinary stores, so it is placed against the ``store`` bound: ``% bound`` = effe
 ``store`` bound (DRAM or in-cache, by working set). The ``memcpy`` figure is shown for comparison:
 ordinary stores cannot reach it.
 
+Memory patterns (``--patterns``). Two more columns time loops that do no arithmetic but move exactly
+the bytes of a memory pattern, in the same rounds as the implementations: ``pattern``, the fused
+kernel's (its forward pass reads ``x`` and writes ``y`` and the private copy, its backward pass reads
+the copy and ``dy`` and writes ``dx``; families that read twice read twice), and ``pattern_min``, the
+same without the private copy, PyTorch's pattern. Preallocated outputs, ordinary stores. A kernel
+cannot beat its own pattern by much, so ``torch/pattern`` is about the best ``layer/torch`` that any
+kernel keeping the private copy could reach in that run, and ``pattern/kernel`` says how close the
+kernel is to its pattern. Only for the families whose traffic is ``keep`` or ``keep, two reads``.
+
 Allocations: fresh large arrays can cost more than the arithmetic on these machines (page faults on
 new memory). The Numba column writes into preallocated arrays; for the columns that must allocate
 (NumPy, PyTorch), the benchmark asks glibc (``mallopt``) to keep freed memory on the heap instead of
@@ -62,10 +71,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "STREAMS", "KEEPS", "streams", "run",
-           "stream_bandwidths", "format_table", "plot", "main"]
+__all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "PATTERNS", "STREAMS", "KEEPS", "PATTERN_MIN", "streams",
+           "pattern_impls", "run", "stream_bandwidths", "format_table", "plot", "main"]
 
 IMPLEMENTATIONS = ("textbook", "reference", "numba", "layer", "torch")
+#: The memory-pattern loops (``--patterns``, see the module docstring): no arithmetic, the bytes of the
+#: fused kernel's pattern (``"pattern"``) or of the same without the private copy (``"pattern_min"``).
+PATTERNS = ("pattern", "pattern_min")
 #: How PyTorch's forward pass is timed: under ``torch.no_grad()`` (an inference forward, saves
 #: nothing) or with autograd recording (the training forward: saves a reference to ``x``).
 TORCH_FORWARDS = ("no_grad", "autograd")
@@ -98,7 +110,10 @@ STREAMS = {
     "keep, two reads": {"forward": (2, 2), "forward+backward": (6, 3)},
     "keep, three reads": {"forward": (3, 2), "forward+backward": (7, 3)},
     "copy and z": {"forward": (2, 3), "forward+backward": (5, 4)},
+    "two reads": {"forward": (2, 1), "forward+backward": (6, 2)},
 }
+#: The pattern without the private copy (``"pattern_min"``) of each kind that has a pattern loop.
+PATTERN_MIN = {"keep": "minimum", "keep, two reads": "two reads"}
 #: How the Numba kernel (and the layer on it) of each family keeps ``x``: a key of :data:`STREAMS`.
 KEEPS = {"layernorm": "keep", "rmsnorm": "keep", "groupnorm": "keep", "instancenorm": "keep",
          "batchnorm": "keep, two reads", "qkrms": "keep", "adagroupnorm": "keep", "scalenorm": "keep", "l2norm": "keep",
@@ -117,8 +132,11 @@ KEEPS = {"layernorm": "keep", "rmsnorm": "keep", "groupnorm": "keep", "instancen
 
 def streams(family: str, impl: str, pss: str) -> tuple[int, int]:
     """``(reads, writes)`` in units of ``x.nbytes`` that ``impl`` must move in pass ``pss`` of ``family``:
-    npnorm's kernel and layer per :data:`KEEPS`, every other implementation the ``"minimum"``."""
-    kind = KEEPS[family] if impl in ("numba", "layer") else "minimum"
+    npnorm's kernel, layer and ``"pattern"`` loop per :data:`KEEPS`, the ``"pattern_min"`` loop per
+    :data:`PATTERN_MIN`, every other implementation the ``"minimum"``."""
+    if impl == "pattern_min":
+        return STREAMS[PATTERN_MIN[KEEPS[family]]][pss]
+    kind = KEEPS[family] if impl in ("numba", "layer", "pattern") else "minimum"
     return STREAMS[kind][pss]
 
 
@@ -779,6 +797,39 @@ def _torch_catalog(torch, case, x, dy, w, b, extra, torch_forward="no_grad"):
     return _torch_pair(torch, call, inputs, torch.from_numpy(dy), torch_forward)
 
 
+def pattern_impls(family: str, x: np.ndarray, dy: np.ndarray) -> dict[str, dict[str, Callable]]:
+    """``{"pattern": {pass: callable}, "pattern_min": {...}}``: loops without arithmetic that move the
+    bytes of the fused kernel's memory pattern and of the same pattern without the private copy (see
+    the module docstring); ``{}`` for a family whose traffic kind has no pattern loop."""
+    from .kernels.affine import parallel_copy, parallel_read, stream_add, stream_copy2, stream_read2
+
+    kind = KEEPS[family]
+    if kind not in PATTERN_MIN:
+        return {}
+    twice = kind == "keep, two reads"
+    xf, dyf = x.reshape(-1), dy.reshape(-1)
+    y, keep, dx = np.empty_like(xf), np.empty_like(xf), np.empty_like(xf)
+
+    def fwd(copy):
+        if twice:
+            parallel_read(xf)                  # the statistics pass
+        if copy:
+            stream_copy2(xf, y, keep)          # output and private copy
+        else:
+            parallel_copy(xf, y)
+        return y, keep if copy else xf
+
+    def fwd_bwd(copy):
+        _, saved = fwd(copy)
+        if twice:
+            stream_read2(saved, dyf)           # the sums over x and dy
+        stream_add(saved, dyf, dx)
+        return dx
+
+    return {name: {"forward": (lambda c=copy: fwd(c)), "forward+backward": (lambda c=copy: fwd_bwd(c))}
+            for name, copy in (("pattern", True), ("pattern_min", False))}
+
+
 def _torch_pair(torch, call, inputs, dyt, torch_forward="no_grad"):
     """``{pass: callable}`` of the PyTorch function ``call(*inputs)``.
 
@@ -1160,6 +1211,8 @@ def _run(cases, dtypes, passes, size, repeats, threads, implementations, copy_by
             x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(dtype)
             dy = rng.standard_normal(shape).astype(dtype)
             impls = _implementations(case, x, dy, torch_mod, torch_forward)
+            if any(p in implementations for p in PATTERNS):
+                impls.update(pattern_impls(case.family, x, dy))
             names = [n for n in implementations if n in impls]
             for pss in passes:
                 if progress:
@@ -1217,12 +1270,14 @@ def format_table(data: dict[str, Any]) -> str:
     npnorm's layer API time (> 1: npnorm faster). The bare kernel's bandwidth is placed against the
     bound that applies to its working set (in-cache or DRAM copy)."""
     meta, res = data["meta"], data["results"]
-    impls = [i for i in IMPLEMENTATIONS if any(r["impl"] == i for r in res)]
+    impls = [i for i in IMPLEMENTATIONS + PATTERNS if any(r["impl"] == i for r in res)]
+    patterns = "pattern" in impls and "torch" in impls
     rows: dict[tuple, dict[str, dict]] = {}
     for r in res:
         rows.setdefault((r["case"], tuple(r["shape"]), r["dtype"], r["pass"]), {})[r["impl"]] = r
     head = ["case", "shape", "dtype", "pass", "MiB"] + [f"{i} ms" for i in impls]
     head += ["layer/torch"] if "torch" in impls else []
+    head += ["torch/pattern"] if patterns else []
     head += ["r+w", "kernel GB/s", "bound", "% bound", "best %"] + [f"{i}/kernel" for i in impls if i != "numba"]
     lines = []
     for (case, shape, dtype, pss), by in rows.items():
@@ -1234,6 +1289,9 @@ def format_table(data: dict[str, Any]) -> str:
         if "torch" in impls:
             line.append(f"{by['torch']['median'] / by['layer']['median']:.2f}"
                         if "torch" in by and "layer" in by else "-")
+        if patterns:
+            line.append(f"{by['torch']['median'] / by['pattern']['median']:.2f}"
+                        if "torch" in by and "pattern" in by else "-")
         if nb:
             line += [f"{nb['streams'][0]}+{nb['streams'][1]}", f"{nb['GBps']:.1f}", nb["bound"],
                      f"{100 * nb['roofline']:.0f}%",
@@ -1257,6 +1315,9 @@ def format_table(data: dict[str, Any]) -> str:
         f"times: median of {meta['repeats']} runs, implementations in turns, after a warm-up; "
         "'layer/torch' > 1: npnorm's layer API faster than PyTorch's module; 'impl/kernel' = impl time / "
         "bare kernel time",
+        *(["patterns: 'pattern' and 'pattern_min' move the bytes of the fused kernel's memory pattern with and "
+           "without the private copy of x, no arithmetic, preallocated outputs; 'torch/pattern': about the best "
+           "'layer/torch' any kernel keeping the private copy could reach in this run"] if patterns else []),
         "forward ('fwd'): npnorm's training forward (it writes the private copy of x) against PyTorch's "
         + ("under torch.no_grad() (an inference forward: saves nothing)"
            if meta.get("torch_forward", "no_grad") == "no_grad" else
@@ -1364,6 +1425,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=None, help="comma-separated case-name prefixes, e.g. LayerNorm,RMSNorm")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-train-step", action="store_true", help="skip the CNN training-step comparison")
+    parser.add_argument("--patterns", action="store_true",
+                        help="also time loops without arithmetic that move the bytes of the fused kernel's memory "
+                             "pattern, with and without the private copy of x (columns pattern, pattern_min)")
     parser.add_argument("--torch-forward", choices=TORCH_FORWARDS, default="no_grad",
                         help="time PyTorch's forward pass under torch.no_grad() (default, an inference forward) or "
                              "with autograd recording (the training forward, like npnorm's layer forward)")
@@ -1383,6 +1447,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cases:
             parser.error(f"--cases: no case starts with {wanted}; cases: {sorted({c.name for c in CASES})}")
     impls = tuple(i for i in IMPLEMENTATIONS if not (args.no_torch and i == "torch"))
+    impls += PATTERNS if args.patterns else ()
     copy_bytes = (8 << 20) if size == "tiny" else None
     t0 = time.perf_counter()
     data = run(cases, dtypes, size=size, repeats=repeats, threads=args.threads, implementations=impls,

@@ -161,6 +161,53 @@ def test_traffic_model_counts_the_private_copy():
     assert set(bench.KEEPS) == {c.family for c in bench.CASES}
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pattern_loops_move_the_bytes_they_claim(dtype):
+    """The memory-pattern loops (``--patterns``) really move their streams: the forward writes the output
+    (and, for ``pattern``, the private copy) from x, forward + backward writes dx from the saved array
+    and dy; their stream counts are the kernel's with and without the copy; families whose traffic
+    kind has no pattern loop get none."""
+    rng = np.random.default_rng(0)
+    for case in bench.CASES:
+        x = rng.standard_normal(case.sized("tiny")).astype(dtype)
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        impls = bench.pattern_impls(case.family, x, dy)
+        kind = bench.KEEPS[case.family]
+        if kind not in bench.PATTERN_MIN:
+            assert impls == {}
+            continue
+        assert set(impls) == set(bench.PATTERNS)
+        for name in bench.PATTERNS:
+            y, saved = impls[name]["forward"]()
+            np.testing.assert_array_equal(y, x.reshape(-1))
+            np.testing.assert_array_equal(saved, x.reshape(-1))
+            assert np.shares_memory(saved, x) == (name == "pattern_min")
+            dx = impls[name]["forward+backward"]()
+            np.testing.assert_array_equal(dx, (x + dy).reshape(-1))
+            for pss in bench.PASSES:
+                rd, wr = bench.streams(case.family, name, pss)
+                krd, kwr = bench.streams(case.family, "numba", pss)
+                assert (rd, wr) == (krd, kwr - (name == "pattern_min"))     # the copy: one write
+    from npnorm.kernels.affine import stream_read2
+    a, b = np.arange(100.0), np.ones(100)
+    assert stream_read2(a, b) == a.sum() + b.sum()
+
+
+def test_bench_patterns_option_adds_the_columns(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    out_json = tmp_path / "bench.json"
+    res = subprocess.run(
+        [sys.executable, "-m", "npnorm.bench", "--sizes", "tiny", "--repeats", "2", "--no-torch", "--dtypes",
+         "float32", "--cases", "LayerNorm,BatchNorm2d,IterNorm", "--no-train-step", "--patterns",
+         "--json", str(out_json)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "pattern ms" in res.stdout and "pattern_min ms" in res.stdout and "pattern/kernel" in res.stdout
+    got = {(r["case"], r["impl"]) for r in json.loads(out_json.read_text())["results"]}
+    assert {("LayerNorm", "pattern"), ("LayerNorm", "pattern_min"), ("BatchNorm2d train", "pattern")} <= got
+    assert not any(impl in bench.PATTERNS for case, impl in got if case.startswith("IterNorm"))
+
+
 def test_patchnorm_traffic_units_fit_the_case():
     """PatchNorm's streams count its output-sized arrays (y, z^w, dy) as x.nbytes: true for the case."""
     case = next(c for c in bench.CASES if c.family == "patchnorm")

@@ -16,7 +16,8 @@ import numpy as np
 from . import _common as C
 from ._common import jit, pjit
 
-__all__ = ["channel_affine", "channel_affine2", "channel_sums", "parallel_copy", "parallel_read"]
+__all__ = ["channel_affine", "channel_affine2", "channel_sums", "parallel_copy", "parallel_read", "stream_copy2",
+           "stream_add", "stream_read2"]
 
 
 @jit
@@ -126,8 +127,36 @@ def parallel_read(src):
     return s
 
 
-DISPATCHERS = (_affine_rows, _affine_parallel, _affine_keep_rows, _affine_keep_parallel, _sums_rows, _sums_parallel, _affine2_rows, _affine2_parallel,
-               parallel_copy, parallel_read)
+@pjit
+def stream_copy2(src, dst1, dst2):
+    """``dst1[:] = dst2[:] = src`` on all threads: one read stream and two write streams, no arithmetic
+    (the memory pattern of a fused forward pass that writes its output and a private copy)."""
+    for i in numba.prange(src.shape[0]):
+        v = src[i]
+        dst1[i] = v
+        dst2[i] = v
+
+
+@pjit
+def stream_add(a, b, dst):
+    """``dst[:] = a + b`` on all threads: two read streams and one write stream (the memory pattern of
+    a backward pass that reads ``x`` and ``dy`` and writes ``dx``), one addition per element."""
+    for i in numba.prange(a.shape[0]):
+        dst[i] = a[i] + b[i]
+
+
+@pjit
+def stream_read2(a, b):
+    """``sum(a) + sum(b)`` on all threads: two read streams (a backward pass's sums over ``x``, ``dy``)."""
+    s = 0.0
+    for i in numba.prange(a.shape[0]):
+        s += a[i] + b[i]
+    return s
+
+
+DISPATCHERS = (_affine_rows, _affine_parallel, _affine_keep_rows, _affine_keep_parallel, _sums_rows,
+               _sums_parallel, _affine2_rows, _affine2_parallel, parallel_copy, parallel_read, stream_copy2,
+               stream_add, stream_read2)
 
 
 def _params(c: int, *arrays: np.ndarray) -> list[np.ndarray]:
