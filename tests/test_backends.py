@@ -577,6 +577,28 @@ def test_layernorm_backward_bodies_agree(rows, dtype):
         assert rel_error(g, r) < tol
 
 
+@pytest.mark.parametrize("rows", [0, 1, 2, 5])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_layernorm_forward_with_copy_agrees_with_the_plain_body(rows, dtype):
+    """``_ln_fwd_keep_rows`` (software-pipelined: pass 3 of a row also sums the next row) gives the
+    output, mean and rstd of the one-row-at-a-time ``_ln_fwd_rows`` and an exact copy of x, for any
+    number of rows, the last row included."""
+    from npnorm.kernels.statistics import layernorm as kln
+    rng = np.random.default_rng(rows)
+    m = 37
+    x = (3 + 2 * rng.standard_normal((rows, m))).astype(dtype)
+    w, b = 1 + 0.3 * rng.standard_normal(m), 0.1 * rng.standard_normal(m)
+    y, mean, rstd = np.empty_like(x), np.empty(rows), np.empty(rows)
+    y2, mean2, rstd2, keep = np.empty_like(x), np.empty(rows), np.empty(rows), np.empty_like(x)
+    kln._ln_fwd_rows(x, w, b, 1e-5, y, mean, rstd, 0, rows)
+    kln._ln_fwd_keep_rows(x, w, b, 1e-5, y2, mean2, rstd2, keep, 0, rows)
+    np.testing.assert_array_equal(keep, x)
+    tol = 1e-14 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(mean2, mean, rtol=tol)
+    np.testing.assert_allclose(rstd2, rstd, rtol=1e-12)
+    np.testing.assert_allclose(y2, y, rtol=tol, atol=tol)
+
+
 # -- review fixes: l2norm out=/keep_out= off the last axis, PatchNorm's weight, private parameters ---
 def test_l2norm_twin_out_needs_the_last_axis():
     """``out=`` (and ``dx_out=``) cannot hold rows of another axis: a clear error, not a silent drop."""

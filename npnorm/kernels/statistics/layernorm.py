@@ -151,26 +151,43 @@ def _ln_bwd_rows4(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
 
 
 @jit
+def _ln_out_keep_next(row, mu, r, w, b, orow, krow, nxt):
+    """Pass 3 of one row (normalize + affine, and keep x) fused with pass 1 of the next row ``nxt``:
+    returns the sum of ``nxt``."""
+    s = np.float64(0.0)
+    for j in range(row.shape[0]):
+        v = row[j]
+        orow[j] = (v - mu) * r * w[j] + b[j]
+        krow[j] = v
+        s += nxt[j]
+    return s
+
+
+@jit
 def _ln_fwd_keep_rows(x, w, b, eps, out, mean, rstd, keep, r0, r1):
-    """:func:`_ln_fwd_rows` whose pass 3 also copies the row into ``keep`` while it is in the cache:
-    the backward pass reads that private copy, never the caller's array."""
+    """:func:`_ln_fwd_rows` whose pass 3 also copies the row into ``keep`` while it is in the cache
+    (the backward pass reads that private copy, never the caller's array), software-pipelined: pass 3
+    of row ``i`` also sums row ``i + 1`` (its pass 1), so that the next row's loads from memory are
+    in flight while this row is written. Same formulas as :func:`_ln_fwd_rows`; the compiler may
+    split the fused sum over vector lanes differently, which changes the last bits of the mean at
+    most."""
     m = x.shape[1]
+    if r0 >= r1:
+        return
+    s = np.float64(0.0)
+    row = x[r0]
+    for j in range(m):                          # pass 1 of the first row
+        s += row[j]
     for i in range(r0, r1):
         row = x[i]
-        s = np.float64(0.0)
-        for j in range(m):                      # pass 1: mean
-            s += row[j]
         mu = s / m
         ss = np.float64(0.0)
         for j in range(m):                      # pass 2: biased variance, from deviations
             d = row[j] - mu
             ss += d * d
         r = 1.0 / np.sqrt(ss / m + eps)
-        orow, krow = out[i], keep[i]
-        for j in range(m):                      # pass 3: normalize + affine, and keep x
-            v = row[j]
-            orow[j] = (v - mu) * r * w[j] + b[j]
-            krow[j] = v
+        nxt = x[i + 1] if i + 1 < r1 else row   # (the last row sums itself again, unused)
+        s = _ln_out_keep_next(row, mu, r, w, b, out[i], keep[i], nxt)   # pass 3, and pass 1 of i + 1
         mean[i] = mu
         rstd[i] = r
 
@@ -268,7 +285,7 @@ def _rms_bwd_parallel(dy, x, w, rstd, dx, dw):
 
 
 DISPATCHERS = (_ln_fwd_rows, _ln_fwd_parallel, _ln_fwd_keep_rows, _ln_fwd_keep_parallel, _ln_bwd_rows,
-               _ln_dx_row, _ln_bwd_rows4, _ln_bwd_parallel, _rms_fwd_rows, _rms_fwd_parallel,
+               _ln_dx_row, _ln_bwd_rows4, _ln_bwd_parallel, _ln_out_keep_next, _rms_fwd_rows, _rms_fwd_parallel,
                _rms_fwd_keep_rows, _rms_fwd_keep_parallel, _rms_bwd_rows, _rms_bwd_parallel)
 
 
