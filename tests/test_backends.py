@@ -599,6 +599,34 @@ def test_layernorm_forward_with_copy_agrees_with_the_plain_body(rows, dtype):
     np.testing.assert_allclose(y2, y, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("groups", [1, 2, 6])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_groupnorm_forward_with_copy_agrees_with_the_plain_body(groups, dtype):
+    """``_gn_fwd_keep_rows`` (software-pipelined: writing one (sample, group) block, it sums the next)
+    gives the output and statistics of ``_gn_fwd_rows`` and an exact copy, for every row range (one
+    row, a range ending mid-sample, the whole array) and a per-sample affine."""
+    from npnorm.kernels.statistics import groupnorm as kgn
+    rng = np.random.default_rng(groups)
+    n, c, s = 3, 6, 7
+    x = (3 + 2 * rng.standard_normal((n, c, s))).astype(dtype)
+    scale, shift = 1 + 0.3 * rng.standard_normal((n, c)), 0.1 * rng.standard_normal((n, c))
+    rows = n * groups
+    for r0, r1 in ((0, rows), (0, 1), (rows - 1, rows), (1, max(2, rows - 1))):
+        y, y2 = np.zeros_like(x), np.zeros_like(x)
+        keep = np.zeros_like(x)
+        mean, var, mean2, var2 = (np.zeros(rows) for _ in range(4))
+        kgn._gn_fwd_rows(x, groups, scale, shift, 1e-5, y, mean, var, r0, r1)
+        kgn._gn_fwd_keep_rows(x, groups, scale, shift, 1e-5, y2, mean2, var2, keep, r0, r1)
+        tol = 1e-13 if dtype == np.float64 else 1e-6
+        np.testing.assert_allclose(y2, y, rtol=tol, atol=tol)
+        np.testing.assert_allclose(mean2, mean, rtol=tol)
+        np.testing.assert_allclose(var2, var, rtol=1e-10)
+        k = c // groups
+        blocks = [(r // groups, (r % groups) * k) for r in range(r0, r1)]
+        for b_n, b_c in blocks:
+            np.testing.assert_array_equal(keep[b_n, b_c:b_c + k], x[b_n, b_c:b_c + k])
+
+
 # -- review fixes: l2norm out=/keep_out= off the last axis, PatchNorm's weight, private parameters ---
 def test_l2norm_twin_out_needs_the_last_axis():
     """``out=`` (and ``dx_out=``) cannot hold rows of another axis: a clear error, not a silent drop."""

@@ -24,11 +24,12 @@ The backward pass reads ``x`` and ``dy`` once per row into cache-resident sums
 gradient need), then writes :math:`dx = r(g - \overline{g} - \hat x\,\overline{g\hat x})`.
 
 The loops over one channel's ``S`` elements are small functions of 1-D arrays (``_affine_row``,
-``_affine_keep_row``, ``_dy_sums_row``, ``_dx_row``). Written inline, indexing the 3-D arrays, the
-same loops were slower: on one thread of the 2-vCPU Intel Xeon this project is built on, float32,
-blocks in the L2 cache, the forward with the copy took 0.75 ns per element against 0.56, the
-backward 0.81 against 0.50, with bit-identical results (a by-hand measurement; the benchmark's
-GroupNorm, InstanceNorm and AdaGN rows show the effect on whole layers).
+``_dy_sums_row``, ``_dx_row``, ...). Written inline, indexing the 3-D arrays, the same loops were
+slower: on one thread of the 2-vCPU Intel Xeon this project is built on, float32, blocks in the L2
+cache, the forward with the copy took 0.75 ns per element against 0.56, the backward 0.81 against
+0.50, with bit-identical results (a by-hand measurement). The forward with the copy is also
+software-pipelined (:func:`_gn_fwd_keep_rows`): writing one block, it sums the next, whose loads are
+then in flight.
 """
 
 from __future__ import annotations
@@ -73,12 +74,28 @@ def _affine_row(xr, mu, a, b, orow):
 
 
 @jit
-def _affine_keep_row(xr, mu, a, b, orow, krow):
-    """:func:`_affine_row` that also copies ``xr`` into ``krow``."""
+def _affine_keep_next_row(xr, mu, a, b, orow, krow, nxt):
+    """:func:`_affine_row` that also copies ``xr`` into ``krow`` and sums ``nxt`` (the same channel of
+    the next block): returns that sum."""
+    s = np.float64(0.0)
     for j in range(xr.shape[0]):
         xv = xr[j]
         orow[j] = (xv - mu) * a + b
         krow[j] = xv
+        s += nxt[j]
+    return s
+
+
+@jit
+def _block_var(x, n, c0, k, mu):
+    """Biased variance of channels ``c0 .. c0+k-1`` of sample ``n`` about ``mu`` (pass 2 of :func:`_block_stats`)."""
+    ss = np.float64(0.0)
+    for c in range(c0, c0 + k):
+        xr = x[n, c]
+        for j in range(xr.shape[0]):
+            d = xr[j] - mu
+            ss += d * d
+    return ss / (k * x.shape[2])
 
 
 @jit
@@ -143,16 +160,32 @@ def _gn_fwd_parallel(x, groups, scale, shift, eps, out, mean, var, nchunks):
 @jit
 def _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1):
     """:func:`_gn_fwd_rows` whose output pass also copies the block into ``keep`` while it is in the
-    cache (the backward pass reads that copy, never the caller's array)."""
+    cache (the backward pass reads that copy, never the caller's array). Software-pipelined: the
+    output pass of row ``r`` also sums row ``r + 1`` (its first statistics pass), so that the next
+    block's loads from memory are in flight while this block is written."""
     k = x.shape[1] // groups
     p = scale.shape[0]
+    m = k * x.shape[2]
+    if r0 >= r1:
+        return
+    n, c0 = r0 // groups, (r0 % groups) * k
+    s = np.float64(0.0)
+    for c in range(c0, c0 + k):                 # first pass of the first row
+        xr = x[n, c]
+        for j in range(xr.shape[0]):
+            s += xr[j]
     for r in range(r0, r1):
         n = r // groups
         c0 = (r % groups) * k
-        mu, v = _block_stats(x, n, c0, k)
+        mu = s / m
+        v = _block_var(x, n, c0, k, mu)
         rs = 1.0 / np.sqrt(v + eps)
-        for c in range(c0, c0 + k):
-            _affine_keep_row(x[n, c], mu, rs * scale[n % p, c], shift[n % p, c], out[n, c], keep[n, c])
+        rn = r + 1 if r + 1 < r1 else r         # (the last row sums itself again, unused)
+        n2, c2 = rn // groups, (rn % groups) * k
+        s = np.float64(0.0)
+        for c in range(c0, c0 + k):             # output and copy of row r, first pass of row r + 1
+            s += _affine_keep_next_row(x[n, c], mu, rs * scale[n % p, c], shift[n % p, c], out[n, c],
+                                       keep[n, c], x[n2, c2 + c - c0])
         mean[r] = mu
         var[r] = v
 
@@ -198,9 +231,9 @@ def _gn_bwd_parallel(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks):
         _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, t * nr // nchunks, (t + 1) * nr // nchunks)
 
 
-DISPATCHERS = (_block_stats, _affine_row, _affine_keep_row, _dy_sums_row, _dx_row, _gn_stats_rows,
-               _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel, _gn_fwd_keep_rows, _gn_fwd_keep_parallel,
-               _gn_bwd_rows, _gn_bwd_parallel)
+DISPATCHERS = (_block_stats, _affine_row, _affine_keep_next_row, _block_var, _dy_sums_row, _dx_row,
+               _gn_stats_rows, _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel, _gn_fwd_keep_rows,
+               _gn_fwd_keep_parallel, _gn_bwd_rows, _gn_bwd_parallel)
 
 
 # -- Python-level building blocks -------------------------------------------------------------------
