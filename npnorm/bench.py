@@ -2,8 +2,9 @@ r"""Benchmark of the normalizers: textbook NumPy, our NumPy reference, our Numba
 
 Run ``python -m npnorm.bench`` (``--help`` for the options). For each case it times, after a warm-up
 call, ``--repeats`` runs of the forward pass and of forward + backward, and reports the median with
-the min and max. The implementations are timed in turns (one run of each per round), so that other
-programs slowing the machine down for a while affect all of them alike and the ratios stay fair. Columns:
+the min and max. The implementations are timed in turns (one run of each per round, the order rotated
+every round), so that other programs slowing the machine down for a while affect all of them alike and
+none always finds the cache its predecessor left (which read the same ``x`` and ``dy``). Columns:
 
 ``textbook``
     The way most tutorials write it: statistics with ``E[x^2] - E[x]^2`` in the input's dtype, one
@@ -1021,8 +1022,9 @@ def _time(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
 
 
 def _time_round_robin(fns: list[Callable], repeats: int, warmup_seconds: float = 0.2) -> list[list[float]]:
-    """Time several functions in turns (warm-up, then ``repeats`` rounds of one call each), so that a
-    change in the machine's load during the measurement hits them all alike.
+    """Time several functions in turns (warm-up, then ``repeats`` rounds of one call each, the order
+    rotated by one every round), so that a change in the machine's load during the measurement hits
+    them all alike, and none always inherits the cache its predecessor left.
 
     The warm-up calls each function at least twice (the first call may compile a kernel) and until
     ``warmup_seconds`` have passed: the first calls that allocate large outputs pay page faults until
@@ -1033,10 +1035,13 @@ def _time_round_robin(fns: list[Callable], repeats: int, warmup_seconds: float =
             fn()
             calls += 1
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
+    for rnd in range(repeats):
+        for i in range(len(fns)):
+            # the order rotates every round: no implementation always runs right after the same one
+            # (whose reads of x and dy, or freed memory, would leave it a warmer cache)
+            k = (i + rnd) % len(fns)
             t0 = time.perf_counter()
-            fn()
+            fns[k]()
             times[k].append(time.perf_counter() - t0)
     return times
 
@@ -1312,7 +1317,8 @@ def format_table(data: dict[str, Any]) -> str:
         f"PyTorch {meta['torch'] or 'not installed'}; NumPy's BLAS: {meta.get('numpy_blas', '?')}",
         *_bounds_legend(meta),
         f"outputs: {meta['outputs']}",
-        f"times: median of {meta['repeats']} runs, implementations in turns, after a warm-up; "
+        f"times: median of {meta['repeats']} runs, implementations in turns (order rotated every round), "
+        "after a warm-up; "
         "'layer/torch' > 1: npnorm's layer API faster than PyTorch's module; 'impl/kernel' = impl time / "
         "bare kernel time",
         *(["patterns: 'pattern' and 'pattern_min' move the bytes of the fused kernel's memory pattern with and "

@@ -208,6 +208,15 @@ def test_bench_patterns_option_adds_the_columns(tmp_path):
     assert not any(impl in bench.PATTERNS for case, impl in got if case.startswith("IterNorm"))
 
 
+def test_round_robin_rotates_the_order():
+    """Each round starts one implementation later, so none always runs right after the same one."""
+    calls = []
+    fns = [lambda k=k: calls.append(k) for k in range(3)]
+    times = bench._time_round_robin(fns, repeats=3, warmup_seconds=0.0)
+    assert [len(t) for t in times] == [3, 3, 3]
+    assert calls[-9:] == [0, 1, 2, 1, 2, 0, 2, 0, 1]
+
+
 def test_patchnorm_traffic_units_fit_the_case():
     """PatchNorm's streams count its output-sized arrays (y, z^w, dy) as x.nbytes: true for the case."""
     case = next(c for c in bench.CASES if c.family == "patchnorm")
