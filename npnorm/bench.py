@@ -2,8 +2,8 @@ r"""Benchmark of the normalizers: textbook NumPy, our NumPy reference, our Numba
 
 Run ``python -m npnorm.bench`` (``--help`` for the options). For each case it times, after a warm-up
 call, ``--repeats`` runs of the forward pass and of forward + backward, and reports the median with
-the min and max. The implementations are timed in turns (one run of each per round, the order rotated
-every round), so that other programs slowing the machine down for a while affect all of them alike and
+the min and max. The implementations are timed in turns (one run of each per round, in a new random
+order every round), so that other programs slowing the machine down for a while affect all of them alike and
 none always finds the cache its predecessor left (which read the same ``x`` and ``dy``). Columns:
 
 ``textbook``
@@ -39,8 +39,8 @@ ordinary stores, so it is placed against the ``store`` bound: ``% bound`` = effe
 ``store`` bound (DRAM or in-cache, by working set). The ``memcpy`` figure is shown for comparison:
 ordinary stores cannot reach it.
 
-Memory patterns (``--patterns``). Two more columns time loops that do no arithmetic but move exactly
-the bytes of a memory pattern, in the same rounds as the implementations: ``pattern``, the fused
+Memory patterns (``--patterns``). Two more columns time loops that do no other work (at most one
+addition per element) than move exactly the bytes of a memory pattern, in the same rounds as the implementations: ``pattern``, the fused
 kernel's (its forward pass reads ``x`` and writes ``y`` and the private copy, its backward pass reads
 the copy and ``dy`` and writes ``dx``; families that read twice read twice), and ``pattern_min``, the
 same without the private copy, PyTorch's pattern. Preallocated outputs, ordinary stores. A kernel
@@ -76,7 +76,7 @@ __all__ = ["BenchCase", "CASES", "IMPLEMENTATIONS", "PATTERNS", "STREAMS", "KEEP
            "pattern_impls", "run", "stream_bandwidths", "format_table", "plot", "main"]
 
 IMPLEMENTATIONS = ("textbook", "reference", "numba", "layer", "torch")
-#: The memory-pattern loops (``--patterns``, see the module docstring): no arithmetic, the bytes of the
+#: The memory-pattern loops (``--patterns``, see the module docstring): no other work, the bytes of the
 #: fused kernel's pattern (``"pattern"``) or of the same without the private copy (``"pattern_min"``).
 PATTERNS = ("pattern", "pattern_min")
 #: How PyTorch's forward pass is timed: under ``torch.no_grad()`` (an inference forward, saves
@@ -799,7 +799,7 @@ def _torch_catalog(torch, case, x, dy, w, b, extra, torch_forward="no_grad"):
 
 
 def pattern_impls(family: str, x: np.ndarray, dy: np.ndarray) -> dict[str, dict[str, Callable]]:
-    """``{"pattern": {pass: callable}, "pattern_min": {...}}``: loops without arithmetic that move the
+    """``{"pattern": {pass: callable}, "pattern_min": {...}}``: loops doing no other work that move the
     bytes of the fused kernel's memory pattern and of the same pattern without the private copy (see
     the module docstring); ``{}`` for a family whose traffic kind has no pattern loop."""
     from .kernels.affine import parallel_copy, parallel_read, stream_add, stream_copy2, stream_read2
@@ -1022,9 +1022,9 @@ def _time(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
 
 
 def _time_round_robin(fns: list[Callable], repeats: int, warmup_seconds: float = 0.2) -> list[list[float]]:
-    """Time several functions in turns (warm-up, then ``repeats`` rounds of one call each, the order
-    rotated by one every round), so that a change in the machine's load during the measurement hits
-    them all alike, and none always inherits the cache its predecessor left.
+    """Time several functions in turns (warm-up, then ``repeats`` rounds of one call each, in a new
+    random order every round, seeded), so that a change in the machine's load during the measurement
+    hits them all alike, and none always inherits the cache the same predecessor left.
 
     The warm-up calls each function at least twice (the first call may compile a kernel) and until
     ``warmup_seconds`` have passed: the first calls that allocate large outputs pay page faults until
@@ -1035,11 +1035,11 @@ def _time_round_robin(fns: list[Callable], repeats: int, warmup_seconds: float =
             fn()
             calls += 1
     times: list[list[float]] = [[] for _ in fns]
-    for rnd in range(repeats):
-        for i in range(len(fns)):
-            # the order rotates every round: no implementation always runs right after the same one
-            # (whose reads of x and dy, or freed memory, would leave it a warmer cache)
-            k = (i + rnd) % len(fns)
+    order = np.random.default_rng(0)             # the same orders in every run
+    for _ in range(repeats):
+        # a new order every round: no implementation always runs right after the same one (whose reads
+        # of x and dy, or freed memory, would leave it a warmer cache)
+        for k in order.permutation(len(fns)):
             t0 = time.perf_counter()
             fns[k]()
             times[k].append(time.perf_counter() - t0)
@@ -1317,12 +1317,12 @@ def format_table(data: dict[str, Any]) -> str:
         f"PyTorch {meta['torch'] or 'not installed'}; NumPy's BLAS: {meta.get('numpy_blas', '?')}",
         *_bounds_legend(meta),
         f"outputs: {meta['outputs']}",
-        f"times: median of {meta['repeats']} runs, implementations in turns (order rotated every round), "
+        f"times: median of {meta['repeats']} runs, implementations in turns (a new random order every round), "
         "after a warm-up; "
         "'layer/torch' > 1: npnorm's layer API faster than PyTorch's module; 'impl/kernel' = impl time / "
         "bare kernel time",
         *(["patterns: 'pattern' and 'pattern_min' move the bytes of the fused kernel's memory pattern with and "
-           "without the private copy of x, no arithmetic, preallocated outputs; 'torch/pattern': about the best "
+           "without the private copy of x and no other work, preallocated outputs; 'torch/pattern': about the best "
            "'layer/torch' any kernel keeping the private copy could reach in this run"] if patterns else []),
         "forward ('fwd'): npnorm's training forward (it writes the private copy of x) against PyTorch's "
         + ("under torch.no_grad() (an inference forward: saves nothing)"

@@ -312,6 +312,36 @@ def test_inf_in_the_upstream_spreads_as_in_the_reference(make, shape, dtype):
         assert rel_error(np.where(finite, a, 0), np.where(finite, b, 0)) <= TOL[np.dtype(dtype)]
 
 
+@pytest.mark.parametrize("affine", [False, True], ids=["no_affine", "affine"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_adagroupnorm_inf_in_the_upstream_spreads_as_in_the_reference(affine, dtype):
+    """AdaGN with an ``inf`` in ``dout``: every gradient (x, the embedding, the projection, GroupNorm's
+    affine) has the reference's NaN/inf pattern. The fused backward's scale gradient
+    ``gamma sum(dy x_hat) + beta sum(dy)`` gave inf - inf = NaN where the reference's
+    ``sum(dy (gamma x_hat + beta))`` is +-inf."""
+    from npnorm.adaptive import adagroupnorm as ref_agn
+    from npnorm.kernels.adaptive import adagroupnorm as k_agn
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 7)).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    dout[1, 0, 0] = np.inf
+    dout[0, 3, 2] = -np.inf
+    emb, lw, lb = rng.standard_normal((2, 5)), rng.standard_normal((8, 5)), rng.standard_normal(8)
+    w, b = (1 + 0.3 * rng.standard_normal(4), 0.5 + 0.1 * rng.standard_normal(4)) if affine else (None, None)
+    _, cache = k_agn.ada_group_norm_forward(x, emb, lw, lb, 2, 1e-5, "silu", w, b)
+    _, cache_ref = ref_agn.ada_group_norm_forward(x.astype(np.float64), emb, lw, lb, 2, 1e-5, "silu", w, b)
+    with np.errstate(invalid="ignore"):
+        got = k_agn.ada_group_norm_backward(dout, cache)
+        want = ref_agn.ada_group_norm_backward(dout.astype(np.float64), cache_ref)
+    for name, a, r in zip(("dx", "demb", "dlinear_weight", "dlinear_bias", "dweight", "dbias"), got, want):
+        if r is None:
+            assert a is None
+            continue
+        for test in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(test(a), test(r), err_msg=f"{name}: {test.__name__}")
+    assert np.isinf(want[3]).any()                    # the case is a real test: infs reach the bias
+
+
 CONSTANT = [  # constructor, input shape, how to make the input constant over each normalized set
     ("LayerNorm", lambda b: npnorm.LayerNorm(16, backend=b), (6, 16), lambda x: x[..., :1]),
     ("GroupNorm", lambda b: npnorm.GroupNorm(2, 4, backend=b), (3, 4, 5), lambda x: x[:, ::2, :1].repeat(2, axis=1)),
@@ -552,7 +582,7 @@ def test_batchnorm_kernel_agrees_serial_and_parallel(parallel, dtype, monkeypatc
     np.testing.assert_allclose(cache["mean"], cache_ref["mean"], rtol=1e-6 if dtype != np.float64 else 1e-12)
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 11])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 11])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_layernorm_backward_bodies_agree(rows, dtype):
     """The LayerNorm backward kernel runs ``_ln_bwd_rows4`` (four rows per pass, the rest row by row
@@ -582,21 +612,22 @@ def test_layernorm_backward_bodies_agree(rows, dtype):
 def test_layernorm_forward_with_copy_agrees_with_the_plain_body(rows, dtype):
     """``_ln_fwd_keep_rows`` (software-pipelined: pass 3 of a row also sums the next row) gives the
     output, mean and rstd of the one-row-at-a-time ``_ln_fwd_rows`` and an exact copy of x, for any
-    number of rows, the last row included."""
+    number of rows and row ranges that start past the first row, the last row included."""
     from npnorm.kernels.statistics import layernorm as kln
     rng = np.random.default_rng(rows)
     m = 37
     x = (3 + 2 * rng.standard_normal((rows, m))).astype(dtype)
     w, b = 1 + 0.3 * rng.standard_normal(m), 0.1 * rng.standard_normal(m)
-    y, mean, rstd = np.empty_like(x), np.empty(rows), np.empty(rows)
-    y2, mean2, rstd2, keep = np.empty_like(x), np.empty(rows), np.empty(rows), np.empty_like(x)
-    kln._ln_fwd_rows(x, w, b, 1e-5, y, mean, rstd, 0, rows)
-    kln._ln_fwd_keep_rows(x, w, b, 1e-5, y2, mean2, rstd2, keep, 0, rows)
-    np.testing.assert_array_equal(keep, x)
     tol = 1e-14 if dtype == np.float64 else 1e-6
-    np.testing.assert_allclose(mean2, mean, rtol=tol)
-    np.testing.assert_allclose(rstd2, rstd, rtol=1e-12)
-    np.testing.assert_allclose(y2, y, rtol=tol, atol=tol)
+    for r0, r1 in {(0, rows), (min(1, rows), rows), (rows // 2, rows), (min(1, rows), max(min(1, rows), rows - 1))}:
+        y, mean, rstd = np.zeros_like(x), np.zeros(rows), np.zeros(rows)
+        y2, mean2, rstd2, keep = np.zeros_like(x), np.zeros(rows), np.zeros(rows), np.zeros_like(x)
+        kln._ln_fwd_rows(x, w, b, 1e-5, y, mean, rstd, r0, r1)
+        kln._ln_fwd_keep_rows(x, w, b, 1e-5, y2, mean2, rstd2, keep, r0, r1)
+        np.testing.assert_array_equal(keep[r0:r1], x[r0:r1])
+        np.testing.assert_allclose(mean2, mean, rtol=tol)
+        np.testing.assert_allclose(rstd2, rstd, rtol=1e-12)
+        np.testing.assert_allclose(y2, y, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("groups", [1, 2, 6])

@@ -162,11 +162,22 @@ def test_traffic_model_counts_the_private_copy():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_pattern_loops_move_the_bytes_they_claim(dtype):
+def test_pattern_loops_move_the_bytes_they_claim(dtype, monkeypatch):
     """The memory-pattern loops (``--patterns``) really move their streams: the forward writes the output
     (and, for ``pattern``, the private copy) from x, forward + backward writes dx from the saved array
-    and dy; their stream counts are the kernel's with and without the copy; families whose traffic
-    kind has no pattern loop get none."""
+    and dy; the loops each pass calls move (reads, writes) as counted by ``streams``, which are the
+    kernel's with and without the copy; families whose traffic kind has no pattern loop get none."""
+    from npnorm.kernels import affine
+    moved = []
+
+    def recording(fn, reads, writes):
+        def wrapper(*args):
+            moved.append((reads, writes))
+            return fn(*args)
+        return wrapper
+    for name, rd, wr in (("parallel_read", 1, 0), ("parallel_copy", 1, 1), ("stream_copy2", 1, 2),
+                         ("stream_add", 2, 1), ("stream_read2", 2, 0)):
+        monkeypatch.setattr(affine, name, recording(getattr(affine, name), rd, wr))
     rng = np.random.default_rng(0)
     for case in bench.CASES:
         x = rng.standard_normal(case.sized("tiny")).astype(dtype)
@@ -178,6 +189,10 @@ def test_pattern_loops_move_the_bytes_they_claim(dtype):
             continue
         assert set(impls) == set(bench.PATTERNS)
         for name in bench.PATTERNS:
+            for pss in bench.PASSES:                   # the loops called move the counted streams
+                moved.clear()
+                impls[name][pss]()
+                assert tuple(map(sum, zip(*moved))) == bench.streams(case.family, name, pss), (case.name, name)
             y, saved = impls[name]["forward"]()
             np.testing.assert_array_equal(y, x.reshape(-1))
             np.testing.assert_array_equal(saved, x.reshape(-1))
@@ -208,13 +223,18 @@ def test_bench_patterns_option_adds_the_columns(tmp_path):
     assert not any(impl in bench.PATTERNS for case, impl in got if case.startswith("IterNorm"))
 
 
-def test_round_robin_rotates_the_order():
-    """Each round starts one implementation later, so none always runs right after the same one."""
+def test_round_robin_varies_the_order():
+    """Every round runs each implementation once, in a new order: over the rounds, each one follows
+    several different predecessors (a fixed or merely rotated order keeps the same predecessor)."""
     calls = []
-    fns = [lambda k=k: calls.append(k) for k in range(3)]
-    times = bench._time_round_robin(fns, repeats=3, warmup_seconds=0.0)
-    assert [len(t) for t in times] == [3, 3, 3]
-    assert calls[-9:] == [0, 1, 2, 1, 2, 0, 2, 0, 1]
+    fns = [lambda k=k: calls.append(k) for k in range(5)]
+    times = bench._time_round_robin(fns, repeats=8, warmup_seconds=0.0)
+    assert [len(t) for t in times] == [8] * 5
+    timed = calls[-40:]
+    rounds = [timed[i:i + 5] for i in range(0, 40, 5)]
+    assert all(sorted(r) == list(range(5)) for r in rounds)
+    before = {k: {timed[i - 1] for i in range(1, 40) if timed[i] == k} for k in range(5)}
+    assert all(len(p) >= 3 for p in before.values()), before
 
 
 def test_patchnorm_traffic_units_fit_the_case():

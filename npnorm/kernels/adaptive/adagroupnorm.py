@@ -44,6 +44,18 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return shape[0], shape[1], int(np.prod(shape[2:]))
 
 
+def _dscale_per_element(dy3: np.ndarray, x3: np.ndarray, cache: dict[str, Any]) -> np.ndarray:
+    """``sum_s dy (gamma x_hat + beta)`` per (n, c) in float64, element by element (the reference's
+    order of operations, for an upstream with inf or NaN)."""
+    n, c, s = x3.shape
+    g = cache["groups"]
+    xg = x3.reshape(n, g, (c // g) * s).astype(np.float64)
+    x_hat = ((xg - cache["mean"].reshape(n, g, 1)) * cache["rstd"].reshape(n, g, 1)).reshape(n, c, s)
+    h = x_hat * cache["gamma"].reshape(1, c, 1) + cache["beta"].reshape(1, c, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (dy3.astype(np.float64) * h).sum(axis=2)
+
+
 def ada_group_norm_forward(x: np.ndarray, emb: np.ndarray, linear_weight: np.ndarray, linear_bias: np.ndarray,
                            num_groups: int, eps: float = 1e-5, act: str | None = None,
                            weight: np.ndarray | None = None, bias: np.ndarray | None = None,
@@ -88,6 +100,10 @@ def ada_group_norm_backward(dout: np.ndarray, cache: dict[str, Any], *, dx_out: 
     r = np.repeat(cache["rstd"].reshape(n, groups), c // groups, axis=1)   # (N, C)
     sdxh = sdyx * r                                                         # sum dy * x_hat
     dscale = cache["gamma"] * sdxh + cache["beta"] * sdy
+    if not np.isfinite(dscale).all():
+        # an inf (or NaN) in dout: gamma sum(dy x_hat) + beta sum(dy) can be inf - inf = NaN where the
+        # reference's sum of dy (gamma x_hat + beta) is +-inf; then sum per element as it does
+        dscale = _dscale_per_element(dy3, x3, cache)
     demb, dlw, dlb = project_backward(np.concatenate([dscale, sdy], axis=1), cache["proj"])
     dweight = (cache["one_s"] * sdxh).sum(axis=0) if cache["has_weight"] else None
     dbias = (cache["one_s"] * sdy).sum(axis=0) if cache["has_bias"] else None

@@ -116,7 +116,8 @@ def _ln_bwd_rows4(dy, x, w, mean, rstd, dx, dw, db, r0, r1):
     """:func:`_ln_bwd_rows` four rows at a time (the rest row by row): pass 1 walks the four rows
     together, so each element of the ``dw``/``db`` accumulators is loaded and stored once per four
     rows instead of once per row. Those loads and stores, not the reads of ``x`` and ``dy``, limited
-    the one-row loop. Same formulas; only the order of the additions into ``dw``/``db`` differs."""
+    the one-row loop. Same formulas; the order of the operations in the sums differs (``dy x_hat``
+    times ``w`` rather than ``w dy`` times ``x_hat``), which changes the last bits."""
     m = x.shape[1]
     i = r0
     while i + 4 <= r1:
