@@ -40,13 +40,14 @@ ordinary stores, so it is placed against the ``store`` bound: ``% bound`` = effe
 ordinary stores cannot reach it.
 
 Memory patterns (``--patterns``). Two more columns time loops that do no other work (at most one
-addition per element) than move exactly the bytes of a memory pattern, in the same rounds as the implementations: ``pattern``, the fused
-kernel's (its forward pass reads ``x`` and writes ``y`` and the private copy, its backward pass reads
-the copy and ``dy`` and writes ``dx``; families that read twice read twice), and ``pattern_min``, the
-same without the private copy, PyTorch's pattern. Preallocated outputs, ordinary stores. A kernel
-cannot beat its own pattern by much, so ``torch/pattern`` is about the best ``layer/torch`` that any
-kernel keeping the private copy could reach in that run, and ``pattern/kernel`` says how close the
-kernel is to its pattern. Only for the families whose traffic is ``keep`` or ``keep, two reads``.
+addition per element) than move exactly the bytes of a memory pattern, in the same rounds as the
+implementations: ``pattern``, the fused kernel's (its forward pass reads ``x`` and writes ``y`` and the
+private copy, its backward pass reads the copy and ``dy`` and writes ``dx``; families that read twice
+read twice), and ``pattern_min``, the same without the private copy, PyTorch's pattern. Preallocated
+outputs, ordinary stores. A kernel cannot beat its own pattern by much, so ``torch/pattern`` is about
+the best ``layer/torch`` that any kernel keeping the private copy could reach in that run, and
+``pattern/kernel`` says how close the kernel is to its pattern. Only for the families whose traffic is
+``keep`` or ``keep, two reads``.
 
 Allocations: fresh large arrays can cost more than the arithmetic on these machines (page faults on
 new memory). The Numba column writes into preallocated arrays; for the columns that must allocate
@@ -1432,7 +1433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-train-step", action="store_true", help="skip the CNN training-step comparison")
     parser.add_argument("--patterns", action="store_true",
-                        help="also time loops without arithmetic that move the bytes of the fused kernel's memory "
+                        help="also time loops doing no other work than move the bytes of the fused kernel's memory "
                              "pattern, with and without the private copy of x (columns pattern, pattern_min)")
     parser.add_argument("--torch-forward", choices=TORCH_FORWARDS, default="no_grad",
                         help="time PyTorch's forward pass under torch.no_grad() (default, an inference forward) or "

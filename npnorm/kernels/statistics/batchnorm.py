@@ -25,12 +25,12 @@ reads ``x``: the backward pass must not read the caller's array, which the calle
 since); the backward reads that copy and ``dy`` twice and writes ``dx``.
 
 Why not one channel at a time, which would read ``x`` once (a channel's ``N S`` elements, 400 KB for
-``(64, 128, 28, 28)`` float64, fit in a 1 MiB L2 cache between a statistics pass and the output
-pass)? Measured once, by hand (the plan's code was removed after the measurement, so nothing in the
-repository repeats it), on a 2-core AMD EPYC (the machine this project was built on then), 1 thread,
-forward pass with the copy, minimum of 20-40 interleaved runs, in 5 runs on a heavily loaded machine (two runs of this
-same plan differed by up to 2x there): that plan was slower than the one above in all 5 runs,
-1.5 to 4.9 times (float64: 30-55 ms against 11-24 ms; float32: 11-23 ms against 4-13 ms); blocks of
+``(64, 128, 28, 28)`` float64, fit in a 1 MiB L2 cache between a statistics pass and the output pass)?
+Measured once, by hand (the plan's code was removed after the measurement, so nothing in the repository
+repeats it), on a 2-core AMD EPYC (the machine this project was built on then), 1 thread, forward pass
+with the copy, minimum of 20-40 interleaved runs, in 5 runs on a heavily loaded machine (two runs of
+this same plan differed by up to 2x there): that plan was slower than the one above in all 5 runs, 1.5
+to 4.9 times (float64: 30-55 ms against 11-24 ms; float32: 11-23 ms against 4-13 ms); blocks of
 16 channels were slower in 9 of 10 runs. Our hypothesis, not measured: walking ``N`` short runs
 ``C S`` elements apart restarts the hardware prefetcher at every run, and the cache shared with
 other programs does not hold the channel between the passes.

@@ -26,10 +26,10 @@ gradient need), then writes :math:`dx = r(g - \overline{g} - \hat x\,\overline{g
 The loops over one channel's ``S`` elements are small functions of 1-D arrays (``_affine_row``,
 ``_dy_sums_row``, ``_dx_row``, ...). Written inline, indexing the 3-D arrays, the same loops were
 slower: on one thread of the 2-vCPU Intel Xeon this project is built on, float32, blocks in the L2
-cache, the forward with the copy took 0.75 ns per element against 0.56, the backward 0.81 against
-0.50, with bit-identical float32 results (float64 may differ in the last bits; a by-hand measurement). The forward with the copy is also
-software-pipelined (:func:`_gn_fwd_keep_rows`): writing one block, it sums the next, whose loads are
-then in flight.
+cache, the forward with the copy took 0.75 ns per element against 0.56, the backward 0.81 against 0.50,
+with bit-identical float32 results (float64 may differ in the last bits; a by-hand measurement). The
+forward with the copy is also software-pipelined (:func:`_gn_fwd_keep_rows`): writing one block, it sums
+the next, whose loads are then in flight.
 """
 
 from __future__ import annotations
