@@ -658,6 +658,43 @@ def test_groupnorm_forward_with_copy_agrees_with_the_plain_body(groups, dtype):
             np.testing.assert_array_equal(keep[b_n, b_c:b_c + k], x[b_n, b_c:b_c + k])
 
 
+@pytest.mark.parametrize("groups", [1, 2, 6])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_groupnorm_backward_body_on_row_ranges(groups, dtype):
+    """``_gn_bwd_rows`` (software-pipelined: writing dx of one block, it takes the sums of the next)
+    on any row range gives the sums and dx of the backward formula for exactly the rows of the range,
+    and writes nothing outside it (in the parallel driver the next row belongs to another thread)."""
+    from npnorm.kernels.statistics import groupnorm as kgn
+    rng = np.random.default_rng(groups)
+    n, c, s = 3, 6, 7
+    k, rows = c // groups, n * groups
+    x = (3 + 2 * rng.standard_normal((n, c, s))).astype(dtype)
+    dy = rng.standard_normal((n, c, s)).astype(dtype)
+    scale = 1 + 0.3 * rng.standard_normal((n, c))
+    x64 = x.astype(np.float64).reshape(n, groups, k * s)
+    mean, rstd = x64.mean(axis=2).ravel(), 1 / np.sqrt(x64.var(axis=2).ravel() + 1e-5)
+    mu = np.repeat(mean.reshape(n, groups), k, axis=1)[..., None]
+    r = np.repeat(rstd.reshape(n, groups), k, axis=1)[..., None]
+    d64 = dy.astype(np.float64)
+    want_sdy, want_sdyx = d64.sum(axis=2), (d64 * (x - mu)).sum(axis=2)
+    g = scale[..., None] * d64
+    g_mean = np.repeat((scale * want_sdy).reshape(n, groups, k).sum(axis=2) / (k * s), k, axis=1)[..., None]
+    gx_mean = np.repeat((scale * want_sdyx).reshape(n, groups, k).sum(axis=2) / (k * s), k, axis=1)[..., None] * r
+    want_dx = r * (g - g_mean - (x - mu) * r * gx_mean)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for r0, r1 in ((0, rows), (0, 1), (rows - 1, rows), (1, max(2, rows - 1))):
+        dx = np.full_like(x, np.nan)
+        sdy, sdyx = np.full((n, c), np.nan), np.full((n, c), np.nan)
+        kgn._gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, r0, r1)
+        inside = np.zeros((n, c), dtype=bool)
+        for row in range(r0, r1):
+            inside[row // groups, (row % groups) * k:(row % groups + 1) * k] = True
+        assert np.isnan(sdy[~inside]).all() and np.isnan(sdyx[~inside]).all() and np.isnan(dx[~inside]).all()
+        assert rel_error(sdy[inside], want_sdy[inside]) < tol
+        assert rel_error(sdyx[inside], want_sdyx[inside]) < tol
+        assert rel_error(dx[inside], want_dx[inside]) < tol
+
+
 # -- review fixes: l2norm out=/keep_out= off the last axis, PatchNorm's weight, private parameters ---
 def test_l2norm_twin_out_needs_the_last_axis():
     """``out=`` (and ``dx_out=``) cannot hold rows of another axis: a clear error, not a silent drop."""
