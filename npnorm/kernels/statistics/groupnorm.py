@@ -48,23 +48,34 @@ __all__ = ["group_norm_forward", "group_norm_backward", "group_stats", "grouped_
 
 
 @jit
-def _block_stats(x, n, c0, k):
-    """Mean and biased variance of channels ``c0 .. c0+k-1`` of sample ``n`` (two passes, float64)."""
-    s_len = x.shape[2]
+def _block_sum(x, n, c0, k):
+    """Sum of channels ``c0 .. c0+k-1`` of sample ``n`` (float64): pass 1 of :func:`_block_stats`."""
     s = np.float64(0.0)
     for c in range(c0, c0 + k):
         xr = x[n, c]
-        for j in range(s_len):
+        for j in range(xr.shape[0]):
             s += xr[j]
-    m = k * s_len
-    mu = s / m
+    return s
+
+
+@jit
+def _block_var(x, n, c0, k, mu):
+    """Biased variance of channels ``c0 .. c0+k-1`` of sample ``n`` about ``mu``: pass 2 of
+    :func:`_block_stats`."""
     ss = np.float64(0.0)
     for c in range(c0, c0 + k):
         xr = x[n, c]
-        for j in range(s_len):
+        for j in range(xr.shape[0]):
             d = xr[j] - mu
             ss += d * d
-    return mu, ss / m
+    return ss / (k * x.shape[2])
+
+
+@jit
+def _block_stats(x, n, c0, k):
+    """Mean and biased variance of channels ``c0 .. c0+k-1`` of sample ``n`` (two passes, float64)."""
+    mu = _block_sum(x, n, c0, k) / (k * x.shape[2])
+    return mu, _block_var(x, n, c0, k, mu)
 
 
 @jit
@@ -85,18 +96,6 @@ def _affine_keep_next_row(xr, mu, a, b, orow, krow, nxt):
         krow[j] = xv
         s += nxt[j]
     return s
-
-
-@jit
-def _block_var(x, n, c0, k, mu):
-    """Biased variance of channels ``c0 .. c0+k-1`` of sample ``n`` about ``mu`` (pass 2 of :func:`_block_stats`)."""
-    ss = np.float64(0.0)
-    for c in range(c0, c0 + k):
-        xr = x[n, c]
-        for j in range(xr.shape[0]):
-            d = xr[j] - mu
-            ss += d * d
-    return ss / (k * x.shape[2])
 
 
 @jit
@@ -183,12 +182,7 @@ def _gn_fwd_keep_rows(x, groups, scale, shift, eps, out, mean, var, keep, r0, r1
     m = k * x.shape[2]
     if r0 >= r1:
         return
-    n, c0 = r0 // groups, (r0 % groups) * k
-    s = np.float64(0.0)
-    for c in range(c0, c0 + k):                 # first pass of the first row
-        xr = x[n, c]
-        for j in range(xr.shape[0]):
-            s += xr[j]
+    s = _block_sum(x, r0 // groups, (r0 % groups) * k, k)      # first pass of the first row
     for r in range(r0, r1):
         n = r // groups
         c0 = (r % groups) * k
@@ -259,8 +253,8 @@ def _gn_bwd_parallel(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, nchunks):
         _gn_bwd_rows(dy, x, groups, scale, mean, rstd, dx, sdy, sdyx, t * nr // nchunks, (t + 1) * nr // nchunks)
 
 
-DISPATCHERS = (_block_stats, _affine_row, _affine_keep_next_row, _block_var, _dy_sums_row, _dx_row,
-               _dx_row_next_sums, _gn_stats_rows, _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel,
+DISPATCHERS = (_block_sum, _block_var, _block_stats, _affine_row, _affine_keep_next_row, _dy_sums_row,
+               _dx_row, _dx_row_next_sums, _gn_stats_rows, _gn_stats_parallel, _gn_fwd_rows, _gn_fwd_parallel,
                _gn_fwd_keep_rows, _gn_fwd_keep_parallel, _gn_bwd_rows, _gn_bwd_parallel)
 
 
